@@ -1,0 +1,407 @@
+"""The agent activity: run `claude -p` in a worktree with a watchdog, heartbeats and logs.
+
+Two-layer watchdog (ARCHITECTURE.md, decision 4): a local idle timer restarted by
+every output line and a total timer both kill the agent's whole process group; the
+activity's heartbeat timeout is the backstop when the worker itself dies. A child
+gets SIGKILL when the worker dies (PR_SET_PDEATHSIG), and the next attempt kills any
+stale process group recorded in the task's pid file before it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from factory.config import PACKAGE_ROOT, FactoryConfig
+from factory.db import AgentRun, TaskStatus, session_scope, utcnow
+from factory.models import AgentRequest, AgentResult, QuestionAsked, TaskUpdate
+from factory.redact import scrub
+from factory.store import Board, add_log, update_task
+from factory.streamjson import parse_line, protocol_lines
+
+_SECRET_NAMES = {
+    "FACTORY_AUTH_TOKEN",
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+    "PLANE_API_KEY",
+    "TELEGRAM_BOT_TOKEN",
+    "SURREALDB_URL",
+    "SURREALDB_USER",
+    "SURREALDB_PASS",
+    "OPENAI_API_KEY",
+}
+_SECRET_PATTERN = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|_PASS$|_KEY$|CREDENTIAL|^GIT_CONFIG_", re.I)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def agent_environment(cfg: FactoryConfig, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment minus Factory's own secrets, plus the agent's API key."""
+    env = {
+        k: v
+        for k, v in (base if base is not None else os.environ).items()
+        if k.startswith("ANTHROPIC_") or (k not in _SECRET_NAMES and not _SECRET_PATTERN.search(k))
+    }
+    if cfg.anthropic_api_key:
+        env["ANTHROPIC_API_KEY"] = cfg.anthropic_api_key.get_secret_value()
+    return env
+
+
+@dataclass
+class _Progress:
+    session_id: str
+    started: bool = False
+
+
+class AgentActivities:
+    def __init__(self, cfg: FactoryConfig, engine: Engine, board: Board, host: str, memory: Any = None):
+        self.cfg = cfg
+        self.engine = engine
+        self.board = board
+        self.host = host
+        self.memory = memory
+        self.run_dir = cfg.workspace_path / "run"
+        self.secrets = cfg.secret_values()
+
+    # --- process bookkeeping -------------------------------------------------------
+    def _pidfile(self, task_id: int) -> Path:
+        return self.run_dir / f"task-{task_id}.pid"
+
+    def kill_stale(self, task_id: int) -> bool:
+        """Kill an agent process group left by an earlier attempt of this task (on this host)."""
+        pidfile = self._pidfile(task_id)
+        try:
+            pgid = int(pidfile.read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return False
+        killed = False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+            killed = True
+        pidfile.unlink(missing_ok=True)
+        return killed
+
+    @staticmethod
+    async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 3)
+        except TimeoutError:
+            pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.wait(), 5)
+
+    # --- command -------------------------------------------------------------------
+    def _command(self, req: AgentRequest, resume: bool) -> list[str]:
+        claude = shutil.which(self.cfg.claude_command)
+        if not claude:
+            raise ApplicationError(
+                f"the Claude Code CLI ({self.cfg.claude_command!r}) is not on PATH: install it with "
+                "`npm install -g @anthropic-ai/claude-code` or set claude_command in config.yml",
+                type="AgentUnavailable",
+                non_retryable=True,
+            )
+        spec = req.agent
+        tools = ",".join(spec.tools)
+        cmd = [claude, "-p", "--output-format", "stream-json", "--verbose"]
+        cmd += ["--append-system-prompt", self._system_prompt(spec.system_prompt_file)]
+        cmd += ["--tools", tools]
+        if spec.tools:
+            cmd += ["--allowedTools", tools]
+        cmd += ["--resume", req.session_id] if resume else ["--session-id", req.session_id]
+        if spec.model:
+            cmd += ["--model", spec.model]
+        if spec.max_turns:
+            cmd += ["--max-turns", str(spec.max_turns)]
+        cmd += list(spec.extra_args)
+        return cmd
+
+    def _system_prompt(self, path: str) -> str:
+        p = self.cfg.prompt_path(path)
+        try:
+            return p.read_text()
+        except OSError as exc:
+            raise ApplicationError(f"cannot read system prompt {path}: {exc}", non_retryable=True) from exc
+
+    def _env(self, req: AgentRequest) -> dict[str, str]:
+        env = agent_environment(self.cfg)
+        if not env.get("ANTHROPIC_API_KEY") and not env.get("ANTHROPIC_AUTH_TOKEN"):
+            raise ApplicationError(
+                "ANTHROPIC_API_KEY is not set: put it in the environment or .env of the worker",
+                type="AgentUnavailable",
+                non_retryable=True,
+            )
+        pv = self.cfg.previews
+        env.update(
+            {
+                "PYTHONPATH": os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p),
+                "FACTORY_TASK_ID": str(req.task_id),
+                "FACTORY_REPO": req.repo_name,
+                "FACTORY_WORKTREE": req.cwd,
+                "FACTORY_PREVIEW_DOMAIN": pv.domain,
+                "FACTORY_PREVIEW_SCHEME": pv.scheme,
+                "FACTORY_PREVIEW_NETWORK": pv.network,
+                "FACTORY_PREVIEW_ENTRYPOINT": pv.entrypoint,
+                "FACTORY_PREVIEW_CERT_RESOLVER": pv.cert_resolver,
+                "FACTORY_ENV_MAX_RUNNING": str(pv.max_running),
+                "FACTORY_ENV_DEFAULT_MEMORY": pv.default_memory,
+                "FACTORY_ENV_DEFAULT_CPUS": str(pv.default_cpus),
+                "GIT_AUTHOR_NAME": self.cfg.git_author_name,
+                "GIT_AUTHOR_EMAIL": self.cfg.git_author_email,
+                "GIT_COMMITTER_NAME": self.cfg.git_author_name,
+                "GIT_COMMITTER_EMAIL": self.cfg.git_author_email,
+                "GIT_TERMINAL_PROMPT": "0",
+            }
+        )
+        if req.workflow_run_id is not None:
+            env["FACTORY_WORKFLOW_ID"] = str(req.workflow_run_id)
+        return env
+
+    async def _context(self, req: AgentRequest) -> str:
+        """Memory recall and board messages for this agent, added to a fresh prompt."""
+        parts = []
+        if self.memory is not None:
+            try:
+                section = await self.memory.recall_section(req.title, req.description, req.repo_name)
+            except Exception as exc:  # memory never fails a task
+                activity.logger.warning("memory recall failed: %s", exc)
+                section = ""
+            if section:
+                parts.append(section)
+        inbox = self.board.inbox(req.agent.agent_type, req.task_id, req.workflow_run_id)
+        if inbox:
+            lines = [f"- from {m.sender} ({m.message_type}): {m.content}" for m in inbox]
+            parts.append("## Messages for you on the message board\n" + "\n".join(lines))
+        return "\n\n".join(parts)
+
+    # --- the activity --------------------------------------------------------------
+    @activity.defn
+    async def run_agent(self, req: AgentRequest) -> AgentResult:
+        """Run one agent turn (a fresh session or a resumed one) to its end, under the watchdog."""
+        info = activity.info()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.kill_stale(req.task_id)
+        resume = req.resume
+        prompt = req.prompt
+        details = info.heartbeat_details
+        if info.attempt > 1 and details:
+            prev = details[0] if isinstance(details[0], dict) else {}
+            if prev.get("started"):
+                resume = True
+                prompt = (
+                    "Your previous run was interrupted because the machine running you restarted. "
+                    "Continue the task from where you left off; check the working tree first."
+                )
+        elif not resume and req.with_context:
+            extra = await self._context(req)
+            if extra:
+                prompt = f"{prompt}\n\n{extra}"
+        cmd = self._command(req, resume)
+        env = self._env(req)
+        update_task(self.engine, TaskUpdate(task_id=req.task_id, status=TaskStatus.in_progress, host=self.host))
+        with session_scope(self.engine) as s:
+            run = AgentRun(task_id=req.task_id, agent_type=req.agent.agent_type, host=self.host)
+            s.add(run)
+            s.commit()
+            s.refresh(run)
+            run_id = run.id
+        stderr_path = self.run_dir / f"task-{req.task_id}.stderr"
+        progress = _Progress(session_id=req.session_id, started=resume)
+        started = time.monotonic()
+        with open(stderr_path, "ab") as stderr:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                cwd=req.cwd,
+                env=env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                limit=32 * 1024 * 1024,
+            )
+        self._pidfile(req.task_id).write_text(f"{proc.pid} {info.activity_id} {info.attempt}\n")
+        with session_scope(self.engine) as s:
+            run = s.get(AgentRun, run_id)
+            run.pid = proc.pid
+            s.add(run)
+            s.commit()
+        heartbeat = asyncio.create_task(self._heartbeat_loop(progress))
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(prompt.encode())
+            await proc.stdin.drain()
+            proc.stdin.close()
+            result = await self._read(req, proc, progress, run_id, info.attempt)
+        except asyncio.CancelledError:
+            await self._kill_group(proc)
+            add_log(self.engine, req.task_id, "event", "agent cancelled; process group killed", info.attempt)
+            raise
+        except BaseException:
+            await self._kill_group(proc)
+            raise
+        finally:
+            heartbeat.cancel()
+            self._pidfile(req.task_id).unlink(missing_ok=True)
+            with session_scope(self.engine) as s:
+                run = s.get(AgentRun, run_id)
+                if run is not None:
+                    run.ended_at = utcnow()
+                    s.add(run)
+                    s.commit()
+        result.duration_s = time.monotonic() - started
+        if not result.is_error and not result.subtype:
+            tail = stderr_path.read_text(errors="replace")[-1500:] if stderr_path.exists() else ""
+            result.is_error = True
+            result.subtype = "no_result"
+            result.result_text = scrub(
+                f"the CLI exited ({proc.returncode}) without a result: {tail.strip()}", self.secrets
+            ).strip()
+        update_task(
+            self.engine,
+            TaskUpdate(
+                task_id=req.task_id,
+                session_id=result.session_id,
+                add_cost_usd=result.cost_usd,
+                add_turns=result.num_turns,
+            ),
+        )
+        return result
+
+    async def _heartbeat_loop(self, progress: _Progress) -> None:
+        interval = max(0.5, min(5.0, self.cfg.temporal.heartbeat_timeout_seconds / 4))
+        while True:
+            activity.heartbeat({"session_id": progress.session_id, "started": progress.started})
+            await asyncio.sleep(interval)
+
+    async def _read(
+        self,
+        req: AgentRequest,
+        proc: asyncio.subprocess.Process,
+        progress: _Progress,
+        run_id: int,
+        attempt: int,
+    ) -> AgentResult:
+        spec = req.agent
+        start = last = time.monotonic()
+        result = AgentResult(session_id=req.session_id)
+        question: QuestionAsked | None = None
+        last_touch = 0.0
+        assert proc.stdout is not None
+        while True:
+            now = time.monotonic()
+            idle_left = spec.idle_timeout_s - (now - last)
+            total_left = spec.total_timeout_s - (now - start)
+            try:
+                raw = await asyncio.wait_for(proc.stdout.readline(), max(0.0, min(idle_left, total_left)))
+            except TimeoutError:
+                await self._kill_group(proc)
+                if idle_left <= total_left:
+                    msg = (
+                        f"agent timed out: no output for {spec.idle_timeout_s / 60:g} minutes "
+                        "(agent_activity_timeout_minutes); the agent was killed"
+                    )
+                else:
+                    msg = (
+                        f"agent timed out: ran longer than {spec.total_timeout_s / 60:g} minutes "
+                        "(agent_timeout_minutes); the agent was killed"
+                    )
+                add_log(self.engine, req.task_id, "event", msg, attempt)
+                raise ApplicationError(msg, type="AgentTimeout", non_retryable=True) from None
+            if not raw:
+                break
+            last = time.monotonic()
+            line = raw.decode(errors="replace")
+            parsed = parse_line(line)
+            if parsed.session_id and not progress.started:
+                progress.session_id = parsed.session_id
+                progress.started = True
+                activity.heartbeat({"session_id": progress.session_id, "started": True})
+            for entry in parsed.logs:
+                add_log(self.engine, req.task_id, entry.kind, entry.content, attempt, self.secrets)
+            for text in parsed.texts:
+                for obj in protocol_lines(text):
+                    q = self._protocol(req, obj, result)
+                    if q is not None:
+                        question = q
+            if parsed.result is not None:
+                r = parsed.result
+                result.session_id = r.get("session_id") or progress.session_id
+                result.result_text = scrub(r.get("result") or "", self.secrets)
+                result.is_error = bool(r.get("is_error")) or r.get("subtype") != "success"
+                result.subtype = r.get("subtype") or ""
+                result.num_turns = int(r.get("num_turns") or 0)
+                result.cost_usd = float(r.get("total_cost_usd") or 0.0)
+                result.usage = r.get("usage") or {}
+                result.permission_denials = r.get("permission_denials") or []
+            if last - last_touch > 1.0:
+                last_touch = last
+                self._touch(run_id, parsed)
+        await proc.wait()
+        if question is not None and not result.is_error:
+            result.question = question
+        return result
+
+    def _touch(self, run_id: int, parsed: Any) -> None:
+        with session_scope(self.engine) as s:
+            run = s.get(AgentRun, run_id)
+            if run is None:
+                return
+            run.last_output_at = utcnow()
+            if parsed.logs:
+                run.last_output = parsed.logs[-1].content[:300]
+            s.add(run)
+            s.commit()
+
+    def _protocol(self, req: AgentRequest, obj: dict[str, Any], result: AgentResult) -> QuestionAsked | None:
+        kind = obj.get("type")
+        if kind == "message":
+            content = str(obj.get("content") or "").strip()
+            if content:
+                reply_to = obj.get("reply_to")
+                self.board.post(
+                    sender=req.agent.agent_type,
+                    content=content,
+                    message_type=str(obj.get("message_type") or "info"),
+                    recipient=(str(obj["to"]) if obj.get("to") else None),
+                    task_id=req.task_id,
+                    workflow_run_id=req.workflow_run_id,
+                    reply_to=reply_to if isinstance(reply_to, int) else None,
+                )
+        elif kind == "learning":
+            content = str(obj.get("content") or "").strip()
+            if content:
+                result.learnings.append(scrub(content, self.secrets))
+        elif kind == "question":
+            text = str(obj.get("question") or "").strip()
+            if text:
+                opts = obj.get("options")
+                options = [str(o) for o in opts] if isinstance(opts, list) and opts else None
+                return QuestionAsked(text=scrub(text, self.secrets), options=options)
+        return None
+
+
+def describe(obj: Any) -> str:
+    return json.dumps(obj, default=str)

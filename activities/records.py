@@ -1,0 +1,194 @@
+"""Record-keeping activities: task rows, questions, and task events for people.
+
+Events go to the message board here; Telegram and Plane each get their own
+`send_notification` activity with its own retries, so a slow or failing service
+never delays or fails a task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.engine import Engine
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from factory.db import Question, Task, TaskStatus, WorkflowRun, session_scope, utcnow
+from factory.models import PendingQuestion, TaskEvent, TaskUpdate
+from factory.store import Board, add_log, update_task
+
+
+class Notifier(Protocol):
+    """A channel people hear from (Telegram, Plane)."""
+
+    name: str
+
+    def wants(self, event: TaskEvent) -> bool: ...
+
+    async def send(self, event: TaskEvent) -> None: ...
+
+
+@dataclass
+class QuestionInput:
+    task_id: int
+    text: str
+    options: list[str] | None = None
+    workflow_run_id: int | None = None
+
+
+@dataclass
+class AnswerRecord:
+    question_id: int
+    answer: str
+    answered_by: str
+
+
+@dataclass
+class NotifyInput:
+    channel: str
+    event: TaskEvent
+
+
+@dataclass
+class WorkflowRunUpdate:
+    run_id: int
+    status: str | None = None
+    current_step: int | None = None
+    current_agent: str | None = None
+    iteration: int | None = None
+    branch: str | None = None
+    pr_url: str | None = None
+    pr_number: int | None = None
+    approved: bool | None = None
+    note: str | None = None
+    error: str | None = None
+    finished: bool = False
+
+
+class RecordActivities:
+    def __init__(self, engine: Engine, board: Board, notifiers: list[Notifier] | None = None):
+        self.engine = engine
+        self.board = board
+        self.notifiers = {n.name: n for n in (notifiers or [])}
+
+    @activity.defn
+    async def update_task(self, upd: TaskUpdate) -> None:
+        """Apply a partial update to a task row."""
+        update_task(self.engine, upd)
+
+    @activity.defn
+    async def update_workflow_run(self, upd: WorkflowRunUpdate) -> None:
+        """Apply a partial update to a workflow run row."""
+        with session_scope(self.engine) as s:
+            run = s.get(WorkflowRun, upd.run_id)
+            if run is None:
+                return
+            for k in ("status", "current_step", "current_agent", "iteration", "branch", "pr_url", "pr_number"):
+                v = getattr(upd, k)
+                if v is not None:
+                    setattr(run, k, v)
+            for k in ("approved", "note", "error"):
+                v = getattr(upd, k)
+                if v is not None:
+                    setattr(run, k, v)
+            if upd.status == "running" and run.started_at is None:
+                run.started_at = utcnow()
+            if upd.finished and run.finished_at is None:
+                run.finished_at = utcnow()
+            s.add(run)
+            s.commit()
+
+    @activity.defn
+    async def record_question(self, inp: QuestionInput) -> PendingQuestion:
+        """Store the agent's question and mark the task awaiting_input (idempotent per attempt)."""
+        with session_scope(self.engine) as s:
+            q = Question(task_id=inp.task_id, workflow_run_id=inp.workflow_run_id, text=inp.text, options=inp.options)
+            s.add(q)
+            task = s.get(Task, inp.task_id)
+            if task is not None and task.status not in (TaskStatus.done, TaskStatus.failed, TaskStatus.cancelled):
+                task.status = TaskStatus.awaiting_input
+                s.add(task)
+            s.commit()
+            s.refresh(q)
+        add_log(self.engine, inp.task_id, "event", f"question #{q.id}: {inp.text}")
+        return PendingQuestion(id=q.id, text=q.text, options=q.options, asked_at=q.asked_at.isoformat())
+
+    @activity.defn
+    async def record_answer(self, inp: AnswerRecord) -> None:
+        """Store the answer and put the task back in progress."""
+        with session_scope(self.engine) as s:
+            q = s.get(Question, inp.question_id)
+            if q is None:
+                return
+            q.answer = inp.answer
+            q.answered_by = inp.answered_by
+            q.answered_at = utcnow()
+            q.status = "answered"
+            s.add(q)
+            task = s.get(Task, q.task_id)
+            if task is not None and task.status == TaskStatus.awaiting_input:
+                task.status = TaskStatus.in_progress
+                s.add(task)
+            s.commit()
+        add_log(self.engine, q.task_id, "event", f"answer to question #{inp.question_id} from {inp.answered_by}")
+
+    @activity.defn
+    async def close_question(self, inp: AnswerRecord) -> None:
+        """Mark an unanswered question expired or cancelled (answer holds the new status)."""
+        with session_scope(self.engine) as s:
+            q = s.get(Question, inp.question_id)
+            if q is not None and q.status == "pending":
+                q.status = inp.answer
+                s.add(q)
+                s.commit()
+
+    @activity.defn
+    async def publish_event(self, event: TaskEvent) -> list[str]:
+        """Post the event on the board; return the notification channels that want it."""
+        text, mtype = _board_text(event)
+        if text:
+            self.board.post(
+                sender="factory",
+                content=text,
+                message_type=mtype,
+                recipient="user" if event.kind == "question" else None,
+                task_id=event.task_id,
+                workflow_run_id=event.workflow_run_id,
+            )
+        return [name for name, n in self.notifiers.items() if n.wants(event)]
+
+    @activity.defn
+    async def send_notification(self, inp: NotifyInput) -> None:
+        """Send one event to one channel; failures retry by the caller's policy."""
+        notifier = self.notifiers.get(inp.channel)
+        if notifier is None:
+            return
+        try:
+            await notifier.send(inp.event)
+        except ApplicationError:
+            raise
+        except Exception as exc:
+            raise ApplicationError(f"{inp.channel}: {exc}", type="NotifyError") from exc
+
+
+def _board_text(e: TaskEvent) -> tuple[str, str]:
+    who = f"task #{e.task_id}" if e.task_id is not None else f"workflow #{e.workflow_run_id}"
+    if e.kind == "started":
+        return f"{who} started: {e.title} (branch {e.branch})", "status"
+    if e.kind == "completed":
+        if e.pr_url:
+            return f"{who} done: {e.title} — {e.pr_url}", "status"
+        return f"{who} done: {e.title} — {e.summary or 'no changes, no PR'}", "status"
+    if e.kind == "failed":
+        return f"{who} failed: {e.title} — {e.error}", "error"
+    if e.kind == "cancelled":
+        return f"{who} cancelled: {e.title}", "status"
+    if e.kind == "question":
+        opts = f" (options: {', '.join(e.options)})" if e.options else ""
+        return f"{who} asks: {e.question}{opts}", "question"
+    if e.kind == "workflow_iteration":
+        return f"{who} iteration {e.iteration}: {e.summary or ''}".rstrip(": "), "status"
+    if e.kind == "preview":
+        return f"Preview for {e.title}: {e.url}", "info"
+    return "", "info"

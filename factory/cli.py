@@ -1,0 +1,192 @@
+"""The `factory` command: up, worker, api, doctor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from factory.config import ConfigError, FactoryConfig, load_config
+
+app = typer.Typer(help="Factory: durable orchestration of Claude Code agents.", no_args_is_help=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="config.yml (default: $FACTORY_CONFIG or ./config.yml)")]
+
+
+def _load(config: Path | None, **overrides: object) -> FactoryConfig:
+    logging.basicConfig(level=os.environ.get("FACTORY_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return load_config(config, **{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        typer.secho(f"invalid configuration:\n{exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _serve_api(cfg: FactoryConfig, host: str, port: int, stop: asyncio.Event, **app_kwargs: object) -> None:
+    import uvicorn
+
+    from api.main import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(cfg, **app_kwargs), host=host, port=port, log_level="warning"))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await task
+
+
+async def _up(cfg: FactoryConfig, host: str, api_port: int, temporal_port: int, ui_port: int) -> None:
+    from temporal.client import connect
+    from temporal.devserver import DevServer
+    from temporal.worker import Runtime, ensure_search_attributes, run_worker
+
+    stop = asyncio.Event()
+    _install_signals(stop)
+    dev: DevServer | None = None
+    address = cfg.temporal.address
+    if not address:
+        dev = DevServer(cfg.data_path, port=temporal_port, ui_port=ui_port, namespace=cfg.temporal.namespace)
+        await asyncio.to_thread(dev.start)
+        address = dev.address
+        typer.echo(f"Temporal dev server on {address}, web UI on http://127.0.0.1:{ui_port}")
+    try:
+        client = await connect(cfg, address)
+        await ensure_search_attributes(client)
+        rt = await Runtime.create(cfg)
+        try:
+            typer.echo(f"Factory API on http://{host}:{api_port} (data in {cfg.data_path})")
+            await asyncio.gather(
+                run_worker(cfg, client, stop, rt),
+                _serve_api(cfg, host, api_port, stop, client=client, engine=rt.engine, memory=rt.memory),
+            )
+        finally:
+            await rt.close()
+    finally:
+        if dev is not None:
+            await asyncio.to_thread(dev.stop)
+    typer.echo("Factory stopped.")
+
+
+@app.command()
+def up(
+    config: ConfigOpt = None,
+    data_dir: Annotated[Path | None, typer.Option(help="where the database, Temporal state and logs live")] = None,
+    host: Annotated[str, typer.Option(help="API bind address")] = "127.0.0.1",
+    api_port: Annotated[int, typer.Option()] = 8100,
+    temporal_port: Annotated[int, typer.Option()] = 7233,
+    ui_port: Annotated[int, typer.Option()] = 8233,
+) -> None:
+    """Run everything: the Temporal dev server (unless temporal.address is set), a worker and the API."""
+    cfg = _load(config, data_dir=str(data_dir) if data_dir else None)
+    asyncio.run(_up(cfg, host, api_port, temporal_port, ui_port))
+
+
+@app.command()
+def worker(config: ConfigOpt = None) -> None:
+    """Run a worker against temporal.address (several hosts can each run one)."""
+    cfg = _load(config)
+
+    async def main() -> None:
+        from temporal.client import connect
+        from temporal.worker import ensure_search_attributes, run_worker
+
+        stop = asyncio.Event()
+        _install_signals(stop)
+        client = await connect(cfg)
+        await ensure_search_attributes(client)
+        await run_worker(cfg, client, stop)
+
+    asyncio.run(main())
+
+
+@app.command()
+def api(
+    config: ConfigOpt = None,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8100,
+) -> None:
+    """Run only the REST API (workers run elsewhere)."""
+    cfg = _load(config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _install_signals(stop)
+        await _serve_api(cfg, host, port, stop)
+
+    asyncio.run(main())
+
+
+@app.command()
+def doctor(config: ConfigOpt = None) -> None:
+    """Check what Factory needs and say how to fix what is missing."""
+    cfg = _load(config)
+    problems = 0
+
+    def report(ok: bool, what: str, fix: str = "") -> None:
+        nonlocal problems
+        typer.secho(("  ok   " if ok else "  MISSING ") + what, fg="green" if ok else "red")
+        if not ok:
+            problems += 1
+            if fix:
+                typer.echo(f"         fix: {fix}")
+
+    claude = shutil.which(cfg.claude_command)
+    version = ""
+    if claude:
+        try:
+            version = subprocess.run([claude, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            version = "(did not answer --version)"
+    report(bool(claude), f"Claude Code CLI: {claude or cfg.claude_command} {version}", "npm install -g @anthropic-ai/claude-code, or set claude_command")
+    report(bool(shutil.which("git")), "git", "install git")
+    has_key = bool(cfg.anthropic_api_key or os.environ.get("ANTHROPIC_API_KEY"))
+    report(has_key, "ANTHROPIC_API_KEY", "put ANTHROPIC_API_KEY=... in .env or the environment")
+    report(bool(cfg.github_token), "GITHUB_TOKEN (push and pull requests)", "put GITHUB_TOKEN=... in .env")
+    try:
+        from factory.db import make_engine
+
+        make_engine(cfg.db_url).dispose()
+        report(True, f"database {cfg.db_url.split('://')[0]}")
+    except Exception as exc:
+        report(False, f"database: {exc}", "check database_url")
+    from temporal.client import address_of, connect
+
+    async def temporal_ok() -> bool:
+        try:
+            await asyncio.wait_for(connect(cfg), 5)
+            return True
+        except Exception:
+            return False
+
+    address = address_of(cfg)
+    ok = asyncio.run(temporal_ok())
+    report(ok, f"Temporal at {address}", "run `factory up` (starts a dev server) or set temporal.address")
+    if cfg.factory_auth_token is None:
+        typer.secho("  note FACTORY_AUTH_TOKEN is not set: /api is open to anyone who can reach it", fg="yellow")
+    if problems:
+        typer.secho(f"{problems} problem(s) found", fg="red")
+        raise typer.Exit(1)
+    typer.secho("all good", fg="green")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Dataclasses that cross the workflow/activity boundary.
+
+Workflows import only these (plus temporalio and the standard library). New
+fields always get defaults so that running histories stay readable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RepoRef:
+    """A resolved repository: where to clone it and where its PRs go."""
+
+    name: str
+    url: str
+    github: str | None = None  # owner/name for the REST API, None when not on GitHub
+    configured: bool = False
+    default_branch: str | None = None
+
+
+@dataclass
+class AgentSpec:
+    """Everything about how one agent type runs, resolved from agent_templates."""
+
+    agent_type: str
+    system_prompt_file: str
+    tools: list[str]
+    total_timeout_s: float
+    idle_timeout_s: float
+    model: str | None = None
+    max_turns: int | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class WorkspaceInfo:
+    """A task's worktree and the worker queues of the host that holds it."""
+
+    path: str
+    branch: str
+    base_branch: str
+    host: str
+    host_queue: str
+    agent_queue: str
+    base_sha: str = ""
+
+
+@dataclass
+class TaskInput:
+    task_id: int
+    title: str
+    description: str
+    repo: RepoRef
+    agent: AgentSpec
+    heartbeat_timeout_s: float = 30
+    clarification_timeout_s: float = 72 * 3600
+    branch: str | None = None  # an existing branch to continue (handoffs, PR revisions)
+    context: str = ""  # handoff / review context put into the prompt
+    workspace: WorkspaceInfo | None = None  # given when a parent workflow owns the worktree
+    workflow_run_id: int | None = None
+    step_label: str = ""
+    open_pr: bool = True
+    pr_body_note: str = ""
+    memory: bool = True
+
+
+@dataclass
+class QuestionAsked:
+    text: str
+    options: list[str] | None = None
+
+
+@dataclass
+class AgentRequest:
+    task_id: int
+    agent: AgentSpec
+    cwd: str
+    prompt: str
+    session_id: str
+    resume: bool = False
+    workflow_run_id: int | None = None
+    repo_name: str = ""
+    title: str = ""
+    description: str = ""
+    branch: str = ""
+    with_context: bool = True  # add memory recall and board messages to the prompt
+
+
+@dataclass
+class AgentResult:
+    session_id: str
+    result_text: str = ""
+    is_error: bool = False
+    subtype: str = ""
+    num_turns: int = 0
+    cost_usd: float = 0.0
+    usage: dict[str, Any] = field(default_factory=dict)
+    permission_denials: list[Any] = field(default_factory=list)
+    question: QuestionAsked | None = None
+    learnings: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+
+@dataclass
+class ChangesResult:
+    committed: bool = False
+    pushed: bool = False
+    commits_ahead: int = 0
+    changed_files: list[str] = field(default_factory=list)
+    diff_stat: str = ""
+    head_sha: str = ""
+
+
+@dataclass
+class PullRequestInput:
+    task_id: int | None
+    repo: RepoRef
+    branch: str
+    base_branch: str
+    title: str
+    body: str
+    workflow_run_id: int | None = None
+
+
+@dataclass
+class PullRequestResult:
+    url: str
+    number: int
+    created: bool
+
+
+@dataclass
+class TaskUpdate:
+    """A partial update of a Task row (None fields are left alone)."""
+
+    task_id: int
+    status: str | None = None
+    branch: str | None = None
+    base_branch: str | None = None
+    host: str | None = None
+    error: str | None = None
+    note: str | None = None
+    result: str | None = None
+    pr_url: str | None = None
+    pr_number: int | None = None
+    session_id: str | None = None
+    add_cost_usd: float = 0.0
+    add_turns: int = 0
+    changed_files: list[str] | None = None
+    finished: bool = False
+
+
+@dataclass
+class TaskEvent:
+    """Something people hear about: board, Telegram, Plane."""
+
+    kind: str  # started | completed | failed | cancelled | question | answered | workflow_iteration | preview
+    task_id: int | None = None
+    workflow_run_id: int | None = None
+    title: str = ""
+    branch: str | None = None
+    pr_url: str | None = None
+    error: str | None = None
+    summary: str | None = None
+    cost_usd: float | None = None
+    question_id: int | None = None
+    question: str | None = None
+    options: list[str] | None = None
+    iteration: int | None = None
+    url: str | None = None
+    agent_type: str | None = None
+    no_changes: bool = False
+
+
+@dataclass
+class AnswerInput:
+    answer: str
+    question_id: int | None = None
+    answered_by: str = "user"
+
+
+@dataclass
+class PendingQuestion:
+    id: int
+    text: str
+    options: list[str] | None
+    asked_at: str
+
+
+@dataclass
+class TaskResult:
+    task_id: int
+    status: str
+    session_id: str | None = None
+    result_text: str = ""
+    error: str | None = None
+    pr_url: str | None = None
+    changes: ChangesResult | None = None
+    cost_usd: float = 0.0
+    num_turns: int = 0
+    learnings: list[str] = field(default_factory=list)

@@ -1,0 +1,124 @@
+"""Parsing of the Claude Code CLI's stream-json output and of the JSON-line protocols agents print."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOL_TYPES = ("message", "question", "learning")
+
+
+@dataclass
+class LogEntry:
+    kind: str
+    content: str
+
+
+@dataclass
+class ParsedLine:
+    """What one stream-json line means to Factory."""
+
+    raw_type: str = ""
+    session_id: str | None = None
+    logs: list[LogEntry] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  # assistant text blocks
+    result: dict[str, Any] | None = None
+
+
+def _short(value: Any, limit: int = 2000) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + f"… [{len(text) - limit} more characters]"
+
+
+def _tool_result_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(c.get("text", "") for c in content if isinstance(c, dict) and c.get("type") == "text")
+    return json.dumps(content)
+
+
+def parse_line(line: str) -> ParsedLine:
+    """Turn one stream-json line into log entries, assistant texts and the final result."""
+    out = ParsedLine()
+    line = line.strip()
+    if not line:
+        return out
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        out.logs.append(LogEntry("stdout", _short(line)))
+        return out
+    if not isinstance(obj, dict):
+        out.logs.append(LogEntry("stdout", _short(line)))
+        return out
+    t = out.raw_type = str(obj.get("type", ""))
+    out.session_id = obj.get("session_id")
+    if t == "system":
+        sub = obj.get("subtype", "")
+        if sub == "init":
+            out.logs.append(
+                LogEntry("system", f"session {obj.get('session_id')} model={obj.get('model')} tools={obj.get('tools')}")
+            )
+    elif t == "assistant":
+        for block in (obj.get("message") or {}).get("content") or []:
+            if block.get("type") == "text":
+                out.texts.append(block.get("text", ""))
+                out.logs.append(LogEntry("assistant", _short(block.get("text", ""), 4000)))
+            elif block.get("type") == "tool_use":
+                out.logs.append(LogEntry("tool_use", f"{block.get('name')}: {_short(block.get('input'), 1500)}"))
+            elif block.get("type") == "thinking":
+                out.logs.append(LogEntry("thinking", _short(block.get("thinking", ""), 1500)))
+    elif t == "user":
+        content = (obj.get("message") or {}).get("content")
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "tool_result":
+                    prefix = "error: " if block.get("is_error") else ""
+                    out.logs.append(LogEntry("tool_result", prefix + _short(_tool_result_text(block.get("content")))))
+    elif t == "result":
+        out.result = obj
+        text = obj.get("result") or ""
+        summary = f"{obj.get('subtype')} turns={obj.get('num_turns')} cost=${obj.get('total_cost_usd', 0)}"
+        out.logs.append(LogEntry("result", f"{summary}\n{_short(text, 3000)}"))
+    return out
+
+
+_FENCE = re.compile(r"^`{1,3}(?:json)?|`{1,3}$")
+
+
+def protocol_lines(text: str) -> list[dict[str, Any]]:
+    """JSON objects with a protocol `type` (message, question, learning), one per line."""
+    found = []
+    for raw in text.splitlines():
+        s = _FENCE.sub("", raw.strip()).strip()
+        if not (s.startswith("{") and s.endswith("}")):
+            continue
+        try:
+            obj = json.loads(s)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and obj.get("type") in PROTOCOL_TYPES:
+            found.append(obj)
+    return found
+
+
+def last_json_object(text: str) -> dict[str, Any] | None:
+    """The last top-level JSON object in a text, fenced or not (used for review verdicts)."""
+    decoder = json.JSONDecoder()
+    best = None
+    i = 0
+    while True:
+        i = text.find("{", i)
+        if i < 0:
+            return best
+        try:
+            obj, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError:
+            i += 1
+            continue
+        if isinstance(obj, dict):
+            best = obj
+        i = end

@@ -1,0 +1,178 @@
+"""Worker set-up: the shared queue, this host's queue, and this host's agent queue.
+
+- `<task_queue>`: workflows and host-independent activities (records, GitHub, notifications).
+- `<task_queue>@<worker_id>`: git steps on the worktrees this host holds.
+- `<task_queue>@<worker_id>/agents`: agent runs, at most `max_concurrent_agents` at once,
+  so waiting tasks stay queued in Temporal and git/API steps never wait behind agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from datetime import timedelta
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.agent import AgentActivities
+from activities.github import GithubActivities
+from activities.records import Notifier, RecordActivities
+from activities.workspace import WorkspaceActivities
+from factory.config import FactoryConfig
+from factory.db import make_engine
+from factory.store import Board
+from workflows.common import SEARCH_ATTRIBUTES
+
+log = logging.getLogger("factory.worker")
+
+
+def queues(cfg: FactoryConfig) -> tuple[str, str, str, str]:
+    host = cfg.temporal.worker_id or socket.gethostname()
+    tq = cfg.temporal.task_queue
+    return host, tq, f"{tq}@{host}", f"{tq}@{host}/agents"
+
+
+@dataclass
+class Runtime:
+    """The long-lived pieces a worker's activities share."""
+
+    cfg: FactoryConfig
+    engine: Engine
+    board: Board
+    http: httpx.AsyncClient
+    memory: Any = None
+    notifiers: list[Notifier] = field(default_factory=list)
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    @classmethod
+    async def create(cls, cfg: FactoryConfig, engine: Engine | None = None) -> Runtime:
+        engine = engine or make_engine(cfg.db_url)
+        board = Board(engine, cfg.message_board.enabled, cfg.secret_values())
+        rt = cls(cfg=cfg, engine=engine, board=board, http=httpx.AsyncClient(timeout=30))
+        for hook in _EXTENSIONS:
+            await hook(rt)
+        return rt
+
+    async def close(self) -> None:
+        for t in self.background:
+            t.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        if self.memory is not None and hasattr(self.memory, "close"):
+            try:
+                await self.memory.close()
+            except Exception:  # closing never matters more than shutting down
+                pass
+        await self.http.aclose()
+
+
+_EXTENSIONS: list[Any] = []
+
+
+def extension(fn: Any) -> Any:
+    """Register `async fn(runtime)` to run when a Runtime is created (memory, notifiers, janitor)."""
+    _EXTENSIONS.append(fn)
+    return fn
+
+
+def workflows() -> Sequence[type]:
+    from workflows.registry import all_workflows
+
+    return all_workflows()
+
+
+def build_workers(client: Client, rt: Runtime) -> list[Worker]:
+    cfg = rt.cfg
+    host, tq, host_queue, agent_queue = queues(cfg)
+    ws = WorkspaceActivities(cfg, host=host, host_queue=host_queue, agent_queue=agent_queue)
+    agent = AgentActivities(cfg, rt.engine, rt.board, host=host, memory=rt.memory)
+    gh = GithubActivities(cfg, rt.http)
+    rec = RecordActivities(rt.engine, rt.board, rt.notifiers)
+    shared_acts: list[Any] = [
+        ws.prepare_workspace,
+        gh.open_pull_request,
+        gh.comment_on_pull_request,
+        rec.update_task,
+        rec.update_workflow_run,
+        rec.record_question,
+        rec.record_answer,
+        rec.close_question,
+        rec.publish_event,
+        rec.send_notification,
+    ]
+    host_acts: list[Any] = [ws.finalize_changes, ws.cleanup_workspace]
+    for extra in _ACTIVITY_PROVIDERS:
+        s, h = extra(rt)
+        shared_acts += s
+        host_acts += h
+    executor = ThreadPoolExecutor(max_workers=8)
+    return [
+        Worker(client, task_queue=tq, workflows=list(workflows()), activities=shared_acts, activity_executor=executor),
+        Worker(client, task_queue=host_queue, activities=host_acts, activity_executor=executor),
+        Worker(
+            client,
+            task_queue=agent_queue,
+            activities=[agent.run_agent],
+            max_concurrent_activities=cfg.max_concurrent_agents,
+            graceful_shutdown_timeout=timedelta(seconds=5),
+        ),
+    ]
+
+
+_ACTIVITY_PROVIDERS: list[Any] = []
+
+
+def activity_provider(fn: Any) -> Any:
+    """Register `fn(runtime) -> (shared_activities, host_activities)` for a feature's activities."""
+    _ACTIVITY_PROVIDERS.append(fn)
+    return fn
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register Factory's search attributes where the server allows it (dev server, self-hosted)."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    kinds = {"Int": IndexedValueType.INDEXED_VALUE_TYPE_INT, "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
+    wanted = {k.name: kinds["Int" if k.name == "TaskId" else "Keyword"] for k in SEARCH_ATTRIBUTES}
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=wanted)
+        )
+    except Exception as exc:  # already there, or not allowed (Temporal Cloud: add them in the UI)
+        log.debug("search attributes not added: %s", exc)
+
+
+async def run_worker(cfg: FactoryConfig, client: Client, stop: asyncio.Event, rt: Runtime | None = None) -> None:
+    """Run this host's workers until `stop` is set."""
+    own = rt is None
+    rt = rt or await Runtime.create(cfg)
+    workers = build_workers(client, rt)
+    try:
+        async with _all(workers):
+            log.info("worker %s polling %s", queues(cfg)[0], [w.task_queue for w in workers])
+            await stop.wait()
+    finally:
+        if own:
+            await rt.close()
+
+
+class _all:
+    def __init__(self, workers: list[Worker]):
+        self.workers = workers
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> None:
+        self.tasks = [asyncio.create_task(w.run()) for w in self.workers]
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.gather(*(w.shutdown() for w in self.workers), return_exceptions=True)
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
