@@ -6,13 +6,14 @@ import asyncio
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from factory.config import FactoryConfig
 from factory.db import Task, session_scope
-from factory.models import AgentSpec, RepoRef, TaskInput
+from factory.models import AgentSpec, AnswerInput, RepoRef, TaskInput
 from factory.repos import RepoError, check_reachable, resolve_repo
 from workflows.common import AGENT_TYPE, REPO, STAGE, TASK_ID
 from workflows.task import TaskWorkflow
@@ -114,6 +115,28 @@ async def start_task(
         )
     except WorkflowAlreadyStartedError as exc:
         raise AlreadyRunning(f"task {task.id} was already started") from exc
+
+
+class AnswerRefused(Exception):
+    """The task cannot take this answer now (-> 409); the message says why."""
+
+
+async def deliver_answer(
+    cfg: FactoryConfig, client: Client, task_id: int, answer: str, answered_by: str = "user", question_id: int | None = None
+) -> None:
+    """Send an answer to the task's workflow as an Update (validated there: no stale or duplicate answers)."""
+    handle = client.get_workflow_handle(task_workflow_id(cfg, task_id))
+    try:
+        await handle.execute_update(
+            TaskWorkflow.answer, AnswerInput(answer=answer, question_id=question_id, answered_by=answered_by)
+        )
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        raise AnswerRefused(cause.message if isinstance(cause, ApplicationError) else str(cause or exc)) from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise AnswerRefused(f"task {task_id} is not running") from exc
+        raise
 
 
 def create_task_row(engine: Engine, **fields: object) -> Task:

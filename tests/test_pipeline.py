@@ -31,3 +31,89 @@ async def test_coder_task_ends_done_with_branch_and_one_pr(start_factory, model,
         # the worktree is gone, the branch is kept
         await h.settled(t["id"])
         assert not (h.cfg.workspace_path / "worktrees" / f"task-{t['id']}").exists()
+
+
+# --- watchdog, cancel, concurrency -----------------------------------------------------------
+
+from datetime import datetime  # noqa: E402
+
+from sqlmodel import Session, select  # noqa: E402
+
+from factory.db import AgentRun  # noqa: E402
+from tests.fakes.anthropic import Stall  # noqa: E402
+from tests.procs import alive  # noqa: E402
+
+
+def _runs(h, task_id):
+    with Session(h.runtime.engine) as s:
+        return list(s.exec(select(AgentRun).where(AgentRun.task_id == task_id)))
+
+
+def _elapsed(t) -> float:
+    return (datetime.fromisoformat(t["finished_at"]) - datetime.fromisoformat(t["started_at"])).total_seconds()
+
+
+async def test_idle_watchdog_kills_a_silent_agent(start_factory, model):
+    model.add_scenario("silent", [Stall(120)])
+    async with start_factory(agent_activity_timeout_minutes=0.05) as h:  # 3 s
+        t = await h.create("Stall forever", "silent")
+        failed = await h.wait_for(t["id"], {"failed", "done"}, timeout=60)
+        assert failed["status"] == "failed"
+        assert "agent_activity_timeout_minutes" in failed["error"]
+        assert _elapsed(failed) < 3 + 15
+        runs = _runs(h, t["id"])
+        assert runs and all(r.ended_at is not None and not alive(r.pid) for r in runs)
+        assert (await h.api.get("/api/agents")).json() == []
+    model.release_stalls()
+
+
+async def test_total_timeout_kills_a_busy_agent(start_factory, model):
+    model.add_scenario("busy", [[ToolUse("Bash", {"command": "sleep 0.5; echo tick"})] for _ in range(60)])
+    async with start_factory(agent_timeout_minutes=0.1, agent_activity_timeout_minutes=0.5) as h:  # 6 s, idle 30 s
+        t = await h.create("Keep busy", "busy")
+        failed = await h.wait_for(t["id"], {"failed", "done"}, timeout=60)
+        assert failed["status"] == "failed"
+        assert "agent_timeout_minutes" in failed["error"] and "agent_activity" not in failed["error"]
+        assert 6 - 1 < _elapsed(failed) < 6 + 15
+        assert all(not alive(r.pid) for r in _runs(h, t["id"]))
+
+
+async def test_cancel_kills_the_running_agent(start_factory, model):
+    model.add_scenario("long", [Stall(120)])
+    async with start_factory() as h:
+        t = await h.create("Run long", "long")
+        runs = await h.until(lambda: [r for r in _runs(h, t["id"]) if r.pid], what="agent process")
+        pid = runs[0].pid
+        assert alive(pid)
+        agents = (await h.api.get("/api/agents")).json()
+        assert [a["task_id"] for a in agents] == [t["id"]]
+        r = await h.api.post(f"/api/tasks/{t['id']}/cancel")
+        assert r.status_code == 202
+        done = await h.wait_for(t["id"], "cancelled", timeout=30)
+        assert done["finished_at"]
+        await h.settled(t["id"])
+        assert not alive(pid)
+        assert (await h.api.post(f"/api/tasks/{t['id']}/cancel")).status_code == 409
+    model.release_stalls()
+
+
+async def test_at_most_max_concurrent_agents_run(start_factory, model):
+    model.add_scenario(
+        "work",
+        [[ToolUse("Bash", {"command": "sleep 1.5; echo $FACTORY_TASK_ID > done-$FACTORY_TASK_ID.txt"})], Text("ok")],
+    )
+    async with start_factory(max_concurrent_agents=2) as h:
+        ids = [(await h.create(f"Parallel {i}", "work"))["id"] for i in range(5)]
+        for i in ids:
+            assert (await h.wait_for(i, {"done", "failed"}, timeout=120))["status"] == "done"
+        runs = [r for i in ids for r in _runs(h, i)]
+        assert len(runs) == 5
+        events = sorted([(r.started_at, 1) for r in runs] + [(r.ended_at, -1) for r in runs])
+        running = peak = 0
+        for _, delta in events:
+            running += delta
+            peak = max(peak, running)
+        assert peak == 2, f"peak concurrency {peak}"
+        # first come, first served: the first two tasks started before the last one
+        starts = {r.task_id: r.started_at for r in runs}
+        assert max(starts[ids[0]], starts[ids[1]]) <= starts[ids[4]]

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -152,24 +152,25 @@ class TaskWorkflow:
                     no_changes=changes.commits_ahead == 0, agent_type=inp.agent.agent_type,
                 )
             )  # fmt: skip
-        except asyncio.CancelledError:
-            cancelled = True
-            result.status = "cancelled"
-            self._pending = None
-            await self._record(TaskUpdate(task_id=inp.task_id, status="cancelled", finished=True))
-            await self._notes.emit(
-                TaskEvent(kind="cancelled", task_id=inp.task_id, workflow_run_id=inp.workflow_run_id, title=inp.title)
-            )
-        except (ActivityError, AgentFailed) as exc:
-            result.status = "failed"
-            result.error = error_text(exc)
-            await self._record(TaskUpdate(task_id=inp.task_id, status="failed", error=result.error, finished=True))
-            await self._notes.emit(
-                TaskEvent(
-                    kind="failed", task_id=inp.task_id, workflow_run_id=inp.workflow_run_id,
-                    title=inp.title, error=result.error, branch=ws.branch if ws else None,
+        except (asyncio.CancelledError, ActivityError, AgentFailed) as exc:
+            if is_cancelled_exception(exc):
+                cancelled = True
+                result.status = "cancelled"
+                self._pending = None
+                await self._record(TaskUpdate(task_id=inp.task_id, status="cancelled", finished=True))
+                await self._notes.emit(
+                    TaskEvent(kind="cancelled", task_id=inp.task_id, workflow_run_id=inp.workflow_run_id, title=inp.title)
                 )
-            )  # fmt: skip
+            else:
+                result.status = "failed"
+                result.error = error_text(exc)
+                await self._record(TaskUpdate(task_id=inp.task_id, status="failed", error=result.error, finished=True))
+                await self._notes.emit(
+                    TaskEvent(
+                        kind="failed", task_id=inp.task_id, workflow_run_id=inp.workflow_run_id,
+                        title=inp.title, error=result.error, branch=ws.branch if ws else None,
+                    )
+                )  # fmt: skip
         finally:
             if owns_ws and ws is not None:
                 self._stage_to("cleanup", "removing the worktree")

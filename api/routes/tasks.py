@@ -8,15 +8,20 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field, field_validator
 from sqlmodel import Session, or_, select
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import CfgDep, SessionDep, TemporalClientDep
-from api.launch import AlreadyRunning, LaunchError, agent_spec, resolve_checked, start_task, task_workflow_id
+from api.launch import (
+    AlreadyRunning,
+    AnswerRefused,
+    LaunchError,
+    agent_spec,
+    deliver_answer,
+    resolve_checked,
+    start_task,
+    task_workflow_id,
+)
 from factory.db import FINISHED, Handoff, Question, Task, TaskLog, TaskStatus
-from factory.models import AnswerInput
-from workflows.task import TaskWorkflow
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
@@ -153,20 +158,10 @@ async def answer_task(
         raise HTTPException(422, "answer must not be empty")
     if task.status in FINISHED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"task {task_id} is {task.status}; it asks nothing")
-    handle = client.get_workflow_handle(task_workflow_id(cfg, task_id))
     try:
-        await handle.execute_update(
-            TaskWorkflow.answer,
-            AnswerInput(answer=body.answer, question_id=body.question_id, answered_by=body.answered_by),
-        )
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        msg = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-        raise HTTPException(status.HTTP_409_CONFLICT, msg) from exc
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise HTTPException(status.HTTP_409_CONFLICT, f"task {task_id} is not running") from exc
-        raise
+        await deliver_answer(cfg, client, task_id, body.answer, body.answered_by, body.question_id)
+    except AnswerRefused as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     session.refresh(task)
     return {"status": "accepted", "task": task_public(session, task)}
 

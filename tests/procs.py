@@ -1,0 +1,126 @@
+"""Run `factory up` and `factory worker` as real subprocesses (for restart and crash tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.fakes.http import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "factory.cli", *args],
+        cwd=ROOT,
+        stdout=out,
+        stderr=out,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+    )
+
+
+class FactoryUp:
+    """`factory up` with its own Temporal dev server, worker and API on free ports."""
+
+    def __init__(self, config: Path, data_dir: Path, env: dict[str, str] | None = None):
+        self.config = config
+        self.data_dir = data_dir
+        self.env = env
+        self.api_port = free_port()
+        self.temporal_port = free_port()
+        self.ui_port = free_port()
+        self.url = f"http://127.0.0.1:{self.api_port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / "factory-up.log"
+
+    def start(self, timeout: float = 90) -> FactoryUp:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = _spawn(
+            [
+                "up", "--config", str(self.config), "--data-dir", str(self.data_dir),
+                "--api-port", str(self.api_port), "--temporal-port", str(self.temporal_port),
+                "--ui-port", str(self.ui_port),
+            ],
+            self.log,
+            self.env,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"factory up exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                r = httpx.get(f"{self.url}/health", timeout=2)
+                if r.status_code == 200 and r.json().get("temporal") == "ok":
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"factory up did not become healthy:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self, timeout: float = 60) -> int:
+        """Ctrl-C, as a person would; returns the exit code."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+class WorkerProcess:
+    """`factory worker` against an existing Temporal server."""
+
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None):
+        self.config = config
+        self.log = log
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self.proc = _spawn(["worker", "--config", str(self.config)], self.log, self.env)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the worker alone, as a crash would (its agents must die with it)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
