@@ -85,7 +85,7 @@ async def create_task(
         agent_type = body.agent_type or (cfg.repos[ref.name].default_agent if ref.name in cfg.repos else "coder")
         agent_spec(cfg, agent_type)
     except LaunchError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+        raise HTTPException(422, str(exc)) from exc
     task = Task(title=body.title, description=body.description, repo=ref.name, agent_type=agent_type)
     session.add(task)
     session.commit()
@@ -127,7 +127,7 @@ async def run_task(task_id: int, session: SessionDep, cfg: CfgDep, client: Tempo
     except AlreadyRunning as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, f"task {task_id} is already running") from exc
     except LaunchError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+        raise HTTPException(422, str(exc)) from exc
     return task_public(session, task)
 
 
