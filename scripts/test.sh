@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install what the tests need (Debian packages, the claude CLI, Python deps, a Docker engine) and run them.
+# Safe to run again: every step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v git >/dev/null || need_apt+=(git)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v dockerd >/dev/null || need_apt+=(docker.io)
+command -v docker-compose >/dev/null || need_apt+=(docker-compose)
+[ -x /bin/busybox ] || need_apt+=(busybox-static)
+command -v npm >/dev/null || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v claude >/dev/null; then
+  echo "installing the Claude Code CLI"
+  npm install -g --silent @anthropic-ai/claude-code >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e ".[dev]"
+
+# A Docker engine for the environment tests (they skip with a reason only if none can start).
+bash tests/ensure_docker.sh || echo "warning: no Docker engine could be started; docker tests will skip"
+
+exec python3 -m pytest -q -p no:cacheprovider "$@"
