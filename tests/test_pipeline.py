@@ -79,11 +79,12 @@ async def test_total_timeout_kills_a_busy_agent(start_factory, model):
 
 
 async def test_cancel_kills_the_running_agent(start_factory, model):
-    model.add_scenario("long", [Stall(120)])
+    model.add_scenario("long", [[ToolUse("Write", {"file_path": "partial.txt", "content": "half done\n"})], Stall(120)])
     async with start_factory() as h:
         t = await h.create("Run long", "long")
         runs = await h.until(lambda: [r for r in _runs(h, t["id"]) if r.pid], what="agent process")
         pid = runs[0].pid
+        await h.until(lambda: any(r.turn == 1 for r in model.requests_for("long")), what="the stall")
         assert alive(pid)
         agents = (await h.api.get("/api/agents")).json()
         assert [a["task_id"] for a in agents] == [t["id"]]
@@ -94,6 +95,9 @@ async def test_cancel_kills_the_running_agent(start_factory, model):
         await h.settled(t["id"])
         assert not alive(pid)
         assert (await h.api.post(f"/api/tasks/{t['id']}/cancel")).status_code == 409
+        # the work done before the cancel is kept on the remote branch, the worktree is gone
+        assert remote_file(h.remote, done["branch"], "partial.txt") == "half done\n"
+        assert not (h.cfg.workspace_path / "worktrees" / f"task-{t['id']}").exists()
     model.release_stalls()
 
 
