@@ -16,9 +16,12 @@ import asyncio
 import inspect
 import json
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from docker_toolkit._compose import (
@@ -201,6 +204,10 @@ async def _remove(task_id: int, kind: str) -> bool:
     rc, out, err = await _docker("image", "ls", "-q", *filters)
     if ids := sorted(set(out.split())):
         await _docker("image", "rm", "-f", *ids, timeout=120)
+    # the toolkit's generated override file, when the agent ran on this host
+    shutil.rmtree(
+        Path(tempfile.gettempdir()) / "factory-docker-toolkit" / project_name(task_id, kind), ignore_errors=True
+    )
     return found
 
 
@@ -233,24 +240,6 @@ async def cleanup_task_environments(task_id: int, kinds: Iterable[str] = ("test"
 def preview_url_for(cfg: FactoryConfig, task_id: int) -> str:
     """The URL a task's preview has (or would have)."""
     return preview_url(task_id, cfg.previews.domain, cfg.previews.scheme)
-
-
-def toolkit_env(cfg: FactoryConfig, *, task_id: int, repo: str, worktree: str) -> dict[str, str]:
-    """The environment variables `docker_toolkit` reads, for an agent's environment."""
-    p = cfg.previews
-    return {
-        "FACTORY_TASK_ID": str(task_id),
-        "FACTORY_REPO": repo,
-        "FACTORY_WORKTREE": str(worktree),
-        "FACTORY_PREVIEW_DOMAIN": p.domain,
-        "FACTORY_PREVIEW_SCHEME": p.scheme,
-        "FACTORY_PREVIEW_NETWORK": p.network,
-        "FACTORY_PREVIEW_ENTRYPOINT": p.entrypoint,
-        "FACTORY_PREVIEW_CERT_RESOLVER": p.cert_resolver,
-        "FACTORY_ENV_MAX_RUNNING": str(p.max_running),
-        "FACTORY_ENV_DEFAULT_MEMORY": p.default_memory,
-        "FACTORY_ENV_DEFAULT_CPUS": str(p.default_cpus),
-    }
 
 
 class Janitor:

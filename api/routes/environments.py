@@ -1,0 +1,50 @@
+"""Agents' Docker environments on this host: list them, remove one."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel
+
+from docker_toolkit._compose import parse_project_name
+from factory import environments
+
+router = APIRouter(prefix="/api/environments", tags=["environments"])
+
+
+class EnvironmentPublic(BaseModel):
+    name: str
+    task_id: int
+    kind: str
+    repo: str = ""
+    created: float | None = None
+    containers: list[str] = []
+    status: str
+    url: str | None = None
+    networks: list[str] = []
+    volumes: list[str] = []
+
+
+class EnvironmentRemoved(BaseModel):
+    name: str
+    removed: bool = True
+
+
+@router.get("", response_model=list[EnvironmentPublic])
+async def list_environments(
+    task_id: int | None = None, kind: Literal["test", "preview"] | None = Query(default=None)
+) -> list[EnvironmentPublic]:
+    """List labelled environments, optionally of one task and/or kind."""
+    envs = await environments.list_environments(task_id=task_id, kind=kind)
+    return [EnvironmentPublic.model_validate(e, from_attributes=True) for e in envs]
+
+
+@router.delete("/{name}", response_model=EnvironmentRemoved)
+async def delete_environment(name: str) -> EnvironmentRemoved:
+    """Remove one environment (containers, networks, volumes) by its project name."""
+    if parse_project_name(name) is None:
+        raise HTTPException(404, f"{name!r} is not an environment name (factory-task-<id>-test|preview)")
+    if not await environments.tear_down(name):
+        raise HTTPException(404, f"no environment {name!r} on this host")
+    return EnvironmentRemoved(name=name)
