@@ -422,4 +422,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     for name, tpl in cfg.agent_templates.items():
         if not cfg.prompt_path(tpl.system_prompt_file).exists():
             raise ConfigError(f"{file}: agent_templates.{name}.system_prompt_file: no such file {tpl.system_prompt_file}")
+    for name, wf in cfg.workflows.items():
+        for i, step in enumerate(wf.steps):
+            if step.prompt_template and not cfg.prompt_path(step.prompt_template).exists():
+                raise ConfigError(f"{file}: workflows.{name}.steps[{i}].prompt_template: no such file {step.prompt_template}")
     return cfg

@@ -65,6 +65,8 @@ class TaskInput:
     open_pr: bool = True
     pr_body_note: str = ""
     memory: bool = True
+    require_verdict: bool = False  # a reviewer step: remind once, then fail, without a JSON verdict
+    instructions: str = ""  # replaces the closing instruction of the prompt (e.g. for a reviewer)
 
 
 @dataclass
@@ -202,3 +204,66 @@ class TaskResult:
     cost_usd: float = 0.0
     num_turns: int = 0
     learnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class WorkflowStepSpec:
+    """One step of a configured workflow, resolved by the API (agent spec, template text)."""
+
+    index: int
+    agent: AgentSpec
+    input: str | None = None
+    output: str | None = None
+    condition: str | None = None
+    loop_to: str | None = None
+    prompt_template: str = ""  # the template's text ({issues}, {summary}, ... filled in per run)
+    prompt_template_file: str | None = None
+
+
+@dataclass
+class WorkflowRunInput:
+    """Everything ConfiguredWorkflow needs; resolved from config.yml when the run starts."""
+
+    run_id: int
+    name: str
+    title: str
+    description: str
+    repo: RepoRef
+    steps: list[WorkflowStepSpec]
+    max_iterations: int = 3
+    id_prefix: str = ""
+    heartbeat_timeout_s: float = 30
+    clarification_timeout_s: float = 72 * 3600
+    memory: bool = True
+
+
+@dataclass
+class StepOutput:
+    """What one step handed on: its summary, the review it made, the state of the branch."""
+
+    step: int
+    agent_type: str
+    iteration: int
+    task_id: int
+    status: str
+    output_key: str | None = None
+    summary: str = ""
+    verdict: str | None = None
+    issues: list[dict[str, Any]] = field(default_factory=list)
+    changed_files: list[str] = field(default_factory=list)
+    diff_stat: str = ""
+    handoff_id: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class WorkflowRunResult:
+    run_id: int
+    status: str  # completed | failed | cancelled
+    iterations: int = 0
+    approved: bool | None = None
+    branch: str | None = None
+    pr_url: str | None = None
+    note: str | None = None
+    error: str | None = None
+    steps: list[StepOutput] = field(default_factory=list)

@@ -17,6 +17,7 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities.agent import AgentActivities
+    from activities.environments import CleanupEnvInput, EnvironmentActivities
     from activities.github import GithubActivities
     from activities.records import AnswerRecord, QuestionInput, RecordActivities
     from activities.workspace import CleanupInput, FinalizeInput, PrepareInput, WorkspaceActivities
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         TaskUpdate,
         WorkspaceInfo,
     )
+    from factory.review import VERDICT_REMINDER, parse_verdict
     from workflows.common import AGENT_TYPE, GIT, QUICK, REPO, TASK_ID, Notifications, error_text, set_stage
 
 
@@ -47,7 +49,8 @@ def task_prompt(inp: TaskInput) -> str:
     if inp.context.strip():
         parts.append(inp.context.strip())
     parts.append(
-        f"You are working in a git worktree of {inp.repo.name} on branch `{{branch}}`. "
+        inp.instructions
+        or f"You are working in a git worktree of {inp.repo.name} on branch `{{branch}}`. "
         "Make the change, run what checks you can, and end with a short summary of what you did."
     )
     return "\n\n".join(parts)
@@ -60,6 +63,7 @@ class TaskWorkflow:
         self._answer: AnswerInput | None = None
         self._stage = "queued"
         self._notes = Notifications()
+        self._preview_url: str | None = None
 
     @workflow.query
     def pending_question(self) -> PendingQuestion | None:
@@ -121,6 +125,7 @@ class TaskWorkflow:
                 )
             )  # fmt: skip
             agent = await self._run_agent(inp, ws, label)
+            await self._announce_preview(inp, ws)
             result.session_id = agent.session_id
             result.result_text = agent.result_text
             result.learnings = agent.learnings
@@ -172,6 +177,8 @@ class TaskWorkflow:
                     )
                 )  # fmt: skip
         finally:
+            if ws is not None:
+                await self._cleanup_test_environments(inp, ws)
             if owns_ws and ws is not None:
                 self._stage_to("cleanup", "removing the worktree")
                 try:
@@ -196,6 +203,30 @@ class TaskWorkflow:
             raise ApplicationError(result.error or "task failed", type="TaskFailed", non_retryable=True)
         return result
 
+    async def _announce_preview(self, inp: TaskInput, ws: WorkspaceInfo) -> None:
+        """A preview the agent started: stored on the task, on the board, to Telegram, in the PR."""
+        url = await workflow.execute_activity_method(
+            EnvironmentActivities.find_new_preview, inp.task_id, task_queue=ws.host_queue, summary="find preview", **QUICK
+        )
+        if url:
+            self._preview_url = url
+            await self._notes.emit(
+                TaskEvent(kind="preview", task_id=inp.task_id, workflow_run_id=inp.workflow_run_id, title=inp.title, url=url)
+            )
+
+    async def _cleanup_test_environments(self, inp: TaskInput, ws: WorkspaceInfo) -> None:
+        try:
+            await workflow.execute_activity_method(
+                EnvironmentActivities.cleanup_task_environments,
+                CleanupEnvInput(task_id=inp.task_id, kinds=["test"]),
+                task_queue=ws.host_queue,
+                summary="remove test environments",
+                start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=timedelta(minutes=2),
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("could not remove test environments: %s", error_text(exc))
+
     async def _record(self, upd: TaskUpdate) -> None:
         await workflow.execute_activity_method(RecordActivities.update_task, upd, summary="record", **QUICK)
 
@@ -203,6 +234,7 @@ class TaskWorkflow:
         session_id = str(workflow.uuid4())
         prompt = task_prompt(inp).replace("{branch}", ws.branch)
         resume = False
+        reminded = False
         total = AgentResult(session_id=session_id)
         while True:
             self._stage_to("agent", f"{label} running" + (" (resumed with an answer)" if resume else ""))
@@ -230,6 +262,17 @@ class TaskWorkflow:
             if res.is_error:
                 raise AgentFailed(f"agent failed ({res.subtype}): {res.result_text or 'no error text'}")
             if res.question is None:
+                if inp.require_verdict and parse_verdict(res.result_text) is None:
+                    if reminded:
+                        raise AgentFailed(
+                            f"{label}: the reviewer ended twice without a parsable verdict (a JSON object like "
+                            '{"verdict": "approved" | "changes_requested", "issues": [...]}); '
+                            f"its last reply: {res.result_text[:300]!r}"
+                        )
+                    reminded = True  # once, in the same session, then the step fails
+                    prompt = VERDICT_REMINDER
+                    resume = True
+                    continue
                 return total
             await self._ask(inp, res)
             ans = self._answer
@@ -289,7 +332,8 @@ class TaskWorkflow:
             GithubActivities.open_pull_request,
             PullRequestInput(
                 task_id=inp.task_id, repo=inp.repo, branch=ws.branch, base_branch=ws.base_branch,
-                title=inp.title, body=pr_body(inp.task_id, inp.description, agent.result_text, inp.pr_body_note),
+                title=inp.title,
+                body=pr_body(inp.task_id, inp.description, agent.result_text, inp.pr_body_note, self._preview_url),
                 workflow_run_id=inp.workflow_run_id,
             ),
             summary="open pull request",
@@ -303,10 +347,12 @@ def _commit_message(inp: TaskInput) -> str:
     return f"{inp.title}\n\nFactory task #{inp.task_id} ({inp.agent.agent_type})"
 
 
-def pr_body(task_id: int | None, description: str, summary: str, note: str = "") -> str:
+def pr_body(task_id: int | None, description: str, summary: str, note: str = "", preview_url: str | None = None) -> str:
     parts = []
     if note:
         parts.append(f"> [!WARNING]\n> {note}")
+    if preview_url:
+        parts.append(f"**Preview:** {preview_url}")
     if description.strip():
         parts.append("## Task\n" + description.strip())
     if summary.strip():
