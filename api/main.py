@@ -40,9 +40,17 @@ def create_app(
                 app.state.temporal = await connect(cfg)
             except Exception as exc:  # the API still serves reads; /health says why
                 log.warning("Temporal is not reachable: %s", exc)
+        own_memory = False
+        if app.state.memory is None and cfg.memory.enabled and connect_temporal:
+            from factory.memory import MemoryStore
+
+            app.state.memory = await MemoryStore.open(cfg)
+            own_memory = True
         if cfg.factory_auth_token is None:
             log.warning("FACTORY_AUTH_TOKEN is not set: /api is open to anyone who can reach this port")
         yield
+        if own_memory:
+            await app.state.memory.close()
 
     app = FastAPI(title="Factory", version="0.1.0", lifespan=lifespan)
     app.state.cfg = cfg

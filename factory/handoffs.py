@@ -109,6 +109,9 @@ def workflow_pr_body(inp: WorkflowRunInput, result: WorkflowRunResult) -> str:
     parts = []
     if result.note:
         parts.append(f"> [!WARNING]\n> {result.note}")
+    preview = next((s.preview_url for s in reversed(result.steps) if s.preview_url), None)
+    if preview:
+        parts.append(f"**Preview:** {preview}")
     if inp.description.strip():
         parts.append("## Task\n" + inp.description.strip())
     lines = [f"## Workflow `{inp.name}` #{inp.run_id}, {result.iterations} iteration(s)"]

@@ -204,6 +204,7 @@ class TaskResult:
     cost_usd: float = 0.0
     num_turns: int = 0
     learnings: list[str] = field(default_factory=list)
+    preview_url: str | None = None
 
 
 @dataclass
@@ -254,6 +255,7 @@ class StepOutput:
     diff_stat: str = ""
     handoff_id: int | None = None
     error: str | None = None
+    preview_url: str | None = None
 
 
 @dataclass

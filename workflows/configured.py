@@ -182,7 +182,7 @@ class ConfiguredWorkflow:
         )  # fmt: skip
         out = StepOutput(
             step=step.index, agent_type=agent, iteration=iteration, task_id=task_id, status=res.status,
-            output_key=step.output, summary=res.result_text, error=res.error,
+            output_key=step.output, summary=res.result_text, error=res.error, preview_url=res.preview_url,
         )  # fmt: skip
         if res.status != "done":
             raise StepFailed(f"step {step.index + 1} ({label}), task #{task_id}, failed: {res.error}")

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.agent import AgentActivities
     from activities.environments import CleanupEnvInput, EnvironmentActivities
     from activities.github import GithubActivities
+    from activities.memory import MemoryActivities, RememberTaskInput
     from activities.records import AnswerRecord, QuestionInput, RecordActivities
     from activities.workspace import CleanupInput, FinalizeInput, PrepareInput, WorkspaceActivities
     from factory.models import (
@@ -194,6 +195,9 @@ class TaskWorkflow:
                     )  # fmt: skip
                 except ActivityError as exc:
                     workflow.logger.warning("cleanup failed: %s", error_text(exc))
+            result.preview_url = self._preview_url
+            if inp.memory and result.status in ("done", "failed"):
+                await self._remember(inp, result)
             self._stage_to(result.status, f"{result.status}")
             await self._notes.drain()
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -202,6 +206,23 @@ class TaskWorkflow:
         if result.status == "failed" and inp.workflow_run_id is None:
             raise ApplicationError(result.error or "task failed", type="TaskFailed", non_retryable=True)
         return result
+
+    async def _remember(self, inp: TaskInput, result: TaskResult) -> None:
+        """Leave a memory of what the task did and learned (memory never fails a task)."""
+        try:
+            await workflow.execute_activity_method(
+                MemoryActivities.remember_task,
+                RememberTaskInput(
+                    repo=inp.repo.name, task_id=inp.task_id, workflow_id=inp.workflow_run_id,
+                    agent_type=inp.agent.agent_type, title=inp.title, outcome=result.status,
+                    summary=result.result_text or result.error or "", learnings=result.learnings,
+                    files=result.changes.changed_files if result.changes else [], pr_url=result.pr_url,
+                ),
+                summary="remember",
+                **QUICK,
+            )  # fmt: skip
+        except ActivityError as exc:
+            workflow.logger.warning("could not store the task's memory: %s", error_text(exc))
 
     async def _announce_preview(self, inp: TaskInput, ws: WorkspaceInfo) -> None:
         """A preview the agent started: stored on the task, on the board, to Telegram, in the PR."""
