@@ -336,25 +336,23 @@ class MemoryStore:
             vectors = await self._embed([r.text() for r in chunk]) if self.embedder else None
             if vectors is not None:
                 await self._ensure_vector_index(len(vectors[0]))
-            rows = []
+            params: dict[str, Any] = {}
+            keys = []
             for i, rec in enumerate(chunk):
                 content = {**asdict(rec)}
                 if vectors is not None and self._vector_dim == len(vectors[i]):
                     content["embedding"] = vectors[i]
                     content["embedding_model"] = self.embedder.model if self.embedder else None
-                rows.append({"key": _record_key(rec), "content": _without_none(content)})
+                keys.append(_record_key(rec))
+                params[f"k{i}"], params[f"c{i}"] = keys[-1], _without_none(content)
             try:
-                result = await self._query(
-                    f"FOR $row IN $rows {{ UPSERT type::thing('{TABLE}', $row.key) CONTENT $row.content RETURN NONE; }};",
-                    {"rows": rows},
-                )
+                await self._query_all(_each(len(chunk), f"UPSERT type::thing('{TABLE}', $k{{i}}) CONTENT $c{{i}} RETURN NONE;"), params)
             except _Unavailable:
                 return ids
             except Exception as exc:
                 self._warn_once("add", f"agent memory: could not store a memory: {self._scrub(str(exc))}")
                 return ids
-            del result
-            ids += [r["key"] for r in rows]
+            ids += keys
         return ids
 
     async def delete(self, memory_id: str) -> bool:
@@ -384,11 +382,12 @@ class MemoryStore:
             if vectors is None:
                 break
             await self._ensure_vector_index(len(vectors[0]))
-            updates = [{"id": r["id"], "embedding": v} for r, v in zip(chunk, vectors, strict=True)]
+            params: dict[str, Any] = {"model": self.embedder.model}
+            for i, (row, vector) in enumerate(zip(chunk, vectors, strict=True)):
+                params[f"id{i}"], params[f"v{i}"] = row["id"], vector
             try:
-                await self._query(
-                    f"FOR $u IN $updates {{ UPDATE $u.id SET embedding = $u.embedding, embedding_model = $model RETURN NONE; }};",
-                    {"updates": updates, "model": self.embedder.model},
+                await self._query_all(
+                    _each(len(chunk), "UPDATE $id{i} SET embedding = $v{i}, embedding_model = $model RETURN NONE;"), params
                 )
             except _Unavailable:
                 break
@@ -646,23 +645,38 @@ class MemoryStore:
             info = _statement_results(await asyncio.wait_for(db.query_raw(f"INFO FOR TABLE {TABLE}"), self.timeout))[0]
             existing = (info or {}).get("indexes", {}).get(_VECTOR_INDEX)
             found = re.search(r"DIMENSION (\d+)", existing or "")
-            stmts = []
-            if existing and (not found or int(found.group(1)) != dim):
-                # a different model: old vectors live in another space and cannot be compared
-                log.warning("agent memory: embedding dimension changed to %d; dropping stored embeddings", dim)
-                stmts.append(f"REMOVE INDEX {_VECTOR_INDEX} ON {TABLE};")
-                stmts.append(f"UPDATE {TABLE} SET embedding = NONE, embedding_model = NONE WHERE embedding IS NOT NONE;")
-                existing = None
-            else:
-                stmts.append(
-                    f"UPDATE {TABLE} SET embedding = NONE, embedding_model = NONE "
-                    "WHERE embedding IS NOT NONE AND embedding_model != $model;"
+            same_dim = bool(found) and int(found.group(1)) == dim
+            stale = 0
+            if existing and same_dim:
+                counted = await asyncio.wait_for(
+                    db.query_raw(
+                        f"SELECT count() FROM {TABLE} WHERE embedding IS NOT NONE AND embedding_model != $model GROUP ALL",
+                        {"model": self.embedder.model},
+                    ),
+                    self.timeout,
                 )
+                rows = _statement_results(counted)[0]
+                stale = rows[0]["count"] if rows else 0
+            stmts = []
+            if existing and (not same_dim or stale):
+                # another model's vectors live in another space: drop them (backfill_embeddings re-embeds)
+                log.warning(
+                    "agent memory: embedding model is now %s (%d dimensions); dropping embeddings of other models",
+                    self.embedder.model,
+                    dim,
+                )
+                where = "embedding_model != $model" if same_dim else "embedding IS NOT NONE"
+                stmts.append(f"REMOVE INDEX {_VECTOR_INDEX} ON {TABLE};")
+                stmts.append(f"UPDATE {TABLE} SET embedding = NONE, embedding_model = NONE WHERE {where} RETURN NONE;")
+                existing = None
             if not existing:
                 stmts.append(
                     f"DEFINE INDEX IF NOT EXISTS {_VECTOR_INDEX} ON {TABLE} FIELDS embedding "
                     f"HNSW DIMENSION {dim} DIST COSINE TYPE F32 EFC 150 M 12;"
                 )
+            if not stmts:
+                self._vector_dim = dim
+                return
             response = await asyncio.wait_for(
                 db.query_raw("\n".join(stmts), {"model": self.embedder.model}), self.timeout
             )
@@ -736,6 +750,16 @@ def format_section(hits: Iterable[MemoryHit], max_chars: int) -> str:
 
 def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: max(n - 1, 0)].rstrip() + "…"
+
+
+def _each(n: int, statement: str) -> str:
+    """`n` copies of a statement, numbered 0..n-1.
+
+    One statement per record, never a `FOR` loop: on surrealkv, index entries written by
+    a `FOR` loop over many records are partly lost when the database is reopened
+    (SurrealDB 2.0 engine; see tests/test_memory.py::test_batch_add_survives_reopen).
+    """
+    return "\n".join(statement.format(i=i) for i in range(n))
 
 
 def _without_none(d: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,71 @@
+"""Memory activities: recall related past work before a task, remember the task after it.
+
+Both run on the shared queue and never fail a task: when memory is down, recall gives
+"" and remember gives None (the store logs one warning per outage).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from temporalio import activity
+
+from factory.memory import MemoryRecord, MemoryStore
+
+
+@dataclass
+class RememberTaskInput:
+    repo: str
+    task_id: int | None
+    workflow_id: int | None
+    agent_type: str
+    title: str
+    outcome: str
+    summary: str
+    learnings: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    pr_url: str | None = None
+
+
+@dataclass
+class RecallInput:
+    title: str
+    description: str
+    repo: str
+    task_id: int | None = None  # leaves out the task's own memories when it runs again
+    top_k: int | None = None
+
+
+class MemoryActivities:
+    """Memory activities, bound to one MemoryStore (register the bound methods on the worker)."""
+
+    def __init__(self, store: MemoryStore):
+        self.store = store
+
+    @activity.defn
+    async def remember_task(self, inp: RememberTaskInput) -> str | None:
+        """Store what a finished task did and learned; returns the memory id, None if memory is down.
+
+        Idempotent: a task's memory has a stable id, so a retry overwrites it.
+        """
+        record = MemoryRecord(
+            repo=inp.repo,
+            title=inp.title,
+            summary=inp.summary,
+            learnings=list(inp.learnings),
+            files=list(inp.files),
+            outcome=inp.outcome,
+            task_id=inp.task_id,
+            workflow_id=inp.workflow_id,
+            agent_type=inp.agent_type,
+            pr_url=inp.pr_url,
+            kind="task",
+        )
+        return await self.store.add(record)
+
+    @activity.defn
+    async def recall_memories(self, inp: RecallInput) -> str:
+        """The "## Relevant past work" prompt section for a task, or "" when nothing relates."""
+        return await self.store.recall_section(
+            inp.title, inp.description, inp.repo, inp.top_k, exclude_task_id=inp.task_id
+        )
