@@ -66,6 +66,13 @@ def agent_environment(cfg: FactoryConfig, base: dict[str, str] | None = None) ->
     return env
 
 
+def _session_saved(session_id: str, env: dict[str, str] | None = None) -> bool:
+    """Whether the CLI has saved this session on disk (`<config dir>/projects/<cwd>/<id>.jsonl`)."""
+    env = env if env is not None else dict(os.environ)
+    config = Path(env.get("CLAUDE_CONFIG_DIR") or Path(env.get("HOME", "~")).expanduser() / ".claude")
+    return any((config / "projects").glob(f"*/{session_id}.jsonl"))
+
+
 @dataclass
 class _Progress:
     session_id: str
@@ -85,6 +92,15 @@ class AgentActivities:
     # --- process bookkeeping -------------------------------------------------------
     def _pidfile(self, task_id: int) -> Path:
         return self.run_dir / f"task-{task_id}.pid"
+
+    def _marker(self, task_id: int) -> Path:
+        return self.run_dir / f"task-{task_id}.session"
+
+    def _started_marker(self, task_id: int) -> str | None:
+        try:
+            return self._marker(task_id).read_text().strip() or None
+        except FileNotFoundError:
+            return None
 
     def kill_stale(self, task_id: int) -> bool:
         """Kill an agent process group left by an earlier attempt of this task (on this host)."""
@@ -182,7 +198,7 @@ class AgentActivities:
     async def _context(self, req: AgentRequest) -> str:
         """Memory recall and board messages for this agent, added to a fresh prompt."""
         parts = []
-        if self.memory is not None:
+        if self.memory is not None and req.with_context:
             try:
                 section = await self.memory.recall_section(req.title, req.description, req.repo_name)
             except Exception as exc:  # memory never fails a task
@@ -190,11 +206,16 @@ class AgentActivities:
                 section = ""
             if section:
                 parts.append(section)
+        parts.append(self._inbox_section(req))
+        return "\n\n".join(p for p in parts if p)
+
+    def _inbox_section(self, req: AgentRequest) -> str:
+        """Board messages to this agent type not yet delivered, marked delivered."""
         inbox = self.board.inbox(req.agent.agent_type, req.task_id, req.workflow_run_id)
-        if inbox:
-            lines = [f"- from {m.sender} ({m.message_type}): {m.content}" for m in inbox]
-            parts.append("## Messages for you on the message board\n" + "\n".join(lines))
-        return "\n\n".join(parts)
+        if not inbox:
+            return ""
+        lines = [f"- from {m.sender} ({m.message_type}): {m.content}" for m in inbox]
+        return "## Messages for you on the message board\n" + "\n".join(lines)
 
     # --- the activity --------------------------------------------------------------
     @activity.defn
@@ -206,16 +227,26 @@ class AgentActivities:
         resume = req.resume
         prompt = req.prompt
         details = info.heartbeat_details
-        if info.attempt > 1 and details:
-            prev = details[0] if isinstance(details[0], dict) else {}
-            if prev.get("started"):
-                resume = True
-                prompt = (
-                    "Your previous run was interrupted because the machine running you restarted. "
-                    "Continue the task from where you left off; check the working tree first."
-                )
-        elif not resume and req.with_context:
+        prev = details[0] if info.attempt > 1 and details and isinstance(details[0], dict) else {}
+        # the marker file is written when the CLI announces its session, so a crash before the
+        # first heartbeat reached Temporal still resumes instead of reusing the session id
+        interrupted = info.attempt > 1 and (
+            bool(prev.get("started")) or self._started_marker(req.task_id) == req.session_id
+        )
+        if interrupted and not req.resume and not _session_saved(req.session_id):
+            interrupted = False  # the CLI died before it saved anything: start the session afresh
+        if interrupted:
+            resume = True
+            prompt = (
+                "Your previous run was interrupted because the machine running you restarted. "
+                "Continue the task from where you left off; check the working tree first."
+            )
+        elif not resume:  # board messages always; memory recall only with req.with_context
             extra = await self._context(req)
+            if extra:
+                prompt = f"{prompt}\n\n{extra}"
+        else:  # resumed with an answer: also what was posted to this agent while it waited
+            extra = self._inbox_section(req)
             if extra:
                 prompt = f"{prompt}\n\n{extra}"
         cmd = self._command(req, resume)
@@ -271,6 +302,7 @@ class AgentActivities:
                     run.ended_at = utcnow()
                     s.add(run)
                     s.commit()
+        self._marker(req.task_id).unlink(missing_ok=True)
         result.duration_s = time.monotonic() - started
         if not result.is_error and not result.subtype:
             tail = stderr_path.read_text(errors="replace")[-1500:] if stderr_path.exists() else ""
@@ -338,6 +370,7 @@ class AgentActivities:
             if parsed.session_id and not progress.started:
                 progress.session_id = parsed.session_id
                 progress.started = True
+                self._marker(req.task_id).write_text(progress.session_id)
                 activity.heartbeat({"session_id": progress.session_id, "started": True})
             for entry in parsed.logs:
                 add_log(self.engine, req.task_id, entry.kind, entry.content, attempt, self.secrets)
@@ -349,7 +382,9 @@ class AgentActivities:
             if parsed.result is not None:
                 r = parsed.result
                 result.session_id = r.get("session_id") or progress.session_id
-                result.result_text = scrub(r.get("result") or "", self.secrets)
+                errors = r.get("errors") or []
+                text = r.get("result") or ("; ".join(str(e) for e in errors) if isinstance(errors, list) else str(errors))
+                result.result_text = scrub(text or "", self.secrets)
                 result.is_error = bool(r.get("is_error")) or r.get("subtype") != "success"
                 result.subtype = r.get("subtype") or ""
                 result.num_turns = int(r.get("num_turns") or 0)

@@ -52,6 +52,9 @@ def create_app(
         if own_memory:
             await app.state.memory.close()
 
+    from factory.environments import install_pr_hook
+
+    install_pr_hook()  # a closed PR's preview is removed as soon as the webhook says so
     app = FastAPI(title="Factory", version="0.1.0", lifespan=lifespan)
     app.state.cfg = cfg
     app.state.engine = engine or make_engine(cfg.db_url)

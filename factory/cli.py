@@ -42,10 +42,12 @@ async def _serve_api(cfg: FactoryConfig, host: str, port: int, stop: asyncio.Eve
 
     from api.main import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(cfg, **app_kwargs), host=host, port=port, log_level="warning"))
+    app = create_app(cfg, **app_kwargs)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     await stop.wait()
+    app.state.stopping = True  # ends open message-board streams, which would otherwise hold shutdown up
     server.should_exit = True
     await task
 

@@ -314,3 +314,17 @@ async def janitor_loop(janitor: Janitor, interval_s: float) -> None:
         except Exception:
             log.exception("janitor sweep failed")
         await asyncio.sleep(interval_s)
+
+
+async def remove_previews_of_closed_pr(event: Any) -> None:
+    """`factory.events.on_pr_closed` hook: a merged or closed PR's previews go at once."""
+    for task_id in getattr(event, "task_ids", []):
+        if await tear_down(project_name(task_id, "preview")):
+            log.info("removed the preview of task %s: its pull request closed", task_id)
+
+
+def install_pr_hook() -> None:
+    from factory import events
+
+    if remove_previews_of_closed_pr not in events.on_pr_closed:
+        events.on_pr_closed.append(remove_previews_of_closed_pr)

@@ -69,7 +69,7 @@ DEFINE FIELD IF NOT EXISTS files ON {TABLE} TYPE array<string>;
 DEFINE FIELD IF NOT EXISTS pr_url ON {TABLE} TYPE option<string>;
 DEFINE FIELD IF NOT EXISTS kind ON {TABLE} TYPE string ASSERT $value IN ["task", "note"];
 DEFINE FIELD IF NOT EXISTS created_at ON {TABLE} TYPE datetime;
-DEFINE FIELD IF NOT EXISTS text ON {TABLE} VALUE string::join("\\n", title, summary, array::join(learnings, "\\n"));
+DEFINE FIELD IF NOT EXISTS text ON {TABLE} TYPE string;
 DEFINE FIELD IF NOT EXISTS embedding ON {TABLE} TYPE option<array<float>>;
 DEFINE FIELD IF NOT EXISTS embedding_model ON {TABLE} TYPE option<string>;
 DEFINE INDEX IF NOT EXISTS memory_repo ON {TABLE} FIELDS repo;
@@ -162,17 +162,18 @@ def embeddings_settings(cfg: FactoryConfig) -> _Embedder | None:
     )
 
 
+def content_words(text: str) -> list[str]:
+    """Lower-cased words and numbers of text, without punctuation, stop words and single letters."""
+    return [w for w in re.findall(r"[^\W\d_]+|\d+", text.lower()) if len(w) > 1 and w not in _STOPWORDS]
+
+
 def query_terms(text: str) -> list[str]:
     """The distinct content words of a query, in order, at most MAX_QUERY_TERMS.
 
     SurrealDB's `@@` matches documents holding every term of its query, so a search
-    ORs one match per term instead; stop words would only add index lookups.
+    ORs one match per term instead.
     """
-    seen: dict[str, None] = {}
-    for word in re.findall(r"[^\W\d_]+|\d+", text.lower()):
-        if len(word) > 1 and word not in _STOPWORDS:
-            seen.setdefault(word, None)
-    return list(seen)[:MAX_QUERY_TERMS]
+    return list(dict.fromkeys(content_words(text)))[:MAX_QUERY_TERMS]
 
 
 def _key(raw: str) -> str:
@@ -251,6 +252,7 @@ class MemoryStore:
         self.cfg = cfg
         self.enabled = cfg.memory.enabled
         self.url = url or cfg.surrealdb_url or f"surrealkv://{cfg.data_path / 'memory'}"
+        self.embedded = self.url.startswith(("mem://", "memory://", "surrealkv", "file://"))
         self.embedder = embeddings_settings(cfg)
         self.timeout = timeout
         self.retry_after = retry_after
@@ -308,12 +310,9 @@ class MemoryStore:
             return {"status": "disabled", "detail": "memory.enabled is false"}
         try:
             await self._query("RETURN 1")
-        except _Unavailable:
-            pass
-        except Exception as exc:  # a server that answers but errors is degraded too
-            return {"status": "degraded", "detail": f"database error: {self._scrub(str(exc))}"}
-        if self._db_error:
-            return {"status": "degraded", "detail": f"database unavailable: {self._db_error}"}
+        except _Unavailable as exc:
+            reason = self._db_error or str(exc) or "no connection"
+            return {"status": "degraded", "detail": f"database unavailable: {reason}"}
         search = "bm25" if self.embedder is None else "hybrid (bm25 + vector)"
         if self._embed_error:
             return {"status": "degraded", "detail": f"embeddings unavailable, bm25 only: {self._embed_error}"}
@@ -339,18 +338,18 @@ class MemoryStore:
             params: dict[str, Any] = {}
             keys = []
             for i, rec in enumerate(chunk):
-                content = {**asdict(rec)}
+                # indexed without stop words and punctuation: the 2.x full-text index rewrites a
+                # term's whole document set on every insert, so very common terms make writes slow
+                content = {**asdict(rec), "text": " ".join(content_words(rec.text()))}
                 if vectors is not None and self._vector_dim == len(vectors[i]):
                     content["embedding"] = vectors[i]
                     content["embedding_model"] = self.embedder.model if self.embedder else None
                 keys.append(_record_key(rec))
                 params[f"k{i}"], params[f"c{i}"] = keys[-1], _without_none(content)
+            statements = _each(len(chunk), f"UPSERT type::thing('{TABLE}', $k{{i}}) CONTENT $c{{i}} RETURN NONE;")
             try:
-                await self._query_all(_each(len(chunk), f"UPSERT type::thing('{TABLE}', $k{{i}}) CONTENT $c{{i}} RETURN NONE;"), params)
+                await self._query_all(statements, params)
             except _Unavailable:
-                return ids
-            except Exception as exc:
-                self._warn_once("add", f"agent memory: could not store a memory: {self._scrub(str(exc))}")
                 return ids
             ids += keys
         return ids
@@ -456,9 +455,6 @@ class MemoryStore:
             results = await self._query_all("\n".join(statements), params)
         except _Unavailable:
             return []
-        except Exception as exc:
-            self._warn_once("search", f"agent memory: search failed: {self._scrub(str(exc))}")
-            return []
         lexical = results[0] if terms else []
         semantic = results[-1] if vector is not None else []
         return self._fuse(lexical, semantic, repo, limit)
@@ -562,7 +558,7 @@ class MemoryStore:
                 self.cfg.data_path.mkdir(parents=True, exist_ok=True)
             db = surrealdb.AsyncSurreal(self.url)
             await asyncio.wait_for(db.connect(), self.timeout)
-            if self.cfg.surrealdb_user and not self.url.startswith(("mem://", "memory://", "surrealkv", "file://")):
+            if self.cfg.surrealdb_user and not self.embedded:
                 password = self.cfg.surrealdb_pass.get_secret_value() if self.cfg.surrealdb_pass else ""
                 await asyncio.wait_for(
                     db.signin({"username": self.cfg.surrealdb_user, "password": password}), self.timeout
@@ -616,11 +612,21 @@ class MemoryStore:
             await self._lost(db, "connection lost")
             raise _Unavailable from None
         except Exception as exc:
-            if _is_connection_error(exc):
-                await self._lost(db, f"{type(exc).__name__}: {exc}")
-                raise _Unavailable from exc
-            raise
-        return _statement_results(response)
+            reason = self._scrub(f"{type(exc).__name__}: {exc}")
+            # an embedded engine has no connection to lose: a slow or failed call is just that call's failure
+            if not self.embedded and _is_connection_error(exc):
+                await self._lost(db, reason)
+                raise _Unavailable(reason) from exc
+            self._warn_once("query", f"agent memory: a database call failed: {reason}")
+            raise _Unavailable(reason) from exc
+        try:
+            results = _statement_results(response)
+        except Exception as exc:
+            reason = self._scrub(str(exc))
+            self._warn_once("query", f"agent memory: a database statement failed: {reason}")
+            raise _Unavailable(reason) from exc
+        self._recovered("query", "agent memory: database calls succeed again")
+        return results
 
     async def _query(self, sql: str, params: dict[str, Any] | None = None) -> Any:
         return (await self._query_all(sql, params))[-1]

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from datetime import timedelta
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -23,8 +23,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.agent import AgentActivities
+from activities.environments import EnvironmentActivities
 from activities.github import GithubActivities
 from activities.records import Notifier, RecordActivities
+from activities.workflow_runs import WorkflowRunActivities
 from activities.workspace import WorkspaceActivities
 from factory.config import FactoryConfig
 from factory.db import make_engine
@@ -51,12 +53,25 @@ class Runtime:
     memory: Any = None
     notifiers: list[Notifier] = field(default_factory=list)
     background: list[asyncio.Task[Any]] = field(default_factory=list)
+    client: Any = None  # the worker's Temporal client (set by run_worker): Telegram answers use it
 
     @classmethod
     async def create(cls, cfg: FactoryConfig, engine: Engine | None = None) -> Runtime:
         engine = engine or make_engine(cfg.db_url)
         board = Board(engine, cfg.message_board.enabled, cfg.secret_values())
         rt = cls(cfg=cfg, engine=engine, board=board, http=httpx.AsyncClient(timeout=30))
+        if cfg.memory.enabled:
+            from factory.memory import MemoryStore
+
+            rt.memory = await MemoryStore.open(cfg)  # never raises: an unreachable store is "degraded"
+        from factory.integrations import install_integrations
+
+        install_integrations(rt)  # Plane/Telegram notifiers, board forwarding, Telegram and PR polling
+        from factory.environments import install_pr_hook
+
+        install_pr_hook()  # the PR-state poll in this process closes previews too
+        if cfg.previews.janitor_interval_minutes > 0:
+            rt.background.append(asyncio.create_task(_janitor(rt)))
         for hook in _EXTENSIONS:
             await hook(rt)
         return rt
@@ -71,6 +86,19 @@ class Runtime:
             except Exception:  # closing never matters more than shutting down
                 pass
         await self.http.aclose()
+
+
+async def _janitor(rt: Runtime) -> None:
+    """Remove Docker environments whose task is gone or finished, whose PR closed, or that are too old."""
+    from factory.db import Task, session_scope
+    from factory.environments import Janitor, janitor_loop
+
+    def lookup(task_id: int) -> tuple[str, str | None] | None:
+        with session_scope(rt.engine) as s:
+            task = s.get(Task, task_id)
+            return (task.status, task.pr_state) if task else None
+
+    await janitor_loop(Janitor(rt.cfg, lookup), rt.cfg.previews.janitor_interval_minutes * 60)
 
 
 _EXTENSIONS: list[Any] = []
@@ -95,6 +123,7 @@ def build_workers(client: Client, rt: Runtime) -> list[Worker]:
     agent = AgentActivities(cfg, rt.engine, rt.board, host=host, memory=rt.memory)
     gh = GithubActivities(cfg, rt.http)
     rec = RecordActivities(rt.engine, rt.board, rt.notifiers)
+    runs = WorkflowRunActivities(rt.engine, rt.board)
     shared_acts: list[Any] = [
         ws.prepare_workspace,
         gh.open_pull_request,
@@ -106,8 +135,20 @@ def build_workers(client: Client, rt: Runtime) -> list[Worker]:
         rec.close_question,
         rec.publish_event,
         rec.send_notification,
+        runs.create_step_task,
+        runs.record_handoff,
     ]
-    host_acts: list[Any] = [ws.finalize_changes, ws.cleanup_workspace]
+    envs = EnvironmentActivities(cfg, rt.engine)
+    if rt.memory is not None:
+        from activities.memory import MemoryActivities
+
+        shared_acts.append(MemoryActivities(rt.memory).remember_task)
+    host_acts: list[Any] = [
+        ws.finalize_changes,
+        ws.cleanup_workspace,
+        envs.cleanup_task_environments,
+        envs.find_new_preview,
+    ]
     for extra in _ACTIVITY_PROVIDERS:
         s, h = extra(rt)
         shared_acts += s
@@ -154,6 +195,7 @@ async def run_worker(cfg: FactoryConfig, client: Client, stop: asyncio.Event, rt
     """Run this host's workers until `stop` is set."""
     own = rt is None
     rt = rt or await Runtime.create(cfg)
+    rt.client = rt.client or client
     workers = build_workers(client, rt)
     try:
         async with _all(workers):

@@ -109,6 +109,7 @@ def write_config(tmp: Path, remote: Path, github_url: str, **overrides: Any) -> 
             "heartbeat_timeout_seconds": 5,
         },
         "memory": {"enabled": False},
+        "previews": {"janitor_interval_minutes": 0},  # a janitor would reap other tests' environments
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
@@ -174,7 +175,7 @@ class Harness:
         handle = self.client.get_workflow_handle(task_workflow_id(self.cfg, task_id))
         try:
             return await asyncio.wait_for(handle.result(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise
         except Exception as exc:  # failed or cancelled workflows
             return exc

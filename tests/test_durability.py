@@ -40,7 +40,7 @@ async def test_killed_worker_mid_run_resumes_without_a_second_pr(start_factory, 
             assert (await h.task(t["id"]))["status"] == "in_progress"
             second = WorkerProcess(config, tmp_path / "worker2.log").start()
             done = await h.wait_for(t["id"], {"done", "failed"}, timeout=120)
-            assert done["status"] == "done", done
+            assert done["status"] == "done", done["error"]
             assert remote_file(h.remote, done["branch"], "after-crash.txt") == "resumed\n"
             assert len([c for c in github.pr_creations() if c.body["head"] == done["branch"]]) == 1
             # the retried attempt resumed the same CLI session

@@ -8,7 +8,13 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    TimeoutError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.records import NotifyInput, RecordActivities
@@ -66,7 +72,9 @@ class Notifications:
             channels = await workflow.execute_activity_method(
                 RecordActivities.publish_event, event, summary=f"event: {event.kind}", **QUICK
             )
-        except ActivityError:
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise  # a cancel of the workflow landed here: it must not be swallowed
             workflow.logger.warning("could not post %s event", event.kind)
             return
         for channel in channels:

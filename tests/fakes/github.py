@@ -25,6 +25,7 @@ class Call:
 class FakeGitHub:
     prs: list[dict[str, Any]] = field(default_factory=list)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    review_comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # review id -> line comments
     calls: list[Call] = field(default_factory=list)
     fail_next: list[int] = field(default_factory=list)  # status codes to answer the next calls with
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -91,6 +92,11 @@ class FakeGitHub:
                     if p["_repo"] == f"{owner}/{repo}" and p["number"] == number:
                         return _public(p)
             return JSONResponse({"message": "Not Found"}, status_code=404)
+
+        @app.get("/repos/{owner}/{repo}/pulls/{number}/reviews/{review_id}/comments")
+        def list_review_comments(owner: str, repo: str, number: int, review_id: int) -> list[dict[str, Any]]:
+            with self.lock:
+                return list(self.review_comments.get(review_id, []))
 
         @app.get("/repos/{owner}/{repo}/issues/{number}/comments")
         def list_comments(owner: str, repo: str, number: int) -> list[dict[str, Any]]:

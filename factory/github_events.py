@@ -1,0 +1,281 @@
+"""GitHub events: a Factory PR closed (webhook or poll), and a review that requests changes.
+
+- `pull_request` closed on a Factory branch records `merged` / `closed` as `pr_state` on every task
+  and workflow run of the branch, moves their Plane issue to `done` when merged, and runs the
+  `factory.events.on_pr_closed` hooks.
+- `pull_request_review` submitted with state `changes_requested` on a Factory PR starts a
+  `coder_revision` task on the same branch; its prompt carries the review body and its comments,
+  and its push updates the same PR (the PR step finds the open PR for the branch).
+- Without `github.webhook_secret`, a background loop asks GitHub every `github.pr_poll_minutes`
+  for the state of open Factory PRs instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+from temporalio.client import Client
+
+from factory.config import FactoryConfig
+from factory.db import FINISHED, Task, WorkflowRun, session_scope
+from factory.events import PrClosed, fire_pr_closed
+from factory.kv import claim_delivery
+from factory.plane import PlaneClient, PlaneError
+from factory.repos import RepoError, resolve_repo
+
+log = logging.getLogger("factory.github")
+
+BRANCH_PREFIX = "factory/"
+
+
+def valid_signature(secret: str, body: bytes, header: str | None) -> bool:
+    """`X-Hub-Signature-256` is `sha256=` + the hex HMAC-SHA256 of the raw body (constant-time compare)."""
+    if not secret or not header:
+        return False
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), header.strip().encode())
+
+
+def _github_of(cfg: FactoryConfig, repo: str) -> str | None:
+    try:
+        return resolve_repo(cfg, repo).github
+    except RepoError:
+        return None
+
+
+def _tasks_of(engine: Engine, cfg: FactoryConfig, repo_full: str, branch: str) -> list[Task]:
+    with session_scope(engine) as s:
+        rows = s.exec(select(Task).where(Task.branch == branch).order_by(Task.id)).all()
+    return [t for t in rows if (_github_of(cfg, t.repo) or "").lower() == repo_full.lower()]
+
+
+async def record_pr_closed(
+    cfg: FactoryConfig,
+    engine: Engine,
+    http: httpx.AsyncClient,
+    repo_full: str,
+    number: int,
+    branch: str,
+    merged: bool,
+    url: str | None = None,
+) -> PrClosed | None:
+    """Record the PR's end on its tasks and workflow runs, move Plane, run the hooks (once)."""
+    tasks = _tasks_of(engine, cfg, repo_full, branch)
+    state = "merged" if merged else "closed"
+    task_ids = [t.id for t in tasks]
+    with session_scope(engine) as s:
+        rows = [s.get(Task, i) for i in task_ids]
+        run_ids = {t.workflow_run_id for t in rows if t and t.workflow_run_id is not None}
+        on_branch = s.exec(select(WorkflowRun).where(WorkflowRun.branch == branch)).all()
+        run_ids |= {r.id for r in on_branch if (_github_of(cfg, r.repo) or "").lower() == repo_full.lower()}
+        runs = [r for r in (s.get(WorkflowRun, i) for i in sorted(run_ids)) if r is not None]
+        if not rows and not runs:
+            return None
+        changed = False
+        for row in [*rows, *runs]:
+            if row is None or row.pr_state == state:
+                continue
+            row.pr_state = state
+            if row.pr_number is None:
+                row.pr_number = number
+            s.add(row)
+            changed = True
+        s.commit()
+        issues = sorted({r.plane_issue_id for r in [*rows, *runs] if r is not None and r.plane_issue_id})
+        run_ids = [r.id for r in runs]
+    if not changed:
+        return None  # told before (webhook and poll, or a redelivery)
+    if merged and issues:
+        plane = PlaneClient(cfg, http)
+        if plane.configured:
+            for issue in issues:
+                try:
+                    await plane.set_state(issue, "done")
+                except PlaneError as exc:
+                    log.warning("could not move Plane issue %s to done: %s", issue, exc)
+    event = PrClosed(
+        repo=repo_full,
+        number=number,
+        branch=branch,
+        merged=merged,
+        url=url,
+        task_ids=task_ids,
+        workflow_run_ids=run_ids,
+    )
+    log.info("PR %s#%s %s (tasks %s)", repo_full, number, state, task_ids)
+    fire_pr_closed(event)
+    return event
+
+
+async def handle_github_event(
+    cfg: FactoryConfig, engine: Engine, client: Client, http: httpx.AsyncClient, event: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """Act on one verified, de-duplicated GitHub webhook; returns what happened."""
+    if event == "ping":
+        return {"status": "pong"}
+    pr = payload.get("pull_request")
+    repo_full = str((payload.get("repository") or {}).get("full_name") or "")
+    if event not in ("pull_request", "pull_request_review"):
+        return {"status": "ignored", "reason": f"event {event!r} is not used by Factory"}
+    if not isinstance(pr, dict) or not repo_full:
+        raise ValueError("'pull_request' and 'repository.full_name' are required")
+    branch = str((pr.get("head") or {}).get("ref") or "")
+    number = pr.get("number")
+    if not branch.startswith(BRANCH_PREFIX) or not isinstance(number, int):
+        return {"status": "ignored", "reason": "not a Factory branch"}
+    action = payload.get("action")
+    if event == "pull_request":
+        if action != "closed":
+            return {"status": "ignored", "reason": f"pull_request {action}"}
+        closed = await record_pr_closed(
+            cfg, engine, http, repo_full, number, branch, bool(pr.get("merged")), pr.get("html_url")
+        )
+        if closed is None:
+            return {"status": "ignored", "reason": "no Factory task has this branch, or it was recorded already"}
+        return {"status": "recorded", "pr_state": "merged" if closed.merged else "closed", "task_ids": closed.task_ids}
+    review = payload.get("review") or {}
+    if action != "submitted" or str(review.get("state") or "").lower() != "changes_requested":
+        return {"status": "ignored", "reason": "not a review that requests changes"}
+    return await start_revision(cfg, engine, client, http, repo_full, pr, review)
+
+
+async def _review_comments(
+    cfg: FactoryConfig, http: httpx.AsyncClient, repo_full: str, number: int, review_id: Any
+) -> list[dict[str, Any]]:
+    from activities.github import GithubActivities
+
+    gh = GithubActivities(cfg, http)
+    try:
+        r = await http.get(
+            gh._url(f"/repos/{repo_full}/pulls/{number}/reviews/{review_id}/comments"),
+            headers=gh._headers(),
+            params={"per_page": 100},
+            timeout=20,
+        )
+    except httpx.HTTPError as exc:
+        log.warning("could not read review comments: %s", type(exc).__name__)
+        return []
+    if r.status_code != 200:
+        log.warning("could not read review comments: HTTP %s", r.status_code)
+        return []
+    data = r.json()
+    return [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
+
+
+def review_context(pr: dict[str, Any], review: dict[str, Any], comments: list[dict[str, Any]]) -> str:
+    """The revision prompt's context: the review body and every review comment, word for word."""
+    who = (review.get("user") or {}).get("login") or "a reviewer"
+    parts = [
+        f"## Review: changes requested on pull request #{pr.get('number')} by @{who}",
+        f"{pr.get('html_url') or ''}".strip(),
+        (review.get("body") or "").strip() or "(no summary text)",
+    ]
+    if comments:
+        parts.append("### Review comments")
+        for c in comments:
+            where = c.get("path") or "?"
+            line = c.get("line") or c.get("original_line")
+            parts.append(f"- `{where}{':' + str(line) if line else ''}`: {(c.get('body') or '').strip()}")
+    parts.append(
+        "Address every point above on this branch; the pull request updates when you push. "
+        "End with a short summary of what you changed."
+    )
+    return "\n\n".join(p for p in parts if p)
+
+
+async def start_revision(
+    cfg: FactoryConfig,
+    engine: Engine,
+    client: Client,
+    http: httpx.AsyncClient,
+    repo_full: str,
+    pr: dict[str, Any],
+    review: dict[str, Any],
+) -> dict[str, Any]:
+    """Start a coder_revision task on the PR's branch with the review as its context."""
+    from api.launch import TaskStart, create_task_row, start_task
+
+    branch = str(pr["head"]["ref"])
+    number = int(pr["number"])
+    tasks = _tasks_of(engine, cfg, repo_full, branch)
+    with session_scope(engine) as s:
+        runs = [
+            r
+            for r in s.exec(select(WorkflowRun).where(WorkflowRun.branch == branch)).all()
+            if (_github_of(cfg, r.repo) or "").lower() == repo_full.lower()
+        ]
+    if not tasks and not runs:
+        return {"status": "ignored", "reason": "no Factory task has this branch"}
+    busy = [f"task #{t.id}" for t in tasks if t.status not in FINISHED]
+    busy += [f"workflow run #{r.id}" for r in runs if r.status in ("pending", "running")]
+    if busy:
+        return {"status": "ignored", "reason": f"{busy[-1]} is still working on this branch"}
+    if review.get("id") is not None and not claim_delivery(engine, "github-review", str(review["id"])):
+        return {"status": "ignored", "reason": "a revision for this review was started already"}
+    run = runs[0] if runs else None
+    root_title = run.title if run else tasks[0].title
+    parent_id = tasks[-1].id if tasks else None
+    issue = (run.plane_issue_id if run else None) or next((t.plane_issue_id for t in tasks if t.plane_issue_id), None)
+    comments = await _review_comments(cfg, http, repo_full, number, review.get("id"))
+    context = review_context(pr, review, comments)
+    description = f"Revise pull request #{number} ({pr.get('html_url') or branch}) as the review below asks."
+    task = create_task_row(
+        engine,
+        title=f"Revise PR #{number}: {root_title}"[:500],
+        description=description,
+        repo=tasks[-1].repo if tasks else run.repo,
+        agent_type="coder_revision",
+        parent_task_id=parent_id,
+        plane_issue_id=issue,
+        pr_url=pr.get("html_url"),
+        pr_number=number,
+        pr_state="open",
+    )
+    await start_task(cfg, client, task, TaskStart(branch=branch, context=context, parent_task_id=parent_id))
+    log.info("review on %s#%s started revision task #%s", repo_full, number, task.id)
+    return {"status": "started", "task_id": task.id, "branch": branch}
+
+
+async def poll_pr_states(cfg: FactoryConfig, engine: Engine, http: httpx.AsyncClient) -> None:
+    """Without a webhook: every `github.pr_poll_minutes`, ask GitHub about open Factory PRs."""
+    from activities.github import GithubActivities
+
+    gh = GithubActivities(cfg, http)
+    interval = max(cfg.github.pr_poll_minutes * 60, 0.2)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await _poll_once(cfg, engine, http, gh)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("PR state poll failed")
+
+
+async def _poll_once(cfg: FactoryConfig, engine: Engine, http: httpx.AsyncClient, gh: Any) -> None:
+    rows: list[Any] = []
+    with session_scope(engine) as s:
+        for table in (Task, WorkflowRun):
+            rows += s.exec(
+                select(table).where(
+                    table.pr_number.is_not(None),
+                    table.branch.is_not(None),
+                    (table.pr_state.is_(None)) | (table.pr_state == "open"),
+                )
+            ).all()
+    seen: set[tuple[str, int]] = set()
+    for t in rows:
+        repo_full = _github_of(cfg, t.repo)
+        if not repo_full or (repo_full, t.pr_number) in seen or not (t.branch or "").startswith(BRANCH_PREFIX):
+            continue
+        seen.add((repo_full, t.pr_number))
+        state = await gh.pull_request_state(repo_full, t.pr_number)
+        if state in ("merged", "closed"):
+            await record_pr_closed(cfg, engine, http, repo_full, t.pr_number, t.branch, state == "merged", t.pr_url)
