@@ -30,6 +30,7 @@ def create_app(
     engine: Engine | None = None,
     memory: Any = None,
     connect_temporal: bool = True,
+    board: Board | None = None,
 ) -> FastAPI:
     """Build the app. Pass `client`/`engine` to share them (tests, `factory up`)."""
 
@@ -59,7 +60,7 @@ def create_app(
     app.state.cfg = cfg
     app.state.engine = engine or make_engine(cfg.db_url)
     app.state.temporal = client
-    app.state.board = Board(app.state.engine, cfg.message_board.enabled, cfg.secret_values())
+    app.state.board = board or _standalone_board(cfg, app.state.engine)
     app.state.memory = memory
 
     auth = [Depends(require_token)]
@@ -109,6 +110,18 @@ def create_app(
         return JSONResponse(body, status_code=200 if ok else 503)
 
     return app
+
+
+def _standalone_board(cfg: FactoryConfig, engine: Engine) -> Board:
+    """The board of an API without a worker in its process: it forwards to Telegram itself."""
+    board = Board(engine, cfg.message_board.enabled, cfg.secret_values())
+    if cfg.telegram_token and cfg.message_board.telegram_forward:
+        import httpx
+
+        from factory.telegram import TelegramNotifier
+
+        board.listeners.append(TelegramNotifier(cfg, engine, httpx.AsyncClient(timeout=30)).forward_board_message)
+    return board
 
 
 def jsonable(errors: Any) -> Any:

@@ -74,7 +74,7 @@ async def _up(cfg: FactoryConfig, host: str, api_port: int, temporal_port: int, 
             typer.echo(f"Factory API on http://{host}:{api_port} (data in {cfg.data_path})")
             await asyncio.gather(
                 run_worker(cfg, client, stop, rt),
-                _serve_api(cfg, host, api_port, stop, client=client, engine=rt.engine, memory=rt.memory),
+                _serve_api(cfg, host, api_port, stop, client=client, engine=rt.engine, memory=rt.memory, board=rt.board),
             )
         finally:
             await rt.close()

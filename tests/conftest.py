@@ -201,7 +201,7 @@ async def run_factory(
     from temporal.worker import Runtime, run_worker
 
     rt = await Runtime.create(cfg, make_engine(cfg.db_url))
-    app = create_app(cfg, client=client, engine=rt.engine, memory=rt.memory)
+    app = create_app(cfg, client=client, engine=rt.engine, memory=rt.memory, board=rt.board)
     stop = asyncio.Event()
     wtask = asyncio.create_task(run_worker(cfg, client, stop, rt)) if worker else None
     transport = httpx.ASGITransport(app=app)

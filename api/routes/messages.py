@@ -110,7 +110,7 @@ def _get_or_404(session: Session, message_id: int) -> Message:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_message(body: MessageCreate, session: SessionDep, board: BoardDep) -> dict[str, Any]:
+async def create_message(body: MessageCreate, session: SessionDep, board: BoardDep) -> dict[str, Any]:
     """Post a message (a person or a tool); a reply takes its thread's task, a task its workflow."""
     if not board.enabled:
         raise HTTPException(
