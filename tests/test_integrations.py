@@ -608,3 +608,17 @@ def test_github_signature_check():
     assert not valid_signature("s3cret", body, good.replace("sha256=", ""))
     assert not valid_signature("s3cret", body + b" ", good)
     assert not valid_signature("s3cret", body, None) and not valid_signature("", body, good)
+
+
+async def test_a_message_posted_through_the_api_is_forwarded_to_telegram(start_factory, telegram):
+    async with start_factory(telegram=tg_config(telegram)) as h:
+        r = await h.api.post("/api/messages", json={"content": "just info", "message_type": "info"})
+        assert r.status_code == 201  # not in forward_types: posted first, so it would be sent first
+        r = await h.api.post(
+            "/api/messages", json={"content": "deploy <b>failed</b>", "message_type": "error", "to": "user"}
+        )
+        assert r.status_code == 201, r.text
+        await h.until(
+            lambda: any("deploy &lt;b&gt;failed&lt;/b&gt;" in x for x in telegram.texts(CHAT)), what="the forward"
+        )
+        assert not any("just info" in x for x in telegram.texts(CHAT))
