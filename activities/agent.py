@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import json
 import os
 import re
 import shutil
@@ -383,7 +382,9 @@ class AgentActivities:
                 r = parsed.result
                 result.session_id = r.get("session_id") or progress.session_id
                 errors = r.get("errors") or []
-                text = r.get("result") or ("; ".join(str(e) for e in errors) if isinstance(errors, list) else str(errors))
+                text = r.get("result") or (
+                    "; ".join(str(e) for e in errors) if isinstance(errors, list) else str(errors)
+                )
                 result.result_text = scrub(text or "", self.secrets)
                 result.is_error = bool(r.get("is_error")) or r.get("subtype") != "success"
                 result.subtype = r.get("subtype") or ""
@@ -436,7 +437,3 @@ class AgentActivities:
                 options = [str(o) for o in opts] if isinstance(opts, list) and opts else None
                 return QuestionAsked(text=scrub(text, self.secrets), options=options)
         return None
-
-
-def describe(obj: Any) -> str:
-    return json.dumps(obj, default=str)

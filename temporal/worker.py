@@ -72,8 +72,6 @@ class Runtime:
         install_pr_hook()  # the PR-state poll in this process closes previews too
         if cfg.previews.janitor_interval_minutes > 0:
             rt.background.append(asyncio.create_task(_janitor(rt)))
-        for hook in _EXTENSIONS:
-            await hook(rt)
         return rt
 
     async def close(self) -> None:
@@ -99,15 +97,6 @@ async def _janitor(rt: Runtime) -> None:
             return (task.status, task.pr_state) if task else None
 
     await janitor_loop(Janitor(rt.cfg, lookup), rt.cfg.previews.janitor_interval_minutes * 60)
-
-
-_EXTENSIONS: list[Any] = []
-
-
-def extension(fn: Any) -> Any:
-    """Register `async fn(runtime)` to run when a Runtime is created (memory, notifiers, janitor)."""
-    _EXTENSIONS.append(fn)
-    return fn
 
 
 def workflows() -> Sequence[type]:
@@ -149,10 +138,6 @@ def build_workers(client: Client, rt: Runtime) -> list[Worker]:
         envs.cleanup_task_environments,
         envs.find_new_preview,
     ]
-    for extra in _ACTIVITY_PROVIDERS:
-        s, h = extra(rt)
-        shared_acts += s
-        host_acts += h
     executor = ThreadPoolExecutor(max_workers=8)
     return [
         Worker(client, task_queue=tq, workflows=list(workflows()), activities=shared_acts, activity_executor=executor),
@@ -165,15 +150,6 @@ def build_workers(client: Client, rt: Runtime) -> list[Worker]:
             graceful_shutdown_timeout=timedelta(seconds=5),
         ),
     ]
-
-
-_ACTIVITY_PROVIDERS: list[Any] = []
-
-
-def activity_provider(fn: Any) -> Any:
-    """Register `fn(runtime) -> (shared_activities, host_activities)` for a feature's activities."""
-    _ACTIVITY_PROVIDERS.append(fn)
-    return fn
 
 
 async def ensure_search_attributes(client: Client) -> None:
@@ -217,4 +193,3 @@ class _all:
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.gather(*(w.shutdown() for w in self.workers), return_exceptions=True)
         await asyncio.gather(*self.tasks, return_exceptions=True)
-
