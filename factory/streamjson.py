@@ -103,22 +103,3 @@ def protocol_lines(text: str) -> list[dict[str, Any]]:
         if isinstance(obj, dict) and obj.get("type") in PROTOCOL_TYPES:
             found.append(obj)
     return found
-
-
-def last_json_object(text: str) -> dict[str, Any] | None:
-    """The last top-level JSON object in a text, fenced or not (used for review verdicts)."""
-    decoder = json.JSONDecoder()
-    best = None
-    i = 0
-    while True:
-        i = text.find("{", i)
-        if i < 0:
-            return best
-        try:
-            obj, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError:
-            i += 1
-            continue
-        if isinstance(obj, dict):
-            best = obj
-        i = end
