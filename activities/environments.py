@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from temporalio import activity
-
 from sqlalchemy.engine import Engine
+from temporalio import activity
 
 from factory import environments
 from factory.config import FactoryConfig
