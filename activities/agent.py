@@ -175,6 +175,7 @@ class AgentActivities:
                 "FACTORY_TASK_ID": str(req.task_id),
                 "FACTORY_REPO": req.repo_name,
                 "FACTORY_WORKTREE": req.cwd,
+                "FACTORY_RUN_DIR": str(self.run_dir),
                 "FACTORY_PREVIEW_DOMAIN": pv.domain,
                 "FACTORY_PREVIEW_SCHEME": pv.scheme,
                 "FACTORY_PREVIEW_NETWORK": pv.network,

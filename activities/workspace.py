@@ -154,9 +154,11 @@ class WorkspaceActivities:
                 pushed = True
         except GitError as exc:
             raise ApplicationError(str(exc), type="GitError") from exc
+        marker = self.root / "run" / f"task-{inp.task_id}.preview"
+        preview = marker.read_text().strip() if marker.exists() else None
         return ChangesResult(
             committed=committed, pushed=pushed or ahead > 0, commits_ahead=ahead,
-            changed_files=files, diff_stat=stat, head_sha=head,
+            changed_files=files, diff_stat=stat, head_sha=head, preview_url=preview or None,
         )  # fmt: skip
 
     @activity.defn

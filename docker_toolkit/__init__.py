@@ -443,7 +443,17 @@ def spin_up_preview_env(
         return (ip, port) if ip else None
 
     _wait(compose, project, files, service, address, timeout)
-    return preview_url(ctx.task_id, ctx.domain, ctx.scheme)
+    url = preview_url(ctx.task_id, ctx.domain, ctx.scheme)
+    marker = _preview_marker(ctx.task_id)
+    if marker:  # Factory announces the URL from here when the agent's turn ends
+        with open(marker, "w") as f:
+            f.write(url)
+    return url
+
+
+def _preview_marker(task_id: int) -> str | None:
+    run_dir = os.environ.get("FACTORY_RUN_DIR")
+    return os.path.join(run_dir, f"task-{task_id}.preview") if run_dir else None
 
 
 def _tear_down(kind: str) -> None:
@@ -472,3 +482,6 @@ def tear_down_test_env() -> None:
 def tear_down_preview_env() -> None:
     """Remove this task's preview environment."""
     _tear_down("preview")
+    marker = _preview_marker(_context().task_id)
+    if marker and os.path.exists(marker):
+        os.remove(marker)

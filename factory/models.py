@@ -114,6 +114,7 @@ class ChangesResult:
     changed_files: list[str] = field(default_factory=list)
     diff_stat: str = ""
     head_sha: str = ""
+    preview_url: str | None = None  # a preview the agent started (docker_toolkit)
 
 
 @dataclass
@@ -152,6 +153,7 @@ class TaskUpdate:
     add_cost_usd: float = 0.0
     add_turns: int = 0
     changed_files: list[str] | None = None
+    preview_url: str | None = None
     finished: bool = False
 
 

@@ -127,7 +127,7 @@ def build_workers(client: Client, rt: Runtime) -> list[Worker]:
         runs.create_step_task,
         runs.record_handoff,
     ]
-    envs = EnvironmentActivities(cfg, rt.engine)
+    envs = EnvironmentActivities(cfg)
     if rt.memory is not None:
         from activities.memory import MemoryActivities
 
@@ -136,7 +136,6 @@ def build_workers(client: Client, rt: Runtime) -> list[Worker]:
         ws.finalize_changes,
         ws.cleanup_workspace,
         envs.cleanup_task_environments,
-        envs.find_new_preview,
     ]
     executor = ThreadPoolExecutor(max_workers=8)
     return [

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         ChangesResult,
         PendingQuestion,
         PullRequestInput,
+        PullRequestResult,
         TaskEvent,
         TaskInput,
         TaskResult,
@@ -116,17 +117,17 @@ class TaskWorkflow:
                     summary="prepare worktree",
                     **GIT,
                 )
-            await self._record(
-                TaskUpdate(task_id=inp.task_id, branch=ws.branch, base_branch=ws.base_branch, host=ws.host)
-            )
-            await self._notes.emit(
-                TaskEvent(
-                    kind="started", task_id=inp.task_id, workflow_run_id=inp.workflow_run_id,
-                    title=inp.title, branch=ws.branch, agent_type=inp.agent.agent_type,
-                )
+            # independent steps run side by side: each activity round trip is latency a person waits for
+            await asyncio.gather(
+                self._record(TaskUpdate(task_id=inp.task_id, branch=ws.branch, base_branch=ws.base_branch, host=ws.host)),
+                self._notes.emit(
+                    TaskEvent(
+                        kind="started", task_id=inp.task_id, workflow_run_id=inp.workflow_run_id,
+                        title=inp.title, branch=ws.branch, agent_type=inp.agent.agent_type,
+                    )
+                ),
             )  # fmt: skip
             agent = await self._run_agent(inp, ws, label)
-            await self._announce_preview(inp, ws)
             result.session_id = agent.session_id
             result.result_text = agent.result_text
             result.learnings = agent.learnings
@@ -139,25 +140,42 @@ class TaskWorkflow:
                 **GIT,
             )
             result.changes = changes
+            announce = changes.preview_url and changes.preview_url != self._preview_url
+            self._preview_url = changes.preview_url or self._preview_url
             note = None
+            pr = None
             if changes.commits_ahead == 0:
                 note = "The agent made no changes, so no pull request was opened."
             elif owns_ws and inp.open_pr:
-                result.pr_url = await self._open_pr(inp, ws, agent)
+                pr = await self._open_pr(inp, ws, agent)
+                result.pr_url = pr.url if pr else None
             result.status = "done"
-            await self._record(
-                TaskUpdate(
-                    task_id=inp.task_id, status="done", result=agent.result_text, pr_url=result.pr_url,
-                    note=note, changed_files=changes.changed_files, finished=True,
-                )
-            )  # fmt: skip
-            await self._notes.emit(
-                TaskEvent(
-                    kind="completed", task_id=inp.task_id, workflow_run_id=inp.workflow_run_id, title=inp.title,
-                    branch=ws.branch, pr_url=result.pr_url, summary=note or agent.result_text[:500],
-                    no_changes=changes.commits_ahead == 0, agent_type=inp.agent.agent_type,
-                )
-            )  # fmt: skip
+            steps = [
+                self._record(
+                    TaskUpdate(
+                        task_id=inp.task_id, status="done", result=agent.result_text, pr_url=result.pr_url,
+                        pr_number=pr.number if pr else None, note=note, changed_files=changes.changed_files,
+                        preview_url=self._preview_url if announce else None, finished=True,
+                    )
+                ),
+                self._notes.emit(
+                    TaskEvent(
+                        kind="completed", task_id=inp.task_id, workflow_run_id=inp.workflow_run_id, title=inp.title,
+                        branch=ws.branch, pr_url=result.pr_url, summary=note or agent.result_text[:500],
+                        no_changes=changes.commits_ahead == 0, agent_type=inp.agent.agent_type,
+                    )
+                ),
+            ]  # fmt: skip
+            if announce:
+                steps.append(
+                    self._notes.emit(
+                        TaskEvent(
+                            kind="preview", task_id=inp.task_id, workflow_run_id=inp.workflow_run_id,
+                            title=inp.title, url=self._preview_url,
+                        )
+                    )
+                )  # fmt: skip
+            await asyncio.gather(*steps)
         except (asyncio.CancelledError, ActivityError, AgentFailed) as exc:
             if is_cancelled_exception(exc):
                 cancelled = True
@@ -165,7 +183,9 @@ class TaskWorkflow:
                 self._pending = None
                 await self._record(TaskUpdate(task_id=inp.task_id, status="cancelled", finished=True))
                 await self._notes.emit(
-                    TaskEvent(kind="cancelled", task_id=inp.task_id, workflow_run_id=inp.workflow_run_id, title=inp.title)
+                    TaskEvent(
+                        kind="cancelled", task_id=inp.task_id, workflow_run_id=inp.workflow_run_id, title=inp.title
+                    )
                 )
             else:
                 result.status = "failed"
@@ -179,22 +199,11 @@ class TaskWorkflow:
                 )  # fmt: skip
         finally:
             if ws is not None:
-                await self._cleanup_test_environments(inp, ws)
-            if owns_ws and ws is not None:
-                self._stage_to("cleanup", "removing the worktree")
-                try:
-                    await workflow.execute_activity_method(
-                        WorkspaceActivities.cleanup_workspace,
-                        CleanupInput(
-                            task_id=inp.task_id, workspace=ws, repo=inp.repo,
-                            wip_message="" if result.status == "done" else f"WIP: {inp.title} (task #{inp.task_id} {result.status})",
-                        ),
-                        task_queue=ws.host_queue,
-                        summary="clean up worktree",
-                        **GIT,
-                    )  # fmt: skip
-                except ActivityError as exc:
-                    workflow.logger.warning("cleanup failed: %s", error_text(exc))
+                self._stage_to("cleanup", "removing test environments" + (" and the worktree" if owns_ws else ""))
+                cleanups = [self._cleanup_test_environments(inp, ws)]
+                if owns_ws:
+                    cleanups.append(self._cleanup_workspace(inp, ws, result.status))
+                await asyncio.gather(*cleanups)
             result.preview_url = self._preview_url
             if inp.memory and result.status in ("done", "failed"):
                 await self._remember(inp, result)
@@ -224,16 +233,20 @@ class TaskWorkflow:
         except ActivityError as exc:
             workflow.logger.warning("could not store the task's memory: %s", error_text(exc))
 
-    async def _announce_preview(self, inp: TaskInput, ws: WorkspaceInfo) -> None:
-        """A preview the agent started: stored on the task, on the board, to Telegram, in the PR."""
-        url = await workflow.execute_activity_method(
-            EnvironmentActivities.find_new_preview, inp.task_id, task_queue=ws.host_queue, summary="find preview", **QUICK
-        )
-        if url:
-            self._preview_url = url
-            await self._notes.emit(
-                TaskEvent(kind="preview", task_id=inp.task_id, workflow_run_id=inp.workflow_run_id, title=inp.title, url=url)
-            )
+    async def _cleanup_workspace(self, inp: TaskInput, ws: WorkspaceInfo, status: str) -> None:
+        try:
+            await workflow.execute_activity_method(
+                WorkspaceActivities.cleanup_workspace,
+                CleanupInput(
+                    task_id=inp.task_id, workspace=ws, repo=inp.repo,
+                    wip_message="" if status == "done" else f"WIP: {inp.title} (task #{inp.task_id} {status})",
+                ),
+                task_queue=ws.host_queue,
+                summary="clean up worktree",
+                **GIT,
+            )  # fmt: skip
+        except ActivityError as exc:
+            workflow.logger.warning("cleanup failed: %s", error_text(exc))
 
     async def _cleanup_test_environments(self, inp: TaskInput, ws: WorkspaceInfo) -> None:
         try:
@@ -345,7 +358,7 @@ class TaskWorkflow:
             RecordActivities.record_answer, AnswerRecord(pq.id, ans.answer, ans.answered_by), **QUICK
         )
 
-    async def _open_pr(self, inp: TaskInput, ws: WorkspaceInfo, agent: AgentResult) -> str | None:
+    async def _open_pr(self, inp: TaskInput, ws: WorkspaceInfo, agent: AgentResult) -> PullRequestResult | None:
         if not inp.repo.github:
             return None
         self._stage_to("pull_request", "opening the pull request")
@@ -360,8 +373,7 @@ class TaskWorkflow:
             summary="open pull request",
             **GIT,
         )  # fmt: skip
-        await self._record(TaskUpdate(task_id=inp.task_id, pr_url=pr.url, pr_number=pr.number))
-        return pr.url
+        return pr
 
 
 def _commit_message(inp: TaskInput) -> str:
