@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -15,31 +15,31 @@ from factory.config import FactoryConfig
 from factory.store import Board
 
 
-def get_cfg(request: Request) -> FactoryConfig:
+async def get_cfg(request: Request) -> FactoryConfig:
     return request.app.state.cfg
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     with Session(request.app.state.engine, expire_on_commit=False) as session:
         yield session
 
 
-def get_client(request: Request) -> Client:
+async def get_client(request: Request) -> Client:
     client = request.app.state.temporal
     if client is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "Temporal is not connected")
     return client
 
 
-def get_board(request: Request) -> Board:
+async def get_board(request: Request) -> Board:
     return request.app.state.board
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     """Bearer-token auth for /api when FACTORY_AUTH_TOKEN is set (constant-time compare)."""
     cfg: FactoryConfig = request.app.state.cfg
     if cfg.factory_auth_token is None:

@@ -21,6 +21,7 @@ import httpx
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.agent import AgentActivities
 from activities.environments import EnvironmentActivities
@@ -139,7 +140,18 @@ def build_workers(client: Client, rt: Runtime) -> list[Worker]:
     ]
     executor = ThreadPoolExecutor(max_workers=8)
     return [
-        Worker(client, task_queue=tq, workflows=list(workflows()), activities=shared_acts, activity_executor=executor),
+        Worker(
+            client,
+            task_queue=tq,
+            workflows=list(workflows()),
+            activities=shared_acts,
+            activity_executor=executor,
+            # the workflow modules import only dataclasses and pass their imports through; letting
+            # every module through spares a re-import of them for each run (bench/PIPELINE.md)
+            workflow_runner=SandboxedWorkflowRunner(
+                restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
+            ),
+        ),
         Worker(client, task_queue=host_queue, activities=host_acts, activity_executor=executor),
         Worker(
             client,

@@ -22,7 +22,7 @@ from sqlmodel import select
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporal.client import data_converter as pydantic_data_converter
 from temporalio.worker import Replayer
 
 from api.launch import task_workflow_id
