@@ -52,6 +52,7 @@ class WorkspaceActivities:
         self.host_queue = host_queue
         self.agent_queue = agent_queue
         self.root = cfg.workspace_path
+        self._defaults: dict[Path, str] = {}  # a mirror's default branch, read once per process
 
     def _mirror(self, repo: RepoRef) -> Path:
         return self.root / "mirrors" / (re.sub(r"[^A-Za-z0-9_.-]", "_", repo.name) + ".git")
@@ -70,9 +71,10 @@ class WorkspaceActivities:
                 await git("clone", "--bare", "--end-of-options", repo.url, str(mirror), env=env, timeout=900)
                 await git("config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*", cwd=mirror)
             await git("fetch", "--prune", "origin", cwd=mirror, env=env, timeout=900)
-            default = repo.default_branch
+            default = repo.default_branch or self._defaults.get(mirror)
             if not default:
                 default = (await git("symbolic-ref", "--short", "HEAD", cwd=mirror)).strip()
+                self._defaults[mirror] = default
         return mirror, default
 
     @activity.defn
@@ -92,8 +94,10 @@ class WorkspaceActivities:
             ) from exc
         branch = inp.branch or f"factory/task-{inp.task_id}-{slugify(inp.title)}"
         if not (path / ".git").exists():
-            await git("worktree", "prune", cwd=mirror)
-            local = await git("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", cwd=mirror, check=False)
+            local = ""
+            if inp.branch or activity.info().attempt > 1:  # a retry may find its branch half made
+                await git("worktree", "prune", cwd=mirror)
+                local = await git("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", cwd=mirror, check=False)
             path.parent.mkdir(parents=True, exist_ok=True)
             if local.strip():
                 await git("worktree", "add", "--end-of-options", str(path), branch, cwd=mirror)
@@ -104,7 +108,6 @@ class WorkspaceActivities:
                 await git("worktree", "add", "-b", branch, "--end-of-options", str(path), remote, cwd=mirror)
             else:
                 await git("worktree", "add", "-b", branch, "--end-of-options", str(path), base_ref, cwd=mirror)
-            await git("config", "--worktree", "core.hooksPath", "/dev/null", cwd=path, check=False)
         return WorkspaceInfo(
             path=str(path),
             branch=branch,
@@ -145,8 +148,7 @@ class WorkspaceActivities:
             committed = await self._commit_all(ws.path, inp.message)
             base = f"refs/remotes/origin/{ws.base_branch}"
             ahead = int((await git("rev-list", "--count", f"{base}..HEAD", cwd=ws.path)).strip() or 0)
-            files = [f for f in (await git("diff", "--name-only", f"{base}...HEAD", cwd=ws.path)).splitlines() if f]
-            stat = (await git("diff", "--shortstat", f"{base}...HEAD", cwd=ws.path)).strip()
+            files, stat = _numstat(await git("diff", "--numstat", f"{base}...HEAD", cwd=ws.path))
             head = (await git("rev-parse", "HEAD", cwd=ws.path)).strip()
             pushed = False
             if inp.push and ahead > 0 and await self._unpushed(ws) > 0:
@@ -181,3 +183,17 @@ class WorkspaceActivities:
             shutil.rmtree(path, ignore_errors=True)
         if mirror.exists():
             await git("worktree", "prune", cwd=mirror, check=False)
+
+
+def _numstat(out: str) -> tuple[list[str], str]:
+    """Changed files and a shortstat-like summary from `git diff --numstat`."""
+    files, added, deleted = [], 0, 0
+    for line in out.splitlines():
+        parts = line.split("\t", 2)
+        if len(parts) == 3:
+            files.append(parts[2])
+            added += int(parts[0]) if parts[0].isdigit() else 0
+            deleted += int(parts[1]) if parts[1].isdigit() else 0
+    if not files:
+        return [], ""
+    return files, f"{len(files)} file{'s' if len(files) != 1 else ''} changed, {added} insertions(+), {deleted} deletions(-)"

@@ -26,6 +26,7 @@ AGENT_TYPE = SearchAttributeKey.for_keyword("AgentType")
 STAGE = SearchAttributeKey.for_keyword("Stage")
 SEARCH_ATTRIBUTES = [TASK_ID, REPO, AGENT_TYPE, STAGE]
 
+# short, idempotent database writes; also run as local activities (no server round trip)
 QUICK = {
     "start_to_close_timeout": timedelta(seconds=60),
     "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20)),
@@ -69,7 +70,7 @@ class Notifications:
 
     async def emit(self, event: TaskEvent) -> None:
         try:
-            channels = await workflow.execute_activity_method(
+            channels = await workflow.execute_local_activity_method(
                 RecordActivities.publish_event, event, summary=f"event: {event.kind}", **QUICK
             )
         except ActivityError as exc:

@@ -261,7 +261,7 @@ class ConfiguredWorkflow:
             workflow.logger.warning("cleanup failed: %s", error_text(exc))
 
     async def _update(self, upd: WorkflowRunUpdate) -> None:
-        await workflow.execute_activity_method(
+        await workflow.execute_local_activity_method(
             RecordActivities.update_workflow_run, upd, summary="record workflow run", **QUICK
         )
 

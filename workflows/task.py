@@ -262,7 +262,7 @@ class TaskWorkflow:
             workflow.logger.warning("could not remove test environments: %s", error_text(exc))
 
     async def _record(self, upd: TaskUpdate) -> None:
-        await workflow.execute_activity_method(RecordActivities.update_task, upd, summary="record", **QUICK)
+        await workflow.execute_local_activity_method(RecordActivities.update_task, upd, summary="record", **QUICK)
 
     async def _run_agent(self, inp: TaskInput, ws: WorkspaceInfo, label: str) -> AgentResult:
         session_id = str(workflow.uuid4())
