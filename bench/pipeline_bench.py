@@ -967,6 +967,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     from workflows.common import SEARCH_ATTRIBUTES
 
     info = machine()
+    tree = tree_state()  # at the start: the code this run imported
     tmp = Path(tempfile.mkdtemp(prefix="factory-pipeline-bench-"))
     fakes = Fakes()
     fakes.start()
@@ -1074,7 +1075,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join(["python -m bench.pipeline_bench", *sys.argv[1:]]),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": info,
-        "tree": tree_state(),
+        "tree": tree,
         "settings": vars(args),
         "sequential": {
             "n": args.seq,

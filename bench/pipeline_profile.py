@@ -163,6 +163,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     from workflows.common import SEARCH_ATTRIBUTES
 
     variants = args.variants.split(",")
+    tree = tree_state()
     tmp = Path(tempfile.mkdtemp(prefix="factory-pipeline-profile-"))
     fakes = Fakes()
     fakes.start()
@@ -228,7 +229,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         os.environ.update(saved_env)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    out: dict[str, Any] = {"machine": machine(), "tree": tree_state(), "settings": vars(args), "variants": {}}
+    out: dict[str, Any] = {"machine": machine(), "tree": tree, "settings": vars(args), "variants": {}}
     for v in variants:
         rs = recs[v]
         c = cpu[v].result(len(rs))

@@ -46,6 +46,10 @@ REPO_BOOST = 1.5
 MIN_SIMILARITY = 0.2
 """Cosine similarity below which a vector neighbour is noise, not a match (nearest neighbours always exist)."""
 MAX_QUERY_TERMS = 32
+BM25_BUDGET = 150
+"""At most this many memories are BM25-scored per search: the rarest query terms are kept while the
+memories holding them add up to no more. SurrealDB 2.x scores every memory a term matches (about
+0.1 ms each), so a common word would cost a second at 10,000 memories while adding almost no rank."""
 EMBED_MAX_CHARS = 8000
 RETRY_AFTER_SECONDS = 15.0
 """How long a failed database or embeddings endpoint is left alone before it is tried again."""
@@ -75,7 +79,12 @@ DEFINE FIELD IF NOT EXISTS embedding_model ON {TABLE} TYPE option<string>;
 DEFINE INDEX IF NOT EXISTS memory_repo ON {TABLE} FIELDS repo;
 DEFINE INDEX IF NOT EXISTS memory_created ON {TABLE} FIELDS created_at;
 DEFINE INDEX IF NOT EXISTS memory_fulltext ON {TABLE} FIELDS text SEARCH ANALYZER memory_text BM25;
+DEFINE TABLE IF NOT EXISTS memory_term SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS df ON memory_term TYPE int DEFAULT 0;
 """
+
+# How many memories hold each index term (approximately: a re-stored memory is not re-counted).
+_TERMS_OF = "array::map(array::distinct(search::analyze('memory_text', {text})), |$s| type::thing('memory_term', $s))"
 
 _VECTOR_INDEX = "memory_embedding"
 
@@ -88,6 +97,7 @@ _STOPWORDS = frozenset(
     this those through to too under until up us very was we were what when where which while who whom why will
     with would you your""".split()
 )
+
 
 @dataclass
 class MemoryRecord:
@@ -131,7 +141,13 @@ class MemoryHit:
     similarity: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "score": self.score, "bm25": self.bm25, "similarity": self.similarity, **self.record.to_dict()}
+        return {
+            "id": self.id,
+            "score": self.score,
+            "bm25": self.bm25,
+            "similarity": self.similarity,
+            **self.record.to_dict(),
+        }
 
 
 class _Unavailable(Exception):
@@ -174,6 +190,22 @@ def query_terms(text: str) -> list[str]:
     ORs one match per term instead.
     """
     return list(dict.fromkeys(content_words(text)))[:MAX_QUERY_TERMS]
+
+
+def _rarest(words: list[str], dfs: list[Any], budget: int) -> list[str]:
+    """The words worth a BM25 lookup: rarest first, while the memories they match stay within budget.
+
+    A word no memory holds is left out (it matches nothing). When even the rarest word is
+    more common than the budget, nothing is looked up: such words barely rank anything.
+    """
+    known = sorted(((int(df or 0), i) for i, df in enumerate(dfs) if df and int(df) > 0), key=lambda x: x[0])
+    chosen, total = [], 0
+    for df, i in known:
+        if total + df > budget:
+            break
+        chosen.append(i)
+        total += df
+    return [words[i] for i in sorted(chosen)]
 
 
 def _key(raw: str) -> str:
@@ -242,12 +274,14 @@ class MemoryStore:
         timeout: float = 10.0,
         retry_after: float = RETRY_AFTER_SECONDS,
     ):
-        """Args:
-        cfg: Factory's config (memory section, SurrealDB and embeddings secrets, data dir).
-        url: overrides the database URL (else `surrealdb_url`, else `surrealkv://<data_dir>/memory`).
-        http: a client for the embeddings API (one is made and closed here if not given).
-        timeout: seconds before a database call or an embeddings call counts as failed.
-        retry_after: seconds a failed database or embeddings endpoint is left alone before a retry.
+        """Make a store; `connect()` (or `MemoryStore.open`) opens the database.
+
+        Args:
+            cfg: Factory's config (memory section, SurrealDB and embeddings secrets, data dir).
+            url: overrides the database URL (else `surrealdb_url`, else `surrealkv://<data_dir>/memory`).
+            http: a client for the embeddings API (one is made and closed here if not given).
+            timeout: seconds before a database call or an embeddings call counts as failed.
+            retry_after: seconds a failed database or embeddings endpoint is left alone before a retry.
         """
         self.cfg = cfg
         self.enabled = cfg.memory.enabled
@@ -257,6 +291,7 @@ class MemoryStore:
         self.timeout = timeout
         self.retry_after = retry_after
         self.min_similarity = MIN_SIMILARITY
+        self.bm25_budget = BM25_BUDGET
         self._secrets = list(cfg.secret_values())
         if self.embedder and self.embedder.api_key and len(self.embedder.api_key) >= 6:
             self._secrets.append(self.embedder.api_key)
@@ -338,17 +373,16 @@ class MemoryStore:
             params: dict[str, Any] = {}
             keys = []
             for i, rec in enumerate(chunk):
-                # indexed without stop words and punctuation: the 2.x full-text index rewrites a
-                # term's whole document set on every insert, so very common terms make writes slow
+                # indexed without stop words and punctuation: the 2.x full-text index pays for every
+                # term on insert, most for common ones (a third faster writes, measured)
                 content = {**asdict(rec), "text": " ".join(content_words(rec.text()))}
                 if vectors is not None and self._vector_dim == len(vectors[i]):
                     content["embedding"] = vectors[i]
                     content["embedding_model"] = self.embedder.model if self.embedder else None
                 keys.append(_record_key(rec))
                 params[f"k{i}"], params[f"c{i}"] = keys[-1], _without_none(content)
-            statements = _each(len(chunk), f"UPSERT type::thing('{TABLE}', $k{{i}}) CONTENT $c{{i}} RETURN NONE;")
             try:
-                await self._query_all(statements, params)
+                await self._query_all(_store_statements(len(chunk)), params)
             except _Unavailable:
                 return ids
             ids += keys
@@ -357,7 +391,12 @@ class MemoryStore:
     async def delete(self, memory_id: str) -> bool:
         """Delete a memory; True if it existed."""
         try:
-            rows = await self._query("DELETE $id RETURN BEFORE", {"id": RecordID(TABLE, _key(memory_id))})
+            rows = await self._query(
+                "LET $old = (DELETE $id RETURN BEFORE);\n"
+                f"IF $old {{ UPSERT {_TERMS_OF.format(text='$old[0].text')} SET df -= 1 RETURN NONE; }};\n"
+                "RETURN $old;",
+                {"id": RecordID(TABLE, _key(memory_id))},
+            )
         except _Unavailable:
             return False
         return bool(rows)
@@ -385,9 +424,11 @@ class MemoryStore:
             for i, (row, vector) in enumerate(zip(chunk, vectors, strict=True)):
                 params[f"id{i}"], params[f"v{i}"] = row["id"], vector
             try:
-                await self._query_all(
-                    _each(len(chunk), "UPDATE $id{i} SET embedding = $v{i}, embedding_model = $model RETURN NONE;"), params
+                statements = (
+                    f"UPDATE $id{i} SET embedding = $v{i}, embedding_model = $model RETURN NONE;"
+                    for i in range(len(chunk))
                 )
+                await self._query_all("\n".join(statements), params)
             except _Unavailable:
                 break
             done += len(chunk)
@@ -415,49 +456,92 @@ class MemoryStore:
             return []
         return [MemoryHit(id=_row_id(r), record=_to_record(r)) for r in rows]
 
-    async def search(self, query: str, repo: str | None = None, limit: int = 5) -> list[MemoryHit]:
+    async def search(
+        self, query: str, repo: str | None = None, limit: int = 5, *, vector: list[float] | None = None
+    ) -> list[MemoryHit]:
         """Memories related to `query`, best first; those of `repo` rank first among comparable hits.
 
         BM25 alone without embeddings; with embeddings, BM25 and HNSW k-NN fused by
         reciprocal rank fusion. Returns [] when memory is unavailable.
+
+        Args:
+            query: what to look for (a task's title and description, say).
+            repo: the repo the results are for; its memories rank first among comparable hits.
+            limit: how many hits at most.
+            vector: the query's embedding when the caller has it already (skips the embeddings call).
         """
         if not self.enabled or limit <= 0 or not query.strip():
             return []
         query = self._scrub(query)
         terms = query_terms(query)
         depth = max(limit * 4, 20)
-        vector = None
-        if self.embedder is not None:
-            vectors = await self._embed([query])
-            vector = vectors[0] if vectors else None
-            if vector is not None and self._vector_dim is None:
-                await self._ensure_vector_index(len(vector))
-            if vector is not None and len(vector) != self._vector_dim:
-                vector = None
-        statements: list[str] = []
-        params: dict[str, Any] = {}
-        if terms:
-            matches = " OR ".join(f"text @{i}@ $t{i}" for i in range(1, len(terms) + 1))
-            score = " + ".join(f"math::max([search::score({i}), 0])" for i in range(1, len(terms) + 1))
-            params |= {f"t{i}": t for i, t in enumerate(terms, 1)}
-            statements.append(
-                f"SELECT {_FIELDS}, {score} AS bm25 FROM {TABLE} WHERE {matches} ORDER BY bm25 DESC LIMIT {depth};"
-            )
-        if vector is not None:
-            params["vec"] = vector
-            ef = max(depth, 64)
-            statements.append(
-                f"SELECT {_FIELDS}, vector::distance::knn() AS dist FROM {TABLE} WHERE embedding <|{depth},{ef}|> $vec;"
-            )
-        if not statements:
+        if self.embedder is None:
+            lexical, semantic = await self._bm25(terms, depth), []
+        else:
+            # embedding the query, then the k-NN search, run while the BM25 query does
+            semantic_search = self._knn(vector, depth) if vector else self._semantic(query, depth)
+            lexical, semantic = await asyncio.gather(self._bm25(terms, depth), semantic_search)
+        ranked = self._fuse(lexical, semantic, repo, limit)
+        if not ranked:
             return []
         try:
-            results = await self._query_all("\n".join(statements), params)
+            rows = await self._query(f"SELECT {_FIELDS} FROM $ids", {"ids": [RecordID(TABLE, h.id) for h in ranked]})
         except _Unavailable:
             return []
-        lexical = results[0] if terms else []
-        semantic = results[-1] if vector is not None else []
-        return self._fuse(lexical, semantic, repo, limit)
+        records = {_row_id(r): _to_record(r) for r in rows or []}
+        hits = []
+        for h in ranked:
+            if h.id in records:  # a memory deleted in between is skipped
+                h.record = records[h.id]
+                hits.append(h)
+        return hits
+
+    async def _bm25(self, words: list[str], depth: int) -> list[dict[str, Any]]:
+        """Ids, repos and BM25 scores of the best `depth` matches of the rarest query terms."""
+        if not words:
+            return []
+        try:
+            dfs = await self._query(
+                "RETURN array::map($words, |$w| type::thing('memory_term', "
+                "array::first(search::analyze('memory_text', $w))).df ?? 0)",
+                {"words": words},
+            )
+            terms = _rarest(words, dfs or [], self.bm25_budget)
+            if not terms:
+                return []
+            # one statement per term, summed here: BM25 is a sum over terms, and one statement
+            # ORing the terms scores every term for every match, which costs terms x matches
+            sql = "\n".join(
+                f"SELECT id, repo, search::score(1) AS s FROM {TABLE} WHERE text @1@ $t{i};" for i in range(len(terms))
+            )
+            results = await self._query_all(sql, {f"t{i}": t for i, t in enumerate(terms)})
+        except _Unavailable:
+            return []
+        rows: dict[str, dict[str, Any]] = {}
+        for result in results:
+            for row in result or []:
+                rid = _row_id(row)
+                entry = rows.setdefault(rid, {"id": rid, "repo": row.get("repo"), "bm25": 0.0})
+                # a term in over half the memories has a negative idf; it should add nothing, not subtract
+                entry["bm25"] += max(float(row.get("s") or 0.0), 0.0)
+        return sorted(rows.values(), key=lambda r: r["bm25"], reverse=True)[:depth]
+
+    async def _semantic(self, query: str, depth: int) -> list[dict[str, Any]]:
+        vectors = await self._embed([query])
+        return await self._knn(vectors[0], depth) if vectors else []
+
+    async def _knn(self, vector: list[float], depth: int) -> list[dict[str, Any]]:
+        """Ids, repos and cosine distances of the `depth` nearest memories (HNSW)."""
+        if self._vector_dim is None:
+            await self._ensure_vector_index(len(vector))
+        if len(vector) != self._vector_dim:
+            return []
+        ef = max(depth, 40)
+        sql = f"SELECT id, repo, vector::distance::knn() AS dist FROM {TABLE} WHERE embedding <|{depth},{ef}|> $vec"
+        try:
+            return await self._query(sql, {"vec": vector}) or []
+        except _Unavailable:
+            return []
 
     def _fuse(
         self, lexical: list[dict[str, Any]], semantic: list[dict[str, Any]], repo: str | None, limit: int
@@ -466,8 +550,8 @@ class MemoryStore:
 
         def hit_for(row: dict[str, Any]) -> MemoryHit:
             rid = _row_id(row)
-            if rid not in hits:
-                hits[rid] = MemoryHit(id=rid, record=_to_record(row))
+            if rid not in hits:  # the record is fetched for the winners only
+                hits[rid] = MemoryHit(id=rid, record=MemoryRecord(repo=row.get("repo") or "", title=""))
             return hits[rid]
 
         for rank, row in enumerate(lexical, 1):
@@ -758,14 +842,19 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: max(n - 1, 0)].rstrip() + "…"
 
 
-def _each(n: int, statement: str) -> str:
-    """`n` copies of a statement, numbered 0..n-1.
+def _store_statements(n: int) -> str:
+    """Statements storing records $c0..$c{n-1} under keys $k0..$k{n-1}, counting new ones' terms.
 
     One statement per record, never a `FOR` loop: on surrealkv, index entries written by
     a `FOR` loop over many records are partly lost when the database is reopened
     (SurrealDB 2.0 engine; see tests/test_memory.py::test_batch_add_survives_reopen).
     """
-    return "\n".join(statement.format(i=i) for i in range(n))
+    out = []
+    for i in range(n):
+        terms = _TERMS_OF.format(text=f"$c{i}.text")
+        out.append(f"IF !record::exists(type::thing('{TABLE}', $k{i})) {{ UPSERT {terms} SET df += 1 RETURN NONE; }};")
+        out.append(f"UPSERT type::thing('{TABLE}', $k{i}) CONTENT $c{i} RETURN NONE;")
+    return "\n".join(out)
 
 
 def _without_none(d: dict[str, Any]) -> dict[str, Any]:

@@ -285,6 +285,7 @@ async def test_recall_section_and_activities(hybrid_store: MemoryStore) -> None:
     first = await env.run(acts.remember_task, inp)
     assert first and await env.run(acts.remember_task, inp) == first  # a retry overwrites
     assert len([h for h in await hybrid_store.recent(limit=50) if h.record.task_id == 77]) == 1
+    assert await hybrid_store._query("RETURN memory_term:keyset.df") == 1  # terms counted once, too
     text = await env.run(acts.recall_memories, RecallInput("Audit log is slow", "paginate the audit log", "acme/web"))
     assert "Paginate the audit log" in text and "PR: https://github.com/acme/web/pull/77" in text
     own = RecallInput("Audit log pagination", "paginate the audit log", "acme/web", task_id=77)
@@ -300,6 +301,20 @@ def test_format_section_is_bounded() -> None:
     assert out.startswith("## Relevant past work") and len(out) <= 1500 and "### T0" in out and "### T9" not in out
     assert format_section([], 1500) == ""
     assert query_terms("The dashboard's page is SLOW, slow!") == ["dashboard", "page", "slow"]
+
+
+async def test_common_words_are_not_scored(tmp_path) -> None:
+    store = await MemoryStore.open(make_cfg(tmp_path))
+    await store.add_many([MemoryRecord(repo="r", title=f"Checkout step {i}", summary="checkout flow") for i in range(5)])
+    stripe = await store.add(MemoryRecord(repo="r", title="Checkout via Stripe", summary="stripe checkout"))
+    assert len(await store.search("stripe checkout", limit=10)) == 6
+    store.bm25_budget = 3  # "checkout" is in 6 memories: over budget, so only "stripe" is looked up
+    assert [h.id for h in await store.search("stripe checkout", limit=10)] == [stripe]
+    assert await store.search("checkout flow") == []
+    assert await store._query("RETURN memory_term:checkout.df") == 6
+    assert await store.delete(stripe)
+    assert await store._query("RETURN [memory_term:checkout.df, memory_term:stripe.df]") == [5, 0]
+    await store.close()
 
 
 async def test_persists_and_reconnects_idempotently(tmp_path) -> None:
@@ -369,7 +384,11 @@ async def test_memory_api(bm25_store: MemoryStore) -> None:
 
         r = await client.post(
             "/api/memory",
-            json={"repo": "acme/web", "content": "Staging deploys need the VPN.\nAsk ops for access.", "learnings": ["VPN"]},
+            json={
+                "repo": "acme/web",
+                "content": "Staging deploys need the VPN.\nAsk ops for access.",
+                "learnings": ["VPN"],
+            },
         )
         assert r.status_code == 201, r.text
         note = r.json()
