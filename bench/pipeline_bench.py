@@ -47,7 +47,6 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -213,7 +212,10 @@ def serve_fakes() -> None:
     model = ScriptedModel()
     model.add_scenario(
         SCENARIO,
-        [[ToolUse("Write", {"file_path": "bench.txt", "content": "written by the bench agent\n"})], Text("Wrote bench.txt.")],
+        [
+            [ToolUse("Write", {"file_path": "bench.txt", "content": "written by the bench agent\n"})],
+            Text("Wrote bench.txt."),
+        ],
     )
     model.start()
     gh = FakeGitHub()
@@ -351,7 +353,9 @@ class RawPipeline:
             await self.git("fetch", "--prune", "origin", cwd=self.mirror)
         marks["fetch"] = time.time()
         path.parent.mkdir(parents=True, exist_ok=True)
-        await self.git("worktree", "add", "-b", branch, "--end-of-options", str(path), "refs/remotes/origin/main", cwd=self.mirror)
+        await self.git(
+            "worktree", "add", "-b", branch, "--end-of-options", str(path), "refs/remotes/origin/main", cwd=self.mirror
+        )
         marks["worktree_add"] = time.time()
         tools = ",".join(CLI_FLAGS_TOOLS)
         cmd = [
@@ -396,7 +400,9 @@ class RawPipeline:
         r.raise_for_status()
         if not any((p.get("head") or {}).get("ref") == branch for p in r.json()):
             r = await self.http.post(
-                base, json={"title": f"Bench task {n}", "head": branch, "base": "main", "body": "bench"}, headers=headers
+                base,
+                json={"title": f"Bench task {n}", "head": branch, "base": "main", "body": "bench"},
+                headers=headers,
             )
             r.raise_for_status()
         marks["pr"] = time.time()
@@ -571,7 +577,9 @@ async def post_task(h: Any, i: int) -> tuple[int, float, float]:
     return r.json()["id"], t0, t1
 
 
-async def wait_status(h: Any, poller: DbPoller, task_id: int, poll_s: float, via_api: bool, timeout: float = 300) -> tuple[str, float]:
+async def wait_status(
+    h: Any, poller: DbPoller, task_id: int, poll_s: float, via_api: bool, timeout: float = 300
+) -> tuple[str, float]:
     deadline = time.monotonic() + timeout
     while True:
         if via_api:
@@ -625,7 +633,9 @@ async def history_profile(client: Any, wid: str) -> dict[str, Any]:
     }
 
 
-def critical_path(prof: dict[str, Any], t_post: float, t_post_done: float, t_done: float, cli: tuple[float, float] | None) -> dict[str, float]:
+def critical_path(
+    prof: dict[str, Any], t_post: float, t_post_done: float, t_done: float, cli: tuple[float, float] | None
+) -> dict[str, float]:
     """Split POST → done into where the time went (segments clipped to that window)."""
 
     def clip(a: float, b: float) -> float:
@@ -704,7 +714,9 @@ async def factory_enrich(h: Any, poller: DbPoller, recs: list[dict[str, Any]], c
     return recs
 
 
-async def factory_throughput(h: Any, poller: DbPoller, n: int, concurrency: int, poll_s: float, cli_log: Path) -> dict[str, Any]:
+async def factory_throughput(
+    h: Any, poller: DbPoller, n: int, concurrency: int, poll_s: float, cli_log: Path
+) -> dict[str, Any]:
     from api.launch import task_workflow_id
 
     ids: list[int] = []
@@ -751,7 +763,12 @@ async def factory_throughput(h: Any, poller: DbPoller, n: int, concurrency: int,
     t_last_closed = max(p["closed"] for p in profs if p["closed"])
     times = read_cli_times(cli_log)
     clis = [times[str(t)] for t in ids if str(t) in times]
-    agent_q = [a["started"] - a["scheduled"] for p in profs for a in p["activities"] if a["name"] == "run_agent" and "started" in a]
+    agent_q = [
+        a["started"] - a["scheduled"]
+        for p in profs
+        for a in p["activities"]
+        if a["name"] == "run_agent" and "started" in a
+    ]
     # time from one CLI's end to the next CLI's start in the same slot, split by where it went
     return {
         "tasks": n,
@@ -814,8 +831,8 @@ def peak_agent_runs(poller: DbPoller, ids: list[int]) -> int:
 
 def sqlite_write_cost(engine: Any, n: int = 200) -> dict[str, float]:
     """What one add_log (a TaskLog row in its own session and commit) costs on this machine."""
-    from factory.store import add_log, update_task
     from factory.models import TaskUpdate
+    from factory.store import add_log, update_task
 
     t = time.perf_counter()
     for i in range(n):
@@ -907,7 +924,13 @@ def render(res: dict[str, Any]) -> str:
     ]
     for name, tg in res["targets"].items():
         lines.append(f"| {name} | {tg['figure']} | {'yes' if tg['met'] else '**no**'} |")
-    lines += ["", "Factory POST → done, where the time goes (per task, ms):", "", "| segment | p50 | p95 |", "| --- | --- | --- |"]
+    lines += [
+        "",
+        "Factory POST → done, where the time goes (per task, ms):",
+        "",
+        "| segment | p50 | p95 |",
+        "| --- | --- | --- |",
+    ]
     for k, v in s["factory"]["path"].items():
         lines.append(f"| {k} | {v['p50'] * 1000:.1f} | {v['p95'] * 1000:.1f} |")
     lines += ["", "Raw steps (per task, ms):", "", "| step | p50 | p95 |", "| --- | --- | --- |"]
@@ -957,10 +980,10 @@ def tree_state() -> dict[str, Any]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    from temporal.client import data_converter as pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
     from factory.config import load_config
+    from temporal.client import data_converter as pydantic_data_converter
     from temporal.devserver import temporal_binary
     from tests.conftest import make_remote, run_factory, write_config
     from tests.fakes.anthropic import FAKE_API_KEY, cli_env
@@ -1040,15 +1063,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 c0 = meter.snap()
                 raw_tp = await raw_throughput(raw, args.tasks, args.concurrency, cli_log)
                 c1 = meter.snap()
-                log(f"throughput round {rnd + 1}/{args.rounds}: {args.tasks} Factory tasks, max_concurrent_agents {args.concurrency} ...")
-                fac_tp = await factory_throughput(h, poller, args.tasks, args.concurrency, args.tp_poll_ms / 1000, cli_log)
+                log(
+                    f"throughput round {rnd + 1}/{args.rounds}: {args.tasks} Factory tasks, max_concurrent_agents {args.concurrency} ..."
+                )
+                fac_tp = await factory_throughput(
+                    h, poller, args.tasks, args.concurrency, args.tp_poll_ms / 1000, cli_log
+                )
                 c2 = meter.snap()
                 if fac_tp["statuses"].get("done") != args.tasks or fac_tp["prs"] != args.tasks:
                     raise RuntimeError(f"Factory throughput run: {fac_tp['statuses']}, {fac_tp['prs']} PRs")
                 raw_tp["cpu"] = CpuMeter.diff(c0, c1, args.tasks)
                 fac_tp["cpu"] = CpuMeter.diff(c1, c2, args.tasks)
-                rounds.append({"raw": raw_tp, "factory": fac_tp, "ratio": fac_tp["tasks_per_min"] / raw_tp["tasks_per_min"]})
-                log(f"  raw {raw_tp['tasks_per_min']:.1f}/min, Factory {fac_tp['tasks_per_min']:.1f}/min, ratio {rounds[-1]['ratio']:.2f}")
+                rounds.append(
+                    {"raw": raw_tp, "factory": fac_tp, "ratio": fac_tp["tasks_per_min"] / raw_tp["tasks_per_min"]}
+                )
+                log(
+                    f"  raw {raw_tp['tasks_per_min']:.1f}/min, Factory {fac_tp['tasks_per_min']:.1f}/min, ratio {rounds[-1]['ratio']:.2f}"
+                )
         import httpx
 
         prs = httpx.get(f"{fakes.github_url}/repos/acme/demo/pulls", params={"state": "all"}).json()
@@ -1111,7 +1142,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "throughput": {
             "rounds": rounds,
             "factory_tasks_per_min": statistics.median(r["factory"]["tasks_per_min"] for r in rounds),
-            "factory_tasks_per_min_to_closed": statistics.median(r["factory"]["tasks_per_min_to_closed"] for r in rounds),
+            "factory_tasks_per_min_to_closed": statistics.median(
+                r["factory"]["tasks_per_min_to_closed"] for r in rounds
+            ),
             "raw_tasks_per_min": statistics.median(r["raw"]["tasks_per_min"] for r in rounds),
             "ratio": ratio,
             "ratios": ratios,
@@ -1119,8 +1152,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "sqlite": sqlite_cost,
         "targets": {
             "Factory non-agent time per task p50 <= 250 ms": {"figure": ms(fo["p50"]), "met": fo["p50"] <= 0.250},
-            "Factory extra over the raw steps p50 <= 250 ms": {"figure": ms(fo["p50"] - ro["p50"]), "met": fo["p50"] - ro["p50"] <= 0.250},
-            "throughput >= 0.9x the raw steps'": {"figure": f"{ratio:.2f}x (median of {len(ratios)} rounds)", "met": ratio >= 0.9},
+            "Factory extra over the raw steps p50 <= 250 ms": {
+                "figure": ms(fo["p50"] - ro["p50"]),
+                "met": fo["p50"] - ro["p50"] <= 0.250,
+            },
+            "throughput >= 0.9x the raw steps'": {
+                "figure": f"{ratio:.2f}x (median of {len(ratios)} rounds)",
+                "met": ratio >= 0.9,
+            },
         },
         "tasks": {
             "factory_sequential": [{k: v for k, v in r.items() if k != "profile"} for r in fac_seq],

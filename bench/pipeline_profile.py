@@ -153,10 +153,10 @@ class _Counter:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    from temporal.client import data_converter as pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
     from factory.config import load_config
+    from temporal.client import data_converter as pydantic_data_converter
     from temporal.devserver import temporal_binary
     from tests.conftest import make_remote, run_factory, write_config
     from tests.fakes.anthropic import FAKE_API_KEY, cli_env
@@ -179,7 +179,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         os.environ["ANTHROPIC_API_KEY"] = FAKE_API_KEY
         wrapper, cli_log = write_wrapper(tmp)
         remote = make_remote(tmp / "remote.git")
-        cfg = load_config(write_config(tmp, remote, fakes.github_url, max_concurrent_agents=2, claude_command=str(wrapper)))
+        cfg = load_config(
+            write_config(tmp, remote, fakes.github_url, max_concurrent_agents=2, claude_command=str(wrapper))
+        )
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(),
             search_attributes=SEARCH_ATTRIBUTES,
@@ -233,8 +235,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     for v in variants:
         rs = recs[v]
         c = cpu[v].result(len(rs))
-        wft = [sum(w["completed"] - w.get("started", w["scheduled"]) for w in r["profile"]["workflow_tasks"]) for r in rs]
-        first = [r["profile"]["workflow_tasks"][0]["completed"] - r["profile"]["workflow_tasks"][0]["started"] for r in rs]
+        wft = [
+            sum(w["completed"] - w.get("started", w["scheduled"]) for w in r["profile"]["workflow_tasks"]) for r in rs
+        ]
+        first = [
+            r["profile"]["workflow_tasks"][0]["completed"] - r["profile"]["workflow_tasks"][0]["started"] for r in rs
+        ]
         out["variants"][v] = {
             "tasks": len(rs),
             "overhead": seq_summary(rs, "overhead_s"),
@@ -266,7 +272,11 @@ def render(res: dict[str, Any]) -> str:
             f"{r['foreign_cpu_per_task_s']:.2f} | {r['type_adapters_built_per_task']:.1f} |"
         )
     keys = sorted({k for r in res["variants"].values() for k in r["path"]})
-    lines += ["", "| segment (p50 ms) | " + " | ".join(res["variants"]) + " |", "| --- |" + " --- |" * len(res["variants"])]
+    lines += [
+        "",
+        "| segment (p50 ms) | " + " | ".join(res["variants"]) + " |",
+        "| --- |" + " --- |" * len(res["variants"]),
+    ]
     for k in keys:
         vals = [f"{r['path'].get(k, {}).get('p50', 0) * 1000:.1f}" for r in res["variants"].values()]
         lines.append(f"| {k} | " + " | ".join(vals) + " |")
