@@ -105,9 +105,9 @@ class WorkspaceActivities:
                 remote = f"refs/remotes/origin/{branch}"
                 if not (await git("rev-parse", "--verify", "--quiet", remote, cwd=mirror, check=False)).strip():
                     raise ApplicationError(f"branch {branch!r} does not exist", type="GitError", non_retryable=True)
-                await git("worktree", "add", "-b", branch, "--end-of-options", str(path), remote, cwd=mirror)
+                await git("worktree", "add", "--no-track", "-b", branch, "--end-of-options", str(path), remote, cwd=mirror)
             else:
-                await git("worktree", "add", "-b", branch, "--end-of-options", str(path), base_ref, cwd=mirror)
+                await git("worktree", "add", "--no-track", "-b", branch, "--end-of-options", str(path), base_ref, cwd=mirror)
         return WorkspaceInfo(
             path=str(path),
             branch=branch,

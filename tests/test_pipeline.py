@@ -31,6 +31,8 @@ async def test_coder_task_ends_done_with_branch_and_one_pr(start_factory, model,
         # the worktree is gone, the branch is kept
         await h.settled(t["id"])
         assert not (h.cfg.workspace_path / "worktrees" / f"task-{t['id']}").exists()
+        # no upstream per task in the shared mirror config (it would grow and be fought over)
+        assert "factory/task-" not in (h.cfg.workspace_path / "mirrors" / "demo.git" / "config").read_text()
 
 
 # --- watchdog, cancel, concurrency -----------------------------------------------------------
