@@ -305,7 +305,9 @@ def test_format_section_is_bounded() -> None:
 
 async def test_common_words_are_not_scored(tmp_path) -> None:
     store = await MemoryStore.open(make_cfg(tmp_path))
-    await store.add_many([MemoryRecord(repo="r", title=f"Checkout step {i}", summary="checkout flow") for i in range(5)])
+    await store.add_many(
+        [MemoryRecord(repo="r", title=f"Checkout step {i}", summary="checkout flow") for i in range(5)]
+    )
     stripe = await store.add(MemoryRecord(repo="r", title="Checkout via Stripe", summary="stripe checkout"))
     assert len(await store.search("stripe checkout", limit=10)) == 6
     store.bm25_budget = 3  # "checkout" is in 6 memories: over budget, so only "stripe" is looked up
