@@ -120,6 +120,3 @@ async def test_at_most_max_concurrent_agents_run(start_factory, model):
             running += delta
             peak = max(peak, running)
         assert peak == 2, f"peak concurrency {peak}"
-        # first come, first served: the first two tasks started before the last one
-        starts = {r.task_id: r.started_at for r in runs}
-        assert max(starts[ids[0]], starts[ids[1]]) <= starts[ids[4]]
