@@ -26,11 +26,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from factory.config import PACKAGE_ROOT, FactoryConfig
-from factory.db import AgentRun, TaskStatus, session_scope, utcnow
-from factory.models import AgentRequest, AgentResult, QuestionAsked, TaskUpdate
-from factory.redact import scrub
-from factory.store import Board, add_log, update_task
-from factory.streamjson import parse_line, protocol_lines
+from factory.contracts import AgentRequest, AgentResult, QuestionAsked, TaskUpdate
+from factory.domain.redact import scrub
+from factory.domain.streamjson import parse_line, protocol_lines
+from factory.store.tables import AgentRun, TaskStatus, session_scope, utcnow
+from factory.store.writes import Board, add_log, update_task
 
 _SECRET_NAMES = {
     "FACTORY_AUTH_TOKEN",

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from temporalio import activity
 
-from factory import environments
 from factory.config import FactoryConfig
+from factory.environments import docker as environments
 
 
 @dataclass

@@ -9,8 +9,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from factory.config import FactoryConfig
-from factory.models import PullRequestInput, PullRequestResult
-from factory.redact import scrub
+from factory.contracts import PullRequestInput, PullRequestResult
+from factory.domain.redact import scrub
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from temporalio import activity
 
-from factory.memory import MemoryRecord, MemoryStore
+from factory.memory.store import MemoryRecord, MemoryStore
 
 
 @dataclass

@@ -14,9 +14,9 @@ from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from factory.db import Question, Task, TaskStatus, WorkflowRun, session_scope, utcnow
-from factory.models import PendingQuestion, TaskEvent, TaskUpdate
-from factory.store import Board, add_log, update_task
+from factory.contracts import PendingQuestion, TaskEvent, TaskUpdate
+from factory.store.tables import Question, Task, TaskStatus, WorkflowRun, session_scope, utcnow
+from factory.store.writes import Board, add_log, update_task
 
 
 class Notifier(Protocol):

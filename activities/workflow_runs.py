@@ -13,8 +13,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 from temporalio import activity
 
-from factory.db import Handoff, Task, session_scope
-from factory.store import Board
+from factory.store.tables import Handoff, Task, session_scope
+from factory.store.writes import Board
 
 
 @dataclass

@@ -15,9 +15,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from factory.config import FactoryConfig
-from factory.git import GitError, file_lock, git, slugify
-from factory.models import ChangesResult, RepoRef, WorkspaceInfo
-from factory.repos import git_env
+from factory.contracts import ChangesResult, RepoRef, WorkspaceInfo
+from factory.git.commands import GitError, file_lock, git, slugify
+from factory.git.repos import git_env
 
 
 @dataclass

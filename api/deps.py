@@ -12,7 +12,7 @@ from sqlmodel import Session
 from temporalio.client import Client
 
 from factory.config import FactoryConfig
-from factory.store import Board
+from factory.store.writes import Board
 
 
 async def get_cfg(request: Request) -> FactoryConfig:

@@ -12,9 +12,9 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from factory.config import FactoryConfig
-from factory.db import Task, session_scope
-from factory.models import AgentSpec, AnswerInput, RepoRef, TaskInput
-from factory.repos import RepoError, check_reachable, resolve_repo
+from factory.contracts import AgentSpec, AnswerInput, RepoRef, TaskInput
+from factory.git.repos import RepoError, check_reachable, resolve_repo
+from factory.store.tables import Task, session_scope
 from workflows.common import AGENT_TYPE, REPO, STAGE, TASK_ID
 from workflows.task import TaskWorkflow
 

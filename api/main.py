@@ -17,8 +17,8 @@ from temporalio.client import Client
 from api.deps import require_token
 from api.routes import agents, tasks
 from factory.config import FactoryConfig
-from factory.db import make_engine
-from factory.store import Board
+from factory.store.tables import make_engine
+from factory.store.writes import Board
 from temporal.client import connect
 
 log = logging.getLogger("factory.api")
@@ -43,7 +43,7 @@ def create_app(
                 log.warning("Temporal is not reachable: %s", exc)
         own_memory = False
         if app.state.memory is None and cfg.memory.enabled and connect_temporal:
-            from factory.memory import MemoryStore
+            from factory.memory.store import MemoryStore
 
             app.state.memory = await MemoryStore.open(cfg)
             own_memory = True
@@ -53,7 +53,7 @@ def create_app(
         if own_memory:
             await app.state.memory.close()
 
-    from factory.environments import install_pr_hook
+    from factory.environments.docker import install_pr_hook
 
     install_pr_hook()  # a closed PR's preview is removed as soon as the webhook says so
     app = FastAPI(title="Factory", version="0.1.0", lifespan=lifespan)
@@ -118,7 +118,7 @@ def _standalone_board(cfg: FactoryConfig, engine: Engine) -> Board:
     if cfg.telegram_token and cfg.message_board.telegram_forward:
         import httpx
 
-        from factory.telegram import TelegramNotifier
+        from factory.integrations.telegram.client import TelegramNotifier
 
         board.listeners.append(TelegramNotifier(cfg, engine, httpx.AsyncClient(timeout=30)).forward_board_message)
     return board

@@ -42,7 +42,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from bench.memory_dataset import MEMORIES, QUERIES, Memory, check, distractors  # noqa: E402
 from factory.config import EmbeddingsConfig, FactoryConfig, MemoryConfig  # noqa: E402
-from factory.memory import MemoryRecord, MemoryStore  # noqa: E402
+from factory.memory.store import MemoryRecord, MemoryStore  # noqa: E402
 
 K = 5
 MODEL_NAME = "all-MiniLM-L6-v2"

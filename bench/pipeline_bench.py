@@ -831,8 +831,8 @@ def peak_agent_runs(poller: DbPoller, ids: list[int]) -> int:
 
 def sqlite_write_cost(engine: Any, n: int = 200) -> dict[str, float]:
     """What one add_log (a TaskLog row in its own session and commit) costs on this machine."""
-    from factory.models import TaskUpdate
-    from factory.store import add_log, update_task
+    from factory.contracts import TaskUpdate
+    from factory.store.writes import add_log, update_task
 
     t = time.perf_counter()
     for i in range(n):

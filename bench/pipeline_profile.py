@@ -68,7 +68,7 @@ from bench.pipeline_bench import (  # noqa: E402
 def variant(name: str) -> Iterator[None]:
     """Monkeypatch this process's worker for one variant; undone on exit."""
     import temporal.worker as tw
-    from factory import environments
+    from factory.environments import docker as environments
 
     saved: list[tuple[Any, str, Any]] = []
 
@@ -190,7 +190,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         )
         meter = CpuMeter(find_pid("temporal server start-dev"), fakes.proc.pid if fakes.proc else None)
         cpu = {v: CpuAccumulator(meter) for v in variants}
-        from factory.db import make_engine
+        from factory.store.tables import make_engine
 
         make_engine(cfg.db_url).dispose()  # the tables, before the read-only poller opens the file
         poller = DbPoller(Path(cfg.db_url.removeprefix("sqlite:///")))

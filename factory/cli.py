@@ -161,7 +161,7 @@ def doctor(config: ConfigOpt = None) -> None:
     report(has_key, "ANTHROPIC_API_KEY", "put ANTHROPIC_API_KEY=... in .env or the environment")
     report(bool(cfg.github_token), "GITHUB_TOKEN (push and pull requests)", "put GITHUB_TOKEN=... in .env")
     try:
-        from factory.db import make_engine
+        from factory.store.tables import make_engine
 
         make_engine(cfg.db_url).dispose()
         report(True, f"database {cfg.db_url.split('://')[0]}")

@@ -288,7 +288,7 @@ class FactoryConfig(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_path / 'factory.db'}"
+        return self.database_url or f"sqlite:///{self.data_path / 'factory.store.tables'}"
 
     def prompt_path(self, value: str) -> Path:
         """A prompt file: relative to the config file, else to Factory's own tree."""

@@ -30,8 +30,8 @@ from activities.records import Notifier, RecordActivities
 from activities.workflow_runs import WorkflowRunActivities
 from activities.workspace import WorkspaceActivities
 from factory.config import FactoryConfig
-from factory.db import make_engine
-from factory.store import Board
+from factory.store.tables import make_engine
+from factory.store.writes import Board
 from workflows.common import SEARCH_ATTRIBUTES
 
 log = logging.getLogger("factory.worker")
@@ -62,13 +62,13 @@ class Runtime:
         board = Board(engine, cfg.message_board.enabled, cfg.secret_values())
         rt = cls(cfg=cfg, engine=engine, board=board, http=httpx.AsyncClient(timeout=30))
         if cfg.memory.enabled:
-            from factory.memory import MemoryStore
+            from factory.memory.store import MemoryStore
 
             rt.memory = await MemoryStore.open(cfg)  # never raises: an unreachable store is "degraded"
-        from factory.integrations import install_integrations
+        from factory.integrations.setup import install_integrations
 
         install_integrations(rt)  # Plane/Telegram notifiers, board forwarding, Telegram and PR polling
-        from factory.environments import install_pr_hook
+        from factory.environments.docker import install_pr_hook
 
         install_pr_hook()  # the PR-state poll in this process closes previews too
         if cfg.previews.janitor_interval_minutes > 0:
@@ -89,8 +89,8 @@ class Runtime:
 
 async def _janitor(rt: Runtime) -> None:
     """Remove Docker environments whose task is gone or finished, whose PR closed, or that are too old."""
-    from factory.db import Task, session_scope
-    from factory.environments import Janitor, janitor_loop
+    from factory.environments.docker import Janitor, janitor_loop
+    from factory.store.tables import Task, session_scope
 
     def lookup(task_id: int) -> tuple[str, str | None] | None:
         with session_scope(rt.engine) as s:

@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from factory.config import FactoryConfig, load_config
-from factory.db import make_engine
+from factory.store.tables import make_engine
 from temporal.client import data_converter as pydantic_data_converter
 from temporal.devserver import temporal_binary
 from tests.fakes.anthropic import FAKE_API_KEY, ScriptedModel, cli_env

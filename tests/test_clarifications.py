@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from sqlmodel import select
 
-from factory.db import AgentRun, session_scope
+from factory.store.tables import AgentRun, session_scope
 from tests.conftest import remote_file, write_config
 from tests.fakes.anthropic import RecordedRequest, Stall, Text, ToolUse
 from tests.procs import FactoryUp, alive

@@ -11,11 +11,11 @@ from activities.agent import AgentActivities
 from api.launch import LaunchError
 from api.workflow_launch import builtin_workflows, workflow_definitions, workflow_input
 from factory.config import ConfigError, load_config
-from factory.db import WorkflowRun, make_engine
-from factory.handoffs import render_template
-from factory.models import AgentRequest, RepoRef
-from factory.review import condition_met, format_issues, parse_verdict
-from factory.store import Board
+from factory.contracts import AgentRequest, RepoRef
+from factory.domain.handoffs import render_template
+from factory.domain.review import condition_met, format_issues, parse_verdict
+from factory.store.tables import WorkflowRun, make_engine
+from factory.store.writes import Board
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_STEPS = """\

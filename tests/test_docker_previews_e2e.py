@@ -9,8 +9,8 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from factory.db import Message, session_scope
-from factory.environments import cleanup_task_environments
+from factory.environments.docker import cleanup_task_environments
+from factory.store.tables import Message, session_scope
 from tests.conftest import make_remote
 from tests.fakes.anthropic import Text, ToolUse
 from tests.test_environments import previews_network, traefik  # noqa: F401  (fixtures)

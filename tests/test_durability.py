@@ -6,7 +6,7 @@ import subprocess
 
 from sqlmodel import Session, select
 
-from factory.db import AgentRun
+from factory.store.tables import AgentRun
 from tests.conftest import remote_file, write_config
 from tests.fakes.anthropic import Text, ToolUse
 from tests.procs import FactoryUp, WorkerProcess, alive

@@ -30,9 +30,9 @@ import docker_toolkit
 from activities.environments import CleanupEnvInput, EnvironmentActivities
 from api.routes.environments import router as environments_router
 from docker_toolkit._compose import build_override, check_compose_safety, pick_service, traefik_labels
-from factory import environments
 from factory.config import FactoryConfig
-from factory.environments import EnvironmentInfo, Janitor, cleanup_task_environments, list_environments
+from factory.environments import docker as environments
+from factory.environments.docker import EnvironmentInfo, Janitor, cleanup_task_environments, list_environments
 from tests.docker_fixtures import traefik_binary
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

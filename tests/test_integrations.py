@@ -19,11 +19,11 @@ from sqlmodel import select
 
 from api.launch import LaunchError
 from factory import events
-from factory.db import Question, Task, session_scope
-from factory.github_events import valid_signature
-from factory.models import TaskEvent
-from factory.plane import html_to_text
-from factory.telegram import MAX_CHARS, clip, format_event
+from factory.contracts import TaskEvent
+from factory.integrations.github.inbound import valid_signature
+from factory.integrations.plane.client import html_to_text
+from factory.integrations.telegram.client import MAX_CHARS, clip, format_event
+from factory.store.tables import Question, Task, session_scope
 from tests.conftest import remote_file
 from tests.fakes.anthropic import Fail, Text, ToolUse
 from tests.fakes.plane import FakePlane, signed
@@ -543,8 +543,8 @@ async def test_plane_notifier_errors_become_temporal_retries(factory_config, pla
 
     from temporalio.exceptions import ApplicationError
 
-    from factory.db import make_engine
-    from factory.plane import PlaneNotifier
+    from factory.integrations.plane.client import PlaneNotifier
+    from factory.store.tables import make_engine
 
     cfg = factory_config(plane=plane.config())
     engine = make_engine(cfg.db_url)

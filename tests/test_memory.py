@@ -17,7 +17,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.memory import MemoryActivities, RecallInput, RememberTaskInput
 from api.routes.memory import router
 from factory.config import EmbeddingsConfig, FactoryConfig, MemoryConfig
-from factory.memory import MemoryRecord, MemoryStore, format_section, query_terms
+from factory.memory.store import MemoryRecord, MemoryStore, format_section, query_terms
 from tests.fakes.embeddings import FakeEmbeddings
 from tests.fakes.http import BackgroundServer, free_port
 
@@ -171,7 +171,7 @@ async def test_hybrid_finds_paraphrase_bm25_misses(bm25_store: MemoryStore, hybr
 
 
 async def test_embeddings_failure_falls_back_to_bm25_with_one_warning(hybrid_store, fake, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="factory.memory")
+    caplog.set_level(logging.INFO, logger="factory.memory.store")
     fake.fail = True
     fake.calls.clear()
     for _ in range(3):
@@ -180,7 +180,7 @@ async def test_embeddings_failure_falls_back_to_bm25_with_one_warning(hybrid_sto
     new_id = await hybrid_store.add(MemoryRecord(repo="acme/web", title="Dark mode toggle", summary="Added a toggle."))
     assert new_id and await hybrid_store.get(new_id)  # stored without an embedding
     assert len(fake.calls) == 4
-    warnings = [r for r in caplog.records if r.name == "factory.memory" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "factory.memory.store" and r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert "embeddings unavailable" in warnings[0].getMessage()
     health = await hybrid_store.health()
@@ -193,7 +193,7 @@ async def test_embeddings_failure_falls_back_to_bm25_with_one_warning(hybrid_sto
 
 
 async def test_unreachable_server_degrades(tmp_path, caplog) -> None:
-    caplog.set_level(logging.WARNING, logger="factory.memory")
+    caplog.set_level(logging.WARNING, logger="factory.memory.store")
     cfg = make_cfg(
         tmp_path, surrealdb_url=f"ws://127.0.0.1:{free_port()}/rpc", surrealdb_user="root", surrealdb_pass="hunter22pw"
     )
@@ -207,7 +207,7 @@ async def test_unreachable_server_degrades(tmp_path, caplog) -> None:
     assert await store.recall_section("Dashboard", "slow", "acme/web") == ""
     health = await store.health()
     assert health["status"] == "degraded" and "unavailable" in health["detail"]
-    assert len([r for r in caplog.records if r.name == "factory.memory"]) == 1
+    assert len([r for r in caplog.records if r.name == "factory.memory.store"]) == 1
     await store.close()
 
 

@@ -41,7 +41,7 @@ from datetime import datetime  # noqa: E402
 
 from sqlmodel import Session, select  # noqa: E402
 
-from factory.db import AgentRun  # noqa: E402
+from factory.store.tables import AgentRun  # noqa: E402
 from tests.fakes.anthropic import Stall  # noqa: E402
 from tests.procs import alive  # noqa: E402
 

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from factory.config import load_config
-from factory.repos import RepoError, git_env, resolve_repo
+from factory.git.repos import RepoError, git_env, resolve_repo
 from tests.fakes.anthropic import Text, ToolUse
 
 SECRETS = {
@@ -119,7 +119,7 @@ async def test_no_secret_reaches_the_agent_logs_or_database(start_factory, model
         for name, value in secrets_env.items():
             assert value not in seen, f"{name} reached the agent"
         # the database holds no secret, even the one the agent typed out
-        db = sqlite3.connect(h.cfg.data_path / "factory.db")
+        db = sqlite3.connect(h.cfg.data_path / "factory.store.tables")
         dump = "\n".join(db.iterdump())
         assert "my key is" in dump
         for name, value in secrets_env.items():

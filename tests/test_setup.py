@@ -44,7 +44,7 @@ def test_fractional_timeouts_and_defaults(tmp_path):
     assert cfg.agent_activity_timeout_minutes * 60 == pytest.approx(9)
     assert cfg.claude_command == "claude" and cfg.max_concurrent_agents == 3
     assert cfg.github.api_url == "https://api.github.com"
-    assert cfg.db_url == f"sqlite:///{tmp_path / 'data' / 'factory.db'}"
+    assert cfg.db_url == f"sqlite:///{tmp_path / 'data' / 'factory.store.tables'}"
     assert set(cfg.agent_templates) == {"coder", "coder_revision", "reviewer", "researcher", "devops"}
 
 

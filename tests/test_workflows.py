@@ -22,13 +22,13 @@ from sqlmodel import select
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
-from temporal.client import data_converter as pydantic_data_converter
 from temporalio.worker import Replayer
 
 from api.launch import task_workflow_id
 from api.workflow_launch import workflow_id
-from factory.db import AgentRun, Message, session_scope
-from factory.review import VERDICT_REMINDER
+from factory.domain.review import VERDICT_REMINDER
+from factory.store.tables import AgentRun, Message, session_scope
+from temporal.client import data_converter as pydantic_data_converter
 from tests.conftest import remote_file
 from tests.fakes.anthropic import END_OF_SCRIPT, Stall, Text, ToolUse
 from tests.procs import alive

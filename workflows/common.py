@@ -18,7 +18,7 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from activities.records import NotifyInput, RecordActivities
-    from factory.models import TaskEvent
+    from factory.contracts import TaskEvent
 
 TASK_ID = SearchAttributeKey.for_int("TaskId")
 REPO = SearchAttributeKey.for_keyword("Repo")

@@ -22,8 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.records import RecordActivities, WorkflowRunUpdate
     from activities.workflow_runs import HandoffInput, StepTaskInput, WorkflowRunActivities
     from activities.workspace import CleanupInput, PrepareInput, WorkspaceActivities
-    from factory.handoffs import REVIEW_INSTRUCTIONS, step_context, workflow_pr_body
-    from factory.models import (
+    from factory.contracts import (
         ChangesResult,
         PullRequestInput,
         StepOutput,
@@ -35,7 +34,8 @@ with workflow.unsafe.imports_passed_through():
         WorkflowStepSpec,
         WorkspaceInfo,
     )
-    from factory.review import condition_met, parse_verdict
+    from factory.domain.handoffs import REVIEW_INSTRUCTIONS, step_context, workflow_pr_body
+    from factory.domain.review import condition_met, parse_verdict
     from workflows.common import AGENT_TYPE, GIT, QUICK, REPO, STAGE, Notifications, error_text
     from workflows.task import TaskWorkflow
 

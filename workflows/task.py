@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.memory import MemoryActivities, RememberTaskInput
     from activities.records import AnswerRecord, QuestionInput, RecordActivities
     from activities.workspace import CleanupInput, FinalizeInput, PrepareInput, WorkspaceActivities
-    from factory.models import (
+    from factory.contracts import (
         AgentRequest,
         AgentResult,
         AnswerInput,
@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
         TaskUpdate,
         WorkspaceInfo,
     )
-    from factory.review import VERDICT_REMINDER, parse_verdict
+    from factory.domain.review import VERDICT_REMINDER, parse_verdict
     from workflows.common import AGENT_TYPE, GIT, QUICK, REPO, TASK_ID, Notifications, error_text, set_stage
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from sqlmodel import select
 
 from api.deps import SessionDep
-from factory.db import AgentRun, Task
+from factory.store.tables import AgentRun, Task
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
 

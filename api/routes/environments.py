@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
 from docker_toolkit._compose import parse_project_name
-from factory import environments
+from factory.environments import docker as environments
 
 router = APIRouter(prefix="/api/environments", tags=["environments"])
 

@@ -12,8 +12,8 @@ from api.deps import CfgDep, SessionDep, TemporalClientDep
 from api.launch import AlreadyRunning, LaunchError, TaskStart, agent_spec, resolve_checked, start_task
 from api.routes.tasks import get_task_or_404, task_public
 from api.routes.workflows import handoff_public
-from factory.db import FINISHED, Handoff, Task
-from factory.handoffs import handoff_section
+from factory.domain.handoffs import handoff_section
+from factory.store.tables import FINISHED, Handoff, Task
 
 router = APIRouter(prefix="/api/handoffs", tags=["handoffs"])
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field, field_validator
 
-from factory.memory import MemoryRecord, MemoryStore
+from factory.memory.store import MemoryRecord, MemoryStore
 
 router = APIRouter(prefix="/api/memory", tags=["memory"])
 

@@ -21,7 +21,7 @@ from sqlmodel import Session, or_, select
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import BoardDep, SessionDep
-from factory.db import Message, Task, WorkflowRun, session_scope
+from factory.store.tables import Message, Task, WorkflowRun, session_scope
 
 router = APIRouter(prefix="/api/messages", tags=["messages"])
 

@@ -21,7 +21,7 @@ from api.launch import (
     start_task,
     task_workflow_id,
 )
-from factory.db import FINISHED, Handoff, Question, Task, TaskLog, TaskStatus
+from factory.store.tables import FINISHED, Handoff, Question, Task, TaskLog, TaskStatus
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 

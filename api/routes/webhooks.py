@@ -17,10 +17,10 @@ import httpx
 from fastapi import APIRouter, HTTPException, Request, status
 
 from api.deps import CfgDep, EngineDep
-from factory.github_events import handle_github_event, valid_signature
-from factory.kv import claim_delivery, release_delivery
-from factory.plane_events import BadPayload, Refused, handle_plane_event
-from factory.telegram import TelegramBot, UpdateHandler
+from factory.integrations.github.inbound import handle_github_event, valid_signature
+from factory.integrations.plane.inbound import BadPayload, Refused, handle_plane_event
+from factory.integrations.telegram.client import TelegramBot, UpdateHandler
+from factory.store.kv import claim_delivery, release_delivery
 
 log = logging.getLogger("factory.webhooks")
 

@@ -14,7 +14,7 @@ from api.deps import CfgDep, EngineDep, SessionDep, TemporalClientDep
 from api.launch import LaunchError
 from api.routes.tasks import pending_question
 from api.workflow_launch import start_workflow_run, workflow_definitions, workflow_id
-from factory.db import Handoff, Task, TaskStatus, WorkflowRun, WorkflowStatus, utcnow
+from factory.store.tables import Handoff, Task, TaskStatus, WorkflowRun, WorkflowStatus, utcnow
 
 router = APIRouter(prefix="/api/workflows", tags=["workflows"])
 

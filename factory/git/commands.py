@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from factory.redact import scrub
+from factory.domain.redact import scrub
 
 
 class GitError(RuntimeError):

@@ -27,12 +27,12 @@ from sqlmodel import select
 from temporalio.exceptions import ApplicationError
 
 from factory.config import FactoryConfig
-from factory.db import Question, Task, WorkflowRun, session_scope
-from factory.kv import kv_get, kv_set
-from factory.models import TaskEvent
-from factory.redact import scrub
+from factory.contracts import TaskEvent
+from factory.domain.redact import scrub
+from factory.store.kv import kv_get, kv_set
+from factory.store.tables import Question, Task, WorkflowRun, session_scope
 
-log = logging.getLogger("factory.plane")
+log = logging.getLogger("factory.integrations.plane.client")
 
 FACTORY_SOURCE = "factory"
 STATE_KEYS = ("queued", "in_progress", "in_review", "done", "failed", "cancelled", "waiting_for_input")

@@ -24,11 +24,11 @@ from sqlmodel import select
 from temporalio.client import Client
 
 from factory.config import FactoryConfig
-from factory.db import FINISHED, Task, WorkflowRun, session_scope
 from factory.events import PrClosed, fire_pr_closed
-from factory.kv import claim_delivery
-from factory.plane import PlaneClient, PlaneError
-from factory.repos import RepoError, resolve_repo
+from factory.git.repos import RepoError, resolve_repo
+from factory.integrations.plane.client import PlaneClient, PlaneError
+from factory.store.kv import claim_delivery
+from factory.store.tables import FINISHED, Task, WorkflowRun, session_scope
 
 log = logging.getLogger("factory.github")
 

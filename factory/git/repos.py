@@ -13,7 +13,7 @@ import subprocess
 from urllib.parse import urlparse
 
 from factory.config import FactoryConfig
-from factory.models import RepoRef
+from factory.contracts import RepoRef
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _GITHUB_URL = re.compile(r"^(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)([^/]+)/([^/]+?)(?:\.git)?/?$")

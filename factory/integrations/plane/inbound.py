@@ -22,12 +22,12 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from factory.config import FactoryConfig
-from factory.db import FINISHED, Question, Task, TaskStatus, WorkflowRun, WorkflowStatus, session_scope
-from factory.kv import claim_delivery
-from factory.plane import PlaneClient, PlaneError, html_to_text, is_factory_comment, paragraph
-from factory.redact import scrub
+from factory.domain.redact import scrub
+from factory.integrations.plane.client import PlaneClient, PlaneError, html_to_text, is_factory_comment, paragraph
+from factory.store.kv import claim_delivery
+from factory.store.tables import FINISHED, Question, Task, TaskStatus, WorkflowRun, WorkflowStatus, session_scope
 
-log = logging.getLogger("factory.plane")
+log = logging.getLogger("factory.integrations.plane.client")
 
 AGENT_LABELS = ("coder", "reviewer", "researcher", "devops")
 _issue_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)

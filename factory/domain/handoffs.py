@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from factory.models import StepOutput, WorkflowRunInput, WorkflowRunResult, WorkflowStepSpec
-from factory.review import format_issues
+from factory.contracts import StepOutput, WorkflowRunInput, WorkflowRunResult, WorkflowStepSpec
+from factory.domain.review import format_issues
 
 MAX_SUMMARY_CHARS = 8000
 

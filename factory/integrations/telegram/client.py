@@ -22,12 +22,12 @@ from sqlalchemy.engine import Engine
 from temporalio.exceptions import ApplicationError
 
 from factory.config import FactoryConfig
-from factory.db import Message, Question, session_scope
-from factory.kv import kv_get, kv_set
-from factory.models import TaskEvent
-from factory.redact import scrub
+from factory.contracts import TaskEvent
+from factory.domain.redact import scrub
+from factory.store.kv import kv_get, kv_set
+from factory.store.tables import Message, Question, session_scope
 
-log = logging.getLogger("factory.telegram")
+log = logging.getLogger("factory.integrations.telegram.client")
 
 MAX_CHARS = 4096
 POLL_TIMEOUT_S = 25

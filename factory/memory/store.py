@@ -31,7 +31,7 @@ import surrealdb
 from surrealdb import RecordID
 
 from factory.config import EmbeddingsConfig, FactoryConfig
-from factory.redact import scrub
+from factory.domain.redact import scrub
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-log = logging.getLogger("factory.integrations")
+log = logging.getLogger("factory.integrations.setup")
 
 
 def install_integrations(rt: Any) -> None:
@@ -18,9 +18,9 @@ def install_integrations(rt: Any) -> None:
       `telegram.webhook_secret` is set (then updates arrive at `POST /webhooks/telegram`).
     - Without `github.webhook_secret`, open Factory PRs are polled every `github.pr_poll_minutes`.
     """
-    from factory.github_events import poll_pr_states
-    from factory.plane import PlaneNotifier
-    from factory.telegram import TelegramNotifier, poll_updates
+    from factory.integrations.github.inbound import poll_pr_states
+    from factory.integrations.plane.client import PlaneNotifier
+    from factory.integrations.telegram.client import TelegramNotifier, poll_updates
 
     cfg = rt.cfg
     plane = PlaneNotifier(cfg, rt.engine, rt.http)

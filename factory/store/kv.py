@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from factory.db import KeyValue, WebhookDelivery, session_scope
+from factory.store.tables import KeyValue, WebhookDelivery, session_scope
 
 
 def kv_get(engine: Engine, key: str) -> str | None:

@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from factory.db import Message, Task, TaskLog, TaskStatus, session_scope, utcnow
-from factory.models import TaskUpdate
-from factory.redact import scrub
+from factory.contracts import TaskUpdate
+from factory.domain.redact import scrub
+from factory.store.tables import Message, Task, TaskLog, TaskStatus, session_scope, utcnow
 
-log = logging.getLogger("factory.store")
+log = logging.getLogger("factory.store.writes")
 
 MAX_LOG_CHARS = 4000
 
