@@ -14,8 +14,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from factory.config import FactoryConfig
 from factory.contracts import AgentSpec, AnswerInput, RepoRef, TaskInput
 from factory.git.repos import RepoError, check_reachable, resolve_repo
+from factory.search_attributes import AGENT_TYPE, REPO, STAGE, TASK_ID
 from factory.store.tables import Task, session_scope
-from workflows.common import AGENT_TYPE, REPO, STAGE, TASK_ID
 from workflows.task import TaskWorkflow
 
 

@@ -12,8 +12,8 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from api.launch import LaunchError, agent_spec, resolve_checked
 from factory.config import FactoryConfig, WorkflowConfig, WorkflowStep
 from factory.contracts import RepoRef, WorkflowRunInput, WorkflowStepSpec
+from factory.search_attributes import REPO, STAGE
 from factory.store.tables import WorkflowRun, WorkflowStatus, session_scope, utcnow
-from workflows.common import REPO, STAGE
 from workflows.configured import ConfiguredWorkflow
 
 

@@ -983,11 +983,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     from temporalio.testing import WorkflowEnvironment
 
     from factory.config import load_config
+    from factory.search_attributes import SEARCH_ATTRIBUTES
     from temporal.client import data_converter as pydantic_data_converter
     from temporal.devserver import temporal_binary
     from tests.conftest import make_remote, run_factory, write_config
     from tests.fakes.anthropic import FAKE_API_KEY, cli_env
-    from workflows.common import SEARCH_ATTRIBUTES
 
     info = machine()
     tree = tree_state()  # at the start: the code this run imported

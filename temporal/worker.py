@@ -30,9 +30,9 @@ from activities.records import Notifier, RecordActivities
 from activities.workflow_runs import WorkflowRunActivities
 from activities.workspace import WorkspaceActivities
 from factory.config import FactoryConfig
+from factory.search_attributes import SEARCH_ATTRIBUTES
 from factory.store.tables import make_engine
 from factory.store.writes import Board
-from workflows.common import SEARCH_ATTRIBUTES
 
 log = logging.getLogger("factory.worker")
 

@@ -23,12 +23,12 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from factory.config import FactoryConfig, load_config
+from factory.search_attributes import SEARCH_ATTRIBUTES
 from factory.store.tables import make_engine
 from temporal.client import data_converter as pydantic_data_converter
 from temporal.devserver import temporal_binary
 from tests.fakes.anthropic import FAKE_API_KEY, ScriptedModel, cli_env
 from tests.fakes.github import FakeGitHub
-from workflows.common import SEARCH_ATTRIBUTES
 
 pytest_plugins = ["tests.docker_fixtures"]
 

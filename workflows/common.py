@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -19,12 +19,8 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from activities.records import NotifyInput, RecordActivities
     from factory.contracts import TaskEvent
+    from factory.search_attributes import AGENT_TYPE, REPO, STAGE, TASK_ID  # noqa: F401 (re-exported to workflows)
 
-TASK_ID = SearchAttributeKey.for_int("TaskId")
-REPO = SearchAttributeKey.for_keyword("Repo")
-AGENT_TYPE = SearchAttributeKey.for_keyword("AgentType")
-STAGE = SearchAttributeKey.for_keyword("Stage")
-SEARCH_ATTRIBUTES = [TASK_ID, REPO, AGENT_TYPE, STAGE]
 
 # short, idempotent database writes; also run as local activities (no server round trip)
 QUICK = {

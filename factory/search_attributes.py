@@ -1,0 +1,11 @@
+"""The search attributes Factory sets on its workflows (shown and filterable in the Temporal web UI)."""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+TASK_ID = SearchAttributeKey.for_int("TaskId")
+REPO = SearchAttributeKey.for_keyword("Repo")
+AGENT_TYPE = SearchAttributeKey.for_keyword("AgentType")
+STAGE = SearchAttributeKey.for_keyword("Stage")
+SEARCH_ATTRIBUTES = [TASK_ID, REPO, AGENT_TYPE, STAGE]
