@@ -55,16 +55,23 @@ async def _serve_api(cfg: FactoryConfig, host: str, port: int, stop: asyncio.Eve
 
 async def _up(cfg: FactoryConfig, host: str, api_port: int, temporal_port: int, ui_port: int) -> None:
     from temporal.client import connect
-    from temporal.devserver import DevServer
+    from temporal.devserver import DataDirBusy, DataDirLock, DevServer
     from temporal.worker import Runtime, ensure_search_attributes, run_worker
 
+    lock = DataDirLock(cfg.data_path)
+    try:
+        lock.acquire()
+    except DataDirBusy as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(3) from exc
     stop = asyncio.Event()
     _install_signals(stop)
     dev: DevServer | None = None
     address = cfg.temporal.address
     if not address:
         dev = DevServer(cfg.data_path, port=temporal_port, ui_port=ui_port, namespace=cfg.temporal.namespace)
-        await asyncio.to_thread(dev.start)
+        dev.spawn()  # in the main thread: the server's parent-death signal is tied to the forking thread
+        await asyncio.to_thread(dev.wait_ready)
         address = dev.address
         typer.echo(f"Temporal dev server on {address}, web UI on http://127.0.0.1:{ui_port}")
     try:
@@ -82,6 +89,7 @@ async def _up(cfg: FactoryConfig, host: str, api_port: int, temporal_port: int, 
     finally:
         if dev is not None:
             await asyncio.to_thread(dev.stop)
+        lock.release()
     typer.echo("Factory stopped.")
 
 

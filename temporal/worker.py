@@ -165,11 +165,10 @@ def build_workers(client: Client, rt: Runtime) -> list[Worker]:
 
 async def ensure_search_attributes(client: Client) -> None:
     """Register Factory's search attributes where the server allows it (dev server, self-hosted)."""
-    from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 
-    kinds = {"Int": IndexedValueType.INDEXED_VALUE_TYPE_INT, "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
-    wanted = {k.name: kinds["Int" if k.name == "TaskId" else "Keyword"] for k in SEARCH_ATTRIBUTES}
+    # the SDK's indexed value types carry the server's enum numbers
+    wanted = {k.name: int(k.indexed_value_type) for k in SEARCH_ATTRIBUTES}
     try:
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(namespace=client.namespace, search_attributes=wanted)
