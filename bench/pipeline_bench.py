@@ -980,21 +980,20 @@ def tree_state() -> dict[str, Any]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    from temporalio.testing import WorkflowEnvironment
-
     from factory.config import load_config
-    from factory.search_attributes import SEARCH_ATTRIBUTES
-    from temporal.client import data_converter as pydantic_data_converter
-    from temporal.devserver import temporal_binary
+    from temporal.client import connect
+    from temporal.devserver import DevServer, temporal_binary
+    from temporal.worker import ensure_search_attributes
     from tests.conftest import make_remote, run_factory, write_config
     from tests.fakes.anthropic import FAKE_API_KEY, cli_env
+    from tests.fakes.http import free_port
 
     info = machine()
     tree = tree_state()  # at the start: the code this run imported
     tmp = Path(tempfile.mkdtemp(prefix="factory-pipeline-bench-"))
     fakes = Fakes()
     fakes.start()
-    env = None
+    dev = None
     raw: RawPipeline | None = None
     saved_env = dict(os.environ)
     rounds: list[dict[str, Any]] = []
@@ -1014,21 +1013,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         raw = RawPipeline(tmp, remote, wrapper, fakes.github_url, system_prompt)
         await raw.setup()
 
-        log(f"starting the Temporal dev server ({temporal_binary()}) ...")
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_binary(),
-            search_attributes=SEARCH_ATTRIBUTES,
-            data_converter=pydantic_data_converter,
-            dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
-        )
-        meter = CpuMeter(find_pid("temporal server start-dev"), fakes.proc.pid if fakes.proc else None)
+        # the dev server exactly as `factory up` starts it: state in a SQLite file under the data dir
+        log(f"starting the Temporal dev server ({temporal_binary()}) as factory up does ...")
+        dev = DevServer(tmp / "temporal-data", port=free_port(), ui_port=free_port())
+        dev.spawn()
+        await asyncio.to_thread(dev.wait_ready)
+        client = await connect(cfg, dev.address)
+        await ensure_search_attributes(client)
+        meter = CpuMeter(dev.proc.pid if dev.proc else None, fakes.proc.pid if fakes.proc else None)
         if meter.temporal_pid is None:
             log("warning: could not find our Temporal dev server's pid; its CPU is not counted")
         poll_s = args.poll_ms / 1000
         db_path = Path(cfg.db_url.removeprefix("sqlite:///"))
 
         # The worker and API run for the whole bench (idle while the raw steps run), as in the tests.
-        async with run_factory(cfg, env.client, object(), None, remote, tmp) as h:  # type: ignore[arg-type]
+        async with run_factory(cfg, client, object(), None, remote, tmp) as h:  # type: ignore[arg-type]
             poller = DbPoller(db_path)
             await asyncio.sleep(1)  # workers polling
 
@@ -1089,8 +1088,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if raw is not None:
             await raw.close()
-        if env is not None:
-            await env.shutdown()
+        if dev is not None:
+            await asyncio.to_thread(dev.stop)
         fakes.stop()
         os.environ.clear()
         os.environ.update(saved_env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,12 +23,26 @@ class Call:
 
 
 @dataclass
+class Fault:
+    """Answer matching calls with `status` (`after`: only once the call has done its work, as a reply lost
+    on the way back would look)."""
+
+    method: str
+    path: str  # a regular expression the whole path must match
+    status: int
+    times: int = 1
+    after: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class FakeGitHub:
     prs: list[dict[str, Any]] = field(default_factory=list)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     review_comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # review id -> line comments
     calls: list[Call] = field(default_factory=list)
     fail_next: list[int] = field(default_factory=list)  # status codes to answer the next calls with
+    faults: list[Fault] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: BackgroundServer | None = None
     url: str = ""
@@ -49,9 +64,15 @@ class FakeGitHub:
                     Call(request.method, request.url.path, dict(request.query_params), parsed, dict(request.headers))
                 )
                 status = self.fail_next.pop(0) if self.fail_next else None
+                fault = self._fault(request.method, request.url.path)
             if status:
                 return JSONResponse({"message": "injected failure"}, status_code=status)
-            return await call_next(request)
+            if fault is not None and not fault.after:
+                return JSONResponse({"message": "injected failure"}, status_code=fault.status, headers=fault.headers)
+            response = await call_next(request)
+            if fault is not None:  # the work is done; the reply is lost
+                return JSONResponse({"message": "injected failure"}, status_code=fault.status, headers=fault.headers)
+            return response
 
         @app.get("/repos/{owner}/{repo}/pulls")
         def list_pulls(owner: str, repo: str, head: str = "", state: str = "open") -> list[dict[str, Any]]:
@@ -112,6 +133,19 @@ class FakeGitHub:
                 return c
 
         return app
+
+    def fail(self, method: str, path: str, status: int, times: int = 1, after: bool = False, **headers: str) -> None:
+        """Make the next `times` calls matching `method` and the `path` pattern answer `status`."""
+        with self.lock:
+            hdrs = {k.replace("_", "-"): v for k, v in headers.items()}
+            self.faults.append(Fault(method, path, status, times, after, hdrs))
+
+    def _fault(self, method: str, path: str) -> Fault | None:
+        for f in self.faults:
+            if f.times > 0 and f.method == method and re.fullmatch(f.path, path):
+                f.times -= 1
+                return f
+        return None
 
     def start(self) -> str:
         self.server = BackgroundServer(self.app())

@@ -1,0 +1,224 @@
+"""Load bench: many scripted agents streaming output at once while people poll the API.
+
+`python -m bench.load_bench [--agents 20] [--turns 30]` starts a real `factory up` (dev server,
+worker and API in one process tree, as a user runs it), the scripted model and the stand-in GitHub
+in a child process, and runs `--agents` tasks at once (`max_concurrent_agents` = agents). Each
+agent runs `--turns` quick Bash turns that print their wall-clock time (`T=<epoch>`), so the CLI
+streams several stream-json lines per turn for all agents together. Meanwhile a poller reads
+`/api/tasks` and every task's `/logs` with a cursor, as the dashboard does.
+
+Reported: API latency (p50/p95/p99), log lines per second, log lag (the time from the agent
+printing `T=<epoch>` to the poller first seeing that line through the API; includes up to one
+poll interval), heartbeat timeouts and retried agent attempts in the workflows' histories
+(target 0), and whether every task ended done. Results go to bench/LOAD.md and stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = "load"
+_T = re.compile(r"T=(\d+\.\d+)")
+
+
+def serve_fakes(turns: int) -> None:
+    """Child-process mode: the scripted model and stand-in GitHub; print their URLs; run until stdin closes."""
+    from tests.fakes.anthropic import ScriptedModel, Text, ToolUse
+    from tests.fakes.github import FakeGitHub
+
+    model = ScriptedModel()
+    script: list[Any] = [[ToolUse("Bash", {"command": "date +T=%s.%N; seq 1 5"})] for _ in range(turns)]
+    script += [[ToolUse("Write", {"file_path": "load.txt", "content": "done\n"})], Text("Load run finished.")]
+    model.add_scenario(SCENARIO, script)
+    model.start()
+    gh = FakeGitHub()
+    gh.start()
+    print(json.dumps({"model_url": model.base_url, "github_url": gh.url}), flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        gh.stop()
+        model.stop()
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+class Poller:
+    """Reads the task list and each task's logs with a cursor, timing every call."""
+
+    def __init__(self, api: httpx.AsyncClient, ids: list[int], interval: float):
+        self.api = api
+        self.ids = ids
+        self.interval = interval
+        self.cursor = dict.fromkeys(ids, 0)
+        self.latencies: list[float] = []
+        self.lags: list[float] = []
+        self.lines = 0
+        self.errors = 0
+        self.finished: dict[int, dict[str, Any]] = {}
+
+    async def _get(self, url: str, **params: Any) -> Any:
+        t0 = time.perf_counter()
+        r = await self.api.get(url, params=params)
+        self.latencies.append(time.perf_counter() - t0)
+        if r.status_code != 200:
+            self.errors += 1
+            return None
+        return r.json()
+
+    async def run(self) -> None:
+        while len(self.finished) < len(self.ids):
+            tasks = await self._get("/api/tasks") or []
+            for t in tasks:
+                if t["id"] in self.cursor and t["status"] in ("done", "failed", "cancelled"):
+                    self.finished[t["id"]] = t
+            for tid in self.ids:
+                logs = await self._get(f"/api/tasks/{tid}/logs", since=self.cursor[tid], limit=500)
+                now = time.time()
+                for entry in logs or []:
+                    self.cursor[tid] = max(self.cursor[tid], entry["id"])
+                    self.lines += 1
+                    m = _T.search(entry.get("content") or "")
+                    if m:
+                        self.lags.append(now - float(m.group(1)))
+            await asyncio.sleep(self.interval)
+
+
+async def history_faults(address: str, namespace: str, workflow_ids: list[str]) -> dict[str, int]:
+    """Heartbeat timeouts and retried agent attempts, read from the workflows' histories."""
+    from temporalio.api.enums.v1 import EventType, TimeoutType
+    from temporalio.client import Client
+
+    from temporal.client import data_converter
+
+    client = await Client.connect(address, namespace=namespace, data_converter=data_converter)
+    timeouts = retries = 0
+    for wid in workflow_ids:
+        async for event in client.get_workflow_handle(wid).fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
+                if event.activity_task_timed_out_event_attributes.failure.timeout_failure_info.timeout_type == (
+                    TimeoutType.TIMEOUT_TYPE_HEARTBEAT
+                ):
+                    timeouts += 1
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                if event.activity_task_started_event_attributes.attempt > 1:
+                    retries += 1
+    return {"heartbeat_timeouts": timeouts, "retried_attempts": retries}
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    from tests.conftest import make_remote, write_config
+    from tests.fakes.anthropic import FAKE_API_KEY, cli_env
+    from tests.procs import FactoryUp
+
+    tmp = Path(tempfile.mkdtemp(prefix="factory-load-bench-"))
+    fakes = subprocess.Popen(
+        [sys.executable, "-m", "bench.load_bench", "--serve-fakes", "--turns", str(args.turns)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert fakes.stdout is not None
+    urls = json.loads(fakes.stdout.readline())
+    subprocess.run(["git", "config", "--global", "init.defaultBranch", "main"], check=True)
+    remote = make_remote(tmp / "remote.git")
+    config = write_config(
+        tmp, remote, urls["github_url"], max_concurrent_agents=args.agents,
+        agent_timeout_minutes=15, agent_activity_timeout_minutes=5,
+        temporal={"heartbeat_timeout_seconds": 30},
+    )  # fmt: skip
+    env = {**cli_env(urls["model_url"], str(tmp / "home")), "ANTHROPIC_API_KEY": FAKE_API_KEY}
+    up = FactoryUp(config, tmp / "data", env=env).start(timeout=180)
+    try:
+        async with httpx.AsyncClient(base_url=up.url, timeout=60) as api:
+            started = time.monotonic()
+            ids = []
+            for i in range(args.agents):
+                body = {"title": f"Load {i}", "description": f"[[scenario:{SCENARIO}]]", "repo": "demo"}
+                r = await api.post("/api/tasks", params={"auto_run": "true"}, json=body)
+                r.raise_for_status()
+                ids.append(r.json()["id"])
+            poller = Poller(api, ids, args.poll_ms / 1000)
+            await asyncio.wait_for(poller.run(), args.timeout)
+            wall = time.monotonic() - started
+        cfg = yaml.safe_load(Path(config).read_text())
+        prefix = cfg["temporal"]["id_prefix"]
+        faults = await history_faults(f"127.0.0.1:{up.temporal_port}", "default", [f"{prefix}task-{i}" for i in ids])
+    finally:
+        up.stop()
+        assert fakes.stdin is not None
+        fakes.stdin.close()
+        fakes.wait(15)
+    statuses = [t["status"] for t in poller.finished.values()]
+    return {
+        "agents": args.agents,
+        "turns_per_agent": args.turns,
+        "wall_s": round(wall, 1),
+        "tasks_done": statuses.count("done"),
+        "log_lines": poller.lines,
+        "log_lines_per_s": round(poller.lines / wall, 1),
+        "api_calls": len(poller.latencies),
+        "api_errors": poller.errors,
+        "api_ms": {p: round(pct(poller.latencies, p) * 1000, 1) for p in (50, 95, 99)},
+        "log_lag_s": {p: round(pct(poller.lags, p), 3) for p in (50, 95, 99)} | {"max": round(max(poller.lags, default=0), 3)},
+        "poll_interval_ms": args.poll_ms,
+        **faults,
+    }
+
+
+def render(res: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "# Load bench",
+            "",
+            f"`python -m bench.load_bench --agents {res['agents']} --turns {res['turns_per_agent']}` on the shared 2-core machine.",
+            "",
+            "| figure | measured | target |",
+            "|---|---|---|",
+            f"| tasks done | {res['tasks_done']} of {res['agents']} | all |",
+            f"| log lines through the API | {res['log_lines']} ({res['log_lines_per_s']}/s over {res['wall_s']} s) | |",
+            f"| API latency p50 / p95 / p99 | {res['api_ms'][50]} / {res['api_ms'][95]} / {res['api_ms'][99]} ms ({res['api_calls']} calls, {res['api_errors']} errors) | |",
+            f"| log lag p50 / p99 / max (incl. a {res['poll_interval_ms']} ms poll) | {res['log_lag_s'][50]} / {res['log_lag_s'][99]} / {res['log_lag_s']['max']} s | < 1 s |",
+            f"| heartbeat timeouts | {res['heartbeat_timeouts']} | 0 |",
+            f"| retried activity attempts | {res['retried_attempts']} | 0 |",
+            "",
+        ]
+    )
+
+
+def cli() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--agents", type=int, default=20)
+    ap.add_argument("--turns", type=int, default=30)
+    ap.add_argument("--poll-ms", type=int, default=200)
+    ap.add_argument("--timeout", type=float, default=1200)
+    ap.add_argument("--serve-fakes", action="store_true")
+    args = ap.parse_args()
+    if args.serve_fakes:
+        serve_fakes(args.turns)
+        return
+    res = asyncio.run(main(args))
+    text = render(res)
+    (ROOT / "bench" / "LOAD.md").write_text(text)
+    print(text)
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    cli()
