@@ -1,13 +1,16 @@
-"""The FastAPI app: a thin layer that validates, persists and talks to workflows."""
+"""The FastAPI app: a thin layer that validates, persists and hands work to the launcher."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -15,59 +18,73 @@ from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
 from api.deps import require_token
-from api.routes import agents, tasks
+from api.routes import agents, environments, handoffs, messages, pages, tasks, webhooks, workflows
+from api.routes import memory as memory_routes
+from api.schemas import HealthPublic
 from factory.config import FactoryConfig
+from factory.integrations.telegram.notifier import TelegramNotifier
+from factory.launcher import Conflict, Launcher, LaunchError, NotFound
+from factory.memory.store import MemoryStore
+from factory.sandbox import state as sandbox_state
+from factory.store.board import Board
 from factory.store.tables import make_engine
-from factory.store.writes import Board
 from temporal.client import connect
+from temporal.launcher import TemporalLauncher
 
 log = logging.getLogger("factory.api")
+
+_STATUS = {LaunchError: 422, NotFound: 404, Conflict: 409}
 
 
 def create_app(
     cfg: FactoryConfig,
     client: Client | None = None,
     engine: Engine | None = None,
-    memory: Any = None,
+    memory: MemoryStore | None = None,
     connect_temporal: bool = True,
     board: Board | None = None,
+    launcher: Launcher | None = None,
 ) -> FastAPI:
-    """Build the app. Pass `client`/`engine` to share them (tests, `factory up`)."""
+    """Build the app. Pass `client`/`engine`/`launcher` to share them (tests, `factory up`).
+
+    Without a launcher, one is made from `client`, or in the lifespan from a new connection
+    (the API still serves reads when Temporal is down; `/health` says why).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if app.state.temporal is None and connect_temporal:
+        if app.state.launcher is None and connect_temporal:
             try:
-                app.state.temporal = await connect(cfg)
-            except Exception as exc:  # the API still serves reads; /health says why
+                app.state.launcher = TemporalLauncher(cfg, await connect(cfg), app.state.engine)
+            except Exception as exc:
                 log.warning("Temporal is not reachable: %s", exc)
-        own_memory = False
-        if app.state.memory is None and cfg.memory.enabled and connect_temporal:
-            from factory.memory.store import MemoryStore
-
+        own_memory = app.state.memory is None and cfg.memory.enabled and connect_temporal
+        if own_memory:
             app.state.memory = await MemoryStore.open(cfg)
-            own_memory = True
         if cfg.factory_auth_token is None:
             log.warning("FACTORY_AUTH_TOKEN is not set: /api is open to anyone who can reach this port")
         yield
         if own_memory:
             await app.state.memory.close()
+        await app.state.http.aclose()
 
-    from factory.environments.docker import install_pr_hook
-
-    install_pr_hook()  # a closed PR's preview is removed as soon as the webhook says so
     app = FastAPI(title="Factory", version="0.1.0", lifespan=lifespan)
     app.state.cfg = cfg
     app.state.engine = engine or make_engine(cfg.db_url)
-    app.state.temporal = client
-    app.state.board = board or _standalone_board(cfg, app.state.engine)
+    app.state.launcher = launcher or (TemporalLauncher(cfg, client, app.state.engine) if client else None)
+    app.state.http = httpx.AsyncClient(timeout=30)  # webhooks' calls to Plane, GitHub, Telegram
+    app.state.board = board or _standalone_board(cfg, app.state.engine, app.state.http)
     app.state.memory = memory
 
     auth = [Depends(require_token)]
-    for r in (tasks.router, agents.router):
+    for r in (tasks.router, agents.router, workflows.router, handoffs.router, messages.router, memory_routes.router):
         app.include_router(r, dependencies=auth)
-    for mod in _optional_routers():
-        app.include_router(mod.router, dependencies=auth if mod.router.prefix.startswith("/api") else [])
+    app.include_router(environments.router, dependencies=auth)
+    for r in (webhooks.router, pages.router):  # webhooks prove themselves; pages hold no data
+        app.include_router(r)
+
+    for exc_type, code in _STATUS.items():
+        app.add_exception_handler(exc_type, _status_handler(code))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -75,70 +92,63 @@ def create_app(
         for e in exc.errors():
             loc = ".".join(str(x) for x in e["loc"] if x != "body")
             problems.append(f"{loc}: {e['msg'].removeprefix('Value error, ')}")
-        return JSONResponse({"detail": "; ".join(problems), "errors": jsonable(exc.errors())}, status_code=422)
+        errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+        return JSONResponse({"detail": "; ".join(problems), "errors": errors}, status_code=422)
 
-    @app.get("/health", tags=["health"])
+    @app.get("/health", tags=["health"], response_model=HealthPublic, responses={503: {"model": HealthPublic}})
     async def health(request: Request) -> JSONResponse:
         """Database, Temporal and memory status (open without auth)."""
-        checks: dict[str, Any] = {}
-        try:
-            with request.app.state.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as exc:
-            checks["database"] = f"error: {type(exc).__name__}"
-        client = request.app.state.temporal
-        if client is None:
-            checks["temporal"] = "not connected"
-        else:
-            try:
-                await client.service_client.check_health()
-                checks["temporal"] = "ok"
-            except Exception as exc:
-                checks["temporal"] = f"error: {type(exc).__name__}"
-        mem = request.app.state.memory
-        if mem is not None:
-            try:
-                checks["memory"] = (await mem.health()).get("status", "unknown")
-            except Exception:
-                checks["memory"] = "degraded"
-        else:
-            checks["memory"] = "disabled"
-        ok = checks["database"] == "ok" and checks["temporal"] == "ok"
-        degraded = checks["memory"] == "degraded"
-        body = {"status": "ok" if ok and not degraded else ("degraded" if ok else "error"), **checks}
-        return JSONResponse(body, status_code=200 if ok else 503)
+        return await _health(request.app)
 
     return app
 
 
-def _standalone_board(cfg: FactoryConfig, engine: Engine) -> Board:
+def _status_handler(code: int) -> Any:
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    return handler
+
+
+def _ping_database(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+async def _health(app: FastAPI) -> JSONResponse:
+    checks: dict[str, Any] = {}
+    try:
+        await asyncio.to_thread(_ping_database, app.state.engine)
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    launcher: Launcher | None = app.state.launcher
+    if launcher is None:
+        checks["temporal"] = "not connected"
+    else:
+        try:
+            await launcher.check_health()
+            checks["temporal"] = "ok"
+        except Exception as exc:
+            checks["temporal"] = f"error: {type(exc).__name__}"
+    mem = app.state.memory
+    if mem is not None:
+        try:
+            checks["memory"] = (await mem.health()).get("status", "unknown")
+        except Exception:
+            checks["memory"] = "degraded"
+    else:
+        checks["memory"] = "disabled"
+    checks["sandbox"] = sandbox_state(app.state.cfg)  # anything but "ok" is said loudly
+    ok = checks["database"] == "ok" and checks["temporal"] == "ok"
+    degraded = checks["memory"] == "degraded" or checks["sandbox"] != "ok"
+    body = {"status": "ok" if ok and not degraded else ("degraded" if ok else "error"), **checks}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+def _standalone_board(cfg: FactoryConfig, engine: Engine, http: httpx.AsyncClient) -> Board:
     """The board of an API without a worker in its process: it forwards to Telegram itself."""
     board = Board(engine, cfg.message_board.enabled, cfg.secret_values())
     if cfg.telegram_token and cfg.message_board.telegram_forward:
-        import httpx
-
-        from factory.integrations.telegram.client import TelegramNotifier
-
-        board.listeners.append(TelegramNotifier(cfg, engine, httpx.AsyncClient(timeout=30)).forward_board_message)
+        board.listeners.append(TelegramNotifier(cfg, engine, http).forward_board_message)
     return board
-
-
-def jsonable(errors: Any) -> Any:
-    from fastapi.encoders import jsonable_encoder
-
-    return jsonable_encoder(errors, custom_encoder={Exception: str})
-
-
-def _optional_routers() -> list[Any]:
-    """Feature routers, included when their module is present."""
-    import importlib
-
-    mods = []
-    for name in ("workflows", "handoffs", "messages", "memory", "environments", "webhooks", "pages"):
-        try:
-            mods.append(importlib.import_module(f"api.routes.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"api.routes.{name}":
-                raise
-    return mods

@@ -24,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from factory.config import FactoryConfig, load_config
 from factory.search_attributes import SEARCH_ATTRIBUTES
+from factory.specs import task_workflow_id
 from factory.store.tables import make_engine
 from temporal.client import data_converter as pydantic_data_converter
 from temporal.devserver import temporal_binary
@@ -170,8 +171,6 @@ class Harness:
 
     async def settled(self, task_id: int, timeout: float = 60) -> Any:
         """Wait until the task's workflow has closed (cleanup included); its result or error."""
-        from api.launch import task_workflow_id
-
         handle = self.client.get_workflow_handle(task_workflow_id(self.cfg, task_id))
         try:
             return await asyncio.wait_for(handle.result(), timeout)

@@ -7,8 +7,8 @@ from typing import Literal
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
-from docker_toolkit._compose import parse_project_name
 from factory.environments import docker as environments
+from factory.environments.compose import parse_project_name
 
 router = APIRouter(prefix="/api/environments", tags=["environments"])
 

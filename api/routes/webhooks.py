@@ -7,22 +7,20 @@ secret header (Telegram: `X-Telegram-Bot-Api-Secret-Token`), compared in constan
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import asyncio
 import json
-import logging
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, HTTPException, Request, status
 
-from api.deps import CfgDep, EngineDep
-from factory.integrations.github.inbound import handle_github_event, valid_signature
+from api.deps import CfgDep, EngineDep, get_launcher
+from api.schemas import WebhookOutcome
+from factory.domain.signing import same_secret, valid_hmac_sha256
+from factory.integrations.github.inbound import handle_github_event
 from factory.integrations.plane.inbound import BadPayload, Refused, handle_plane_event
-from factory.integrations.telegram.client import TelegramBot, UpdateHandler
+from factory.integrations.telegram.client import TelegramBot
+from factory.integrations.telegram.inbound import UpdateHandler
 from factory.store.kv import claim_delivery, release_delivery
-
-log = logging.getLogger("factory.webhooks")
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -37,28 +35,13 @@ def _json_object(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def _client(request: Request) -> Any:
-    client = request.app.state.temporal
-    if client is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "Temporal is not connected")
-    return client
-
-
-def plane_signature_ok(secret: str, body: bytes, header: str | None) -> bool:
-    """`X-Plane-Signature` is the hex HMAC-SHA256 of the raw body with the webhook's secret."""
-    if not header:
-        return False
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), header.strip().lower().encode())
-
-
-@router.post("/plane")
-async def plane_webhook(request: Request, cfg: CfgDep, engine: EngineDep) -> dict[str, Any]:
+@router.post("/plane", response_model=WebhookOutcome)
+async def plane_webhook(request: Request, cfg: CfgDep, engine: EngineDep) -> WebhookOutcome:
     """Plane: issues moved to queued start tasks, to cancelled cancel them; comments answer questions."""
     body = await request.body()
     secret = cfg.plane.webhook_secret
     if secret:
-        if not plane_signature_ok(secret, body, request.headers.get("x-plane-signature")):
+        if not valid_hmac_sha256(secret, body, request.headers.get("x-plane-signature")):
             raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong X-Plane-Signature")
     elif not cfg.plane.allow_unsigned:
         raise HTTPException(
@@ -68,63 +51,60 @@ async def plane_webhook(request: Request, cfg: CfgDep, engine: EngineDep) -> dic
     payload = _json_object(body)
     if not isinstance(payload.get("event"), str):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "no 'event' in the payload")
-    client = _client(request)
+    launcher = await get_launcher(request)
     delivery = request.headers.get("x-plane-delivery")
-    if delivery and not claim_delivery(engine, "plane", delivery):
+    if delivery and not await asyncio.to_thread(claim_delivery, engine, "plane", delivery):
         return {"status": "duplicate", "delivery": delivery}
     try:
-        async with httpx.AsyncClient(timeout=20) as http:
-            return await handle_plane_event(cfg, engine, client, payload, http)
+        return await handle_plane_event(cfg, engine, launcher, payload, request.app.state.http)
     except BadPayload as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     except Refused as exc:
         raise HTTPException(422, str(exc)) from exc
     except Exception:
         if delivery:
-            release_delivery(engine, "plane", delivery)  # let Plane's retry try again
+            await asyncio.to_thread(release_delivery, engine, "plane", delivery)  # let Plane's retry try again
         raise
 
 
-@router.post("/github")
-async def github_webhook(request: Request, cfg: CfgDep, engine: EngineDep) -> dict[str, Any]:
+@router.post("/github", response_model=WebhookOutcome)
+async def github_webhook(request: Request, cfg: CfgDep, engine: EngineDep) -> WebhookOutcome:
     """GitHub: Factory PRs closed or merged, and reviews that request changes."""
     body = await request.body()
-    if not cfg.github.webhook_secret:
+    secret = cfg.github.webhook_secret
+    if not secret:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "GitHub webhooks are refused: set github.webhook_secret")
-    if not valid_signature(cfg.github.webhook_secret, body, request.headers.get("x-hub-signature-256")):
+    if not valid_hmac_sha256(secret, body, request.headers.get("x-hub-signature-256"), prefix="sha256="):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong X-Hub-Signature-256")
     payload = _json_object(body)
     event = request.headers.get("x-github-event", "")
-    client = _client(request)
+    launcher = await get_launcher(request)
     delivery = request.headers.get("x-github-delivery")
-    if delivery and not claim_delivery(engine, "github", delivery):
+    if delivery and not await asyncio.to_thread(claim_delivery, engine, "github", delivery):
         return {"status": "duplicate", "delivery": delivery}
     try:
-        async with httpx.AsyncClient(timeout=20) as http:
-            return await handle_github_event(cfg, engine, client, http, event, payload)
+        return await handle_github_event(cfg, engine, launcher, request.app.state.http, event, payload)
     except ValueError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     except Exception:
         if delivery:
-            release_delivery(engine, "github", delivery)
+            await asyncio.to_thread(release_delivery, engine, "github", delivery)
         raise
 
 
-@router.post("/telegram")
-async def telegram_webhook(request: Request, cfg: CfgDep, engine: EngineDep) -> dict[str, Any]:
+@router.post("/telegram", response_model=WebhookOutcome)
+async def telegram_webhook(request: Request, cfg: CfgDep, engine: EngineDep) -> WebhookOutcome:
     """Telegram (webhook mode): replies and button presses from allowed chats answer questions."""
     secret = cfg.telegram.webhook_secret
     if not secret or not cfg.telegram_token:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Telegram webhook mode is off (telegram.webhook_secret)")
-    given = request.headers.get("x-telegram-bot-api-secret-token", "")
-    if not hmac.compare_digest(given.encode(), secret.encode()):
+    if not same_secret(request.headers.get("x-telegram-bot-api-secret-token", ""), secret):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong X-Telegram-Bot-Api-Secret-Token")
     update = _json_object(await request.body())
-    client = _client(request)
+    launcher = await get_launcher(request)
     uid = update.get("update_id")
-    if isinstance(uid, int) and not claim_delivery(engine, "telegram", str(uid)):
+    if isinstance(uid, int) and not await asyncio.to_thread(claim_delivery, engine, "telegram", str(uid)):
         return {"status": "duplicate"}
-    async with httpx.AsyncClient(timeout=20) as http:
-        bot = TelegramBot(cfg.telegram_token, cfg.telegram.api_url, http)
-        outcome = await UpdateHandler(cfg, engine, bot).handle(update, client)
+    bot = TelegramBot(cfg.telegram_token, cfg.telegram.api_url, request.app.state.http)
+    outcome = await UpdateHandler(cfg, engine, bot).handle(update, launcher)
     return {"status": "ok", "outcome": outcome}

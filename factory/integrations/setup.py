@@ -1,43 +1,58 @@
-"""Wire Plane, Telegram and GitHub into a worker's Runtime: notifiers, board forwarding, background loops."""
+"""Which integrations a worker runs: Plane and Telegram notifiers, board forwarding, background loops."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("factory.integrations.setup")
+import httpx
+from sqlalchemy.engine import Engine
+
+from factory.config import FactoryConfig
+from factory.integrations.github.inbound import poll_pr_states
+from factory.integrations.plane.notifier import PlaneNotifier
+from factory.integrations.telegram.inbound import poll_updates
+from factory.integrations.telegram.notifier import TelegramNotifier
+from factory.launcher import Launcher
+from factory.store.tables import Message
 
 
-def install_integrations(rt: Any) -> None:
-    """Add the configured integrations to a `temporal.worker.Runtime` (called from `Runtime.create`).
+@dataclass
+class Integrations:
+    """What the configured integrations add to a worker; the caller wires and runs it."""
 
-    - Plane and Telegram notifiers go to `rt.notifiers` (each send is its own retried activity).
+    notifiers: list[PlaneNotifier | TelegramNotifier] = field(default_factory=list)
+    board_listeners: list[Callable[[Message], Awaitable[None]]] = field(default_factory=list)
+    background: dict[str, Coroutine[Any, Any, None]] = field(default_factory=dict)  # task name -> loop
+
+
+def build_integrations(
+    cfg: FactoryConfig, engine: Engine, http: httpx.AsyncClient, get_launcher: Callable[[], Launcher | None]
+) -> Integrations:
+    """The integrations config.yml turns on.
+
+    - Plane and Telegram notifiers (each send is its own retried activity).
     - Board messages whose type is in `message_board.forward_types` are forwarded to Telegram.
     - Telegram long polling runs when a bot token is set, `telegram.polling` is on and no
-      `telegram.webhook_secret` is set (then updates arrive at `POST /webhooks/telegram`).
+      `telegram.webhook_secret` is set (then updates arrive at `POST /webhooks/telegram`);
+      it answers through the launcher `get_launcher` returns once the worker is connected.
     - Without `github.webhook_secret`, open Factory PRs are polled every `github.pr_poll_minutes`.
-    """
-    from factory.integrations.github.inbound import poll_pr_states
-    from factory.integrations.plane.client import PlaneNotifier
-    from factory.integrations.telegram.client import TelegramNotifier, poll_updates
 
-    cfg = rt.cfg
-    plane = PlaneNotifier(cfg, rt.engine, rt.http)
+    The background loops are returned as coroutines, not started: the caller owns their tasks.
+    """
+    out = Integrations()
+    plane = PlaneNotifier(cfg, engine, http)
     if plane.client.configured:
-        rt.notifiers.append(plane)
-    telegram = TelegramNotifier(cfg, rt.engine, rt.http)
+        out.notifiers.append(plane)
+    telegram = TelegramNotifier(cfg, engine, http)
     if cfg.telegram_token:
         if telegram.configured:
-            rt.notifiers.append(telegram)
+            out.notifiers.append(telegram)
         if cfg.message_board.telegram_forward:
-            rt.board.listeners.append(telegram.forward_board_message)
+            out.board_listeners.append(telegram.forward_board_message)
         if cfg.telegram.polling and not cfg.telegram.webhook_secret:
-            rt.background.append(
-                asyncio.create_task(
-                    poll_updates(cfg, rt.engine, rt.http, lambda: getattr(rt, "client", None)),
-                    name="telegram-getUpdates",
-                )
-            )
+            out.background["telegram-getUpdates"] = poll_updates(cfg, engine, http, get_launcher)
     if not cfg.github.webhook_secret and cfg.github.pr_poll_minutes > 0:
-        rt.background.append(asyncio.create_task(poll_pr_states(cfg, rt.engine, rt.http), name="pr-state-poll"))
+        out.background["pr-state-poll"] = poll_pr_states(cfg, engine, http)
+    return out

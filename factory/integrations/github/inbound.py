@@ -1,8 +1,8 @@
 """GitHub events: a Factory PR closed (webhook or poll), and a review that requests changes.
 
 - `pull_request` closed on a Factory branch records `merged` / `closed` as `pr_state` on every task
-  and workflow run of the branch, moves their Plane issue to `done` when merged, and runs the
-  `factory.events.on_pr_closed` hooks.
+  and workflow run of the branch, moves their Plane issue to `done` when merged, and removes the
+  tasks' preview environments.
 - `pull_request_review` submitted with state `changes_requested` on a Factory PR starts a
   `coder_revision` task on the same branch; its prompt carries the review body and its comments,
   and its push updates the same PR (the PR step finds the open PR for the branch).
@@ -13,20 +13,20 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from sqlalchemy.engine import Engine
 from sqlmodel import select
-from temporalio.client import Client
 
 from factory.config import FactoryConfig
-from factory.events import PrClosed, fire_pr_closed
+from factory.environments.janitor import remove_previews_of_closed_pr
 from factory.git.repos import RepoError, resolve_repo
+from factory.integrations.github.client import GitHubClient
 from factory.integrations.plane.client import PlaneClient, PlaneError
+from factory.launcher import Launcher, NewTask, TaskStart
 from factory.store.kv import claim_delivery
 from factory.store.tables import FINISHED, Task, WorkflowRun, session_scope
 
@@ -35,12 +35,27 @@ log = logging.getLogger("factory.github")
 BRANCH_PREFIX = "factory/"
 
 
-def valid_signature(secret: str, body: bytes, header: str | None) -> bool:
-    """`X-Hub-Signature-256` is `sha256=` + the hex HMAC-SHA256 of the raw body (constant-time compare)."""
-    if not secret or not header:
-        return False
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), header.strip().encode())
+@dataclass
+class PrClosed:
+    """A Factory pull request was merged or closed (from the GitHub webhook or the PR poll)."""
+
+    repo: str  # owner/name
+    number: int
+    branch: str
+    merged: bool
+    url: str | None = None
+    task_ids: list[int] = field(default_factory=list)
+    workflow_run_ids: list[int] = field(default_factory=list)
+
+
+# Teardowns run in the background (a webhook answers at once); the set keeps them referenced until done.
+_teardowns: set[asyncio.Task[None]] = set()
+
+
+def _tear_down_previews(task_ids: list[int]) -> None:
+    task = asyncio.get_running_loop().create_task(remove_previews_of_closed_pr(task_ids))
+    _teardowns.add(task)
+    task.add_done_callback(_teardowns.discard)
 
 
 def _github_of(cfg: FactoryConfig, repo: str) -> str | None:
@@ -56,19 +71,11 @@ def _tasks_of(engine: Engine, cfg: FactoryConfig, repo_full: str, branch: str) -
     return [t for t in rows if (_github_of(cfg, t.repo) or "").lower() == repo_full.lower()]
 
 
-async def record_pr_closed(
-    cfg: FactoryConfig,
-    engine: Engine,
-    http: httpx.AsyncClient,
-    repo_full: str,
-    number: int,
-    branch: str,
-    merged: bool,
-    url: str | None = None,
-) -> PrClosed | None:
-    """Record the PR's end on its tasks and workflow runs, move Plane, run the hooks (once)."""
+def _record_state(
+    cfg: FactoryConfig, engine: Engine, repo_full: str, number: int, branch: str, state: str
+) -> tuple[list[int], list[int], list[str]] | None:
+    """Set `pr_state` on the branch's tasks and runs: (task ids, run ids, Plane issues), None when nothing changed."""
     tasks = _tasks_of(engine, cfg, repo_full, branch)
-    state = "merged" if merged else "closed"
     task_ids = [t.id for t in tasks]
     with session_scope(engine) as s:
         rows = [s.get(Task, i) for i in task_ids]
@@ -76,8 +83,6 @@ async def record_pr_closed(
         on_branch = s.exec(select(WorkflowRun).where(WorkflowRun.branch == branch)).all()
         run_ids |= {r.id for r in on_branch if (_github_of(cfg, r.repo) or "").lower() == repo_full.lower()}
         runs = [r for r in (s.get(WorkflowRun, i) for i in sorted(run_ids)) if r is not None]
-        if not rows and not runs:
-            return None
         changed = False
         for row in [*rows, *runs]:
             if row is None or row.pr_state == state:
@@ -89,9 +94,25 @@ async def record_pr_closed(
             changed = True
         s.commit()
         issues = sorted({r.plane_issue_id for r in [*rows, *runs] if r is not None and r.plane_issue_id})
-        run_ids = [r.id for r in runs]
-    if not changed:
-        return None  # told before (webhook and poll, or a redelivery)
+    return (task_ids, [r.id for r in runs], issues) if changed else None
+
+
+async def record_pr_closed(
+    cfg: FactoryConfig,
+    engine: Engine,
+    http: httpx.AsyncClient,
+    repo_full: str,
+    number: int,
+    branch: str,
+    merged: bool,
+    url: str | None = None,
+) -> PrClosed | None:
+    """Record the PR's end on its tasks and workflow runs, move Plane, remove previews (once)."""
+    state = "merged" if merged else "closed"
+    recorded = await asyncio.to_thread(_record_state, cfg, engine, repo_full, number, branch, state)
+    if recorded is None:
+        return None  # not Factory's, or told before (webhook and poll, or a redelivery)
+    task_ids, run_ids, issues = recorded
     if merged and issues:
         plane = PlaneClient(cfg, http)
         if plane.configured:
@@ -110,12 +131,17 @@ async def record_pr_closed(
         workflow_run_ids=run_ids,
     )
     log.info("PR %s#%s %s (tasks %s)", repo_full, number, state, task_ids)
-    fire_pr_closed(event)
+    _tear_down_previews(task_ids)
     return event
 
 
 async def handle_github_event(
-    cfg: FactoryConfig, engine: Engine, client: Client, http: httpx.AsyncClient, event: str, payload: dict[str, Any]
+    cfg: FactoryConfig,
+    engine: Engine,
+    launcher: Launcher,
+    http: httpx.AsyncClient,
+    event: str,
+    payload: dict[str, Any],
 ) -> dict[str, Any]:
     """Act on one verified, de-duplicated GitHub webhook; returns what happened."""
     if event == "ping":
@@ -143,30 +169,7 @@ async def handle_github_event(
     review = payload.get("review") or {}
     if action != "submitted" or str(review.get("state") or "").lower() != "changes_requested":
         return {"status": "ignored", "reason": "not a review that requests changes"}
-    return await start_revision(cfg, engine, client, http, repo_full, pr, review)
-
-
-async def _review_comments(
-    cfg: FactoryConfig, http: httpx.AsyncClient, repo_full: str, number: int, review_id: Any
-) -> list[dict[str, Any]]:
-    from activities.github import GithubActivities
-
-    gh = GithubActivities(cfg, http)
-    try:
-        r = await http.get(
-            gh._url(f"/repos/{repo_full}/pulls/{number}/reviews/{review_id}/comments"),
-            headers=gh._headers(),
-            params={"per_page": 100},
-            timeout=20,
-        )
-    except httpx.HTTPError as exc:
-        log.warning("could not read review comments: %s", type(exc).__name__)
-        return []
-    if r.status_code != 200:
-        log.warning("could not read review comments: HTTP %s", r.status_code)
-        return []
-    data = r.json()
-    return [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
+    return await start_revision(cfg, engine, launcher, http, repo_full, pr, review)
 
 
 def review_context(pr: dict[str, Any], review: dict[str, Any], comments: list[dict[str, Any]]) -> str:
@@ -190,44 +193,45 @@ def review_context(pr: dict[str, Any], review: dict[str, Any], comments: list[di
     return "\n\n".join(p for p in parts if p)
 
 
+def _branch_work(
+    cfg: FactoryConfig, engine: Engine, repo_full: str, branch: str
+) -> tuple[list[Task], list[WorkflowRun]]:
+    tasks = _tasks_of(engine, cfg, repo_full, branch)
+    with session_scope(engine) as s:
+        runs = s.exec(select(WorkflowRun).where(WorkflowRun.branch == branch)).all()
+    return tasks, [r for r in runs if (_github_of(cfg, r.repo) or "").lower() == repo_full.lower()]
+
+
 async def start_revision(
     cfg: FactoryConfig,
     engine: Engine,
-    client: Client,
+    launcher: Launcher,
     http: httpx.AsyncClient,
     repo_full: str,
     pr: dict[str, Any],
     review: dict[str, Any],
 ) -> dict[str, Any]:
     """Start a coder_revision task on the PR's branch with the review as its context."""
-    from api.launch import TaskStart, create_task_row, start_task
-
     branch = str(pr["head"]["ref"])
     number = int(pr["number"])
-    tasks = _tasks_of(engine, cfg, repo_full, branch)
-    with session_scope(engine) as s:
-        runs = [
-            r
-            for r in s.exec(select(WorkflowRun).where(WorkflowRun.branch == branch)).all()
-            if (_github_of(cfg, r.repo) or "").lower() == repo_full.lower()
-        ]
+    tasks, runs = await asyncio.to_thread(_branch_work, cfg, engine, repo_full, branch)
     if not tasks and not runs:
         return {"status": "ignored", "reason": "no Factory task has this branch"}
     busy = [f"task #{t.id}" for t in tasks if t.status not in FINISHED]
     busy += [f"workflow run #{r.id}" for r in runs if r.status in ("pending", "running")]
     if busy:
         return {"status": "ignored", "reason": f"{busy[-1]} is still working on this branch"}
-    if review.get("id") is not None and not claim_delivery(engine, "github-review", str(review["id"])):
+    review_id = review.get("id")
+    if review_id is not None and not await asyncio.to_thread(claim_delivery, engine, "github-review", str(review_id)):
         return {"status": "ignored", "reason": "a revision for this review was started already"}
     run = runs[0] if runs else None
     root_title = run.title if run else tasks[0].title
     parent_id = tasks[-1].id if tasks else None
     issue = (run.plane_issue_id if run else None) or next((t.plane_issue_id for t in tasks if t.plane_issue_id), None)
-    comments = await _review_comments(cfg, http, repo_full, number, review.get("id"))
+    comments = await GitHubClient(cfg, http).review_comments(repo_full, number, review.get("id"))
     context = review_context(pr, review, comments)
     description = f"Revise pull request #{number} ({pr.get('html_url') or branch}) as the review below asks."
-    task = create_task_row(
-        engine,
+    new = NewTask(
         title=f"Revise PR #{number}: {root_title}"[:500],
         description=description,
         repo=tasks[-1].repo if tasks else run.repo,
@@ -238,16 +242,14 @@ async def start_revision(
         pr_number=number,
         pr_state="open",
     )
-    await start_task(cfg, client, task, TaskStart(branch=branch, context=context, parent_task_id=parent_id))
+    task = await launcher.create_task(new, TaskStart(branch=branch, context=context, parent_task_id=parent_id))
     log.info("review on %s#%s started revision task #%s", repo_full, number, task.id)
     return {"status": "started", "task_id": task.id, "branch": branch}
 
 
 async def poll_pr_states(cfg: FactoryConfig, engine: Engine, http: httpx.AsyncClient) -> None:
     """Without a webhook: every `github.pr_poll_minutes`, ask GitHub about open Factory PRs."""
-    from activities.github import GithubActivities
-
-    gh = GithubActivities(cfg, http)
+    gh = GitHubClient(cfg, http)
     interval = max(cfg.github.pr_poll_minutes * 60, 0.2)
     while True:
         await asyncio.sleep(interval)
@@ -259,7 +261,7 @@ async def poll_pr_states(cfg: FactoryConfig, engine: Engine, http: httpx.AsyncCl
             log.exception("PR state poll failed")
 
 
-async def _poll_once(cfg: FactoryConfig, engine: Engine, http: httpx.AsyncClient, gh: Any) -> None:
+def _open_prs(engine: Engine) -> list[Any]:
     rows: list[Any] = []
     with session_scope(engine) as s:
         for table in (Task, WorkflowRun):
@@ -270,6 +272,11 @@ async def _poll_once(cfg: FactoryConfig, engine: Engine, http: httpx.AsyncClient
                     (table.pr_state.is_(None)) | (table.pr_state == "open"),
                 )
             ).all()
+    return rows
+
+
+async def _poll_once(cfg: FactoryConfig, engine: Engine, http: httpx.AsyncClient, gh: GitHubClient) -> None:
+    rows = await asyncio.to_thread(_open_prs, engine)
     seen: set[tuple[str, int]] = set()
     for t in rows:
         repo_full = _github_of(cfg, t.repo)

@@ -18,16 +18,16 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import Engine
 from sqlmodel import select
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from factory.config import FactoryConfig
 from factory.domain.redact import scrub
+from factory.domain.text import clip
 from factory.integrations.plane.client import PlaneClient, PlaneError, html_to_text, is_factory_comment, paragraph
+from factory.launcher import AnswerRefused, Launcher, LaunchError, NewTask
 from factory.store.kv import claim_delivery
 from factory.store.tables import FINISHED, Question, Task, TaskStatus, WorkflowRun, WorkflowStatus, session_scope
 
-log = logging.getLogger("factory.integrations.plane.client")
+log = logging.getLogger("factory.integrations.plane.inbound")
 
 AGENT_LABELS = ("coder", "reviewer", "researcher", "devops")
 _issue_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -52,7 +52,7 @@ def ignored(reason: str) -> dict[str, Any]:
 
 
 async def handle_plane_event(
-    cfg: FactoryConfig, engine: Engine, client: Client, payload: dict[str, Any], http: httpx.AsyncClient
+    cfg: FactoryConfig, engine: Engine, launcher: Launcher, payload: dict[str, Any], http: httpx.AsyncClient
 ) -> dict[str, Any]:
     """Act on one verified, de-duplicated Plane webhook; returns what happened (for the response)."""
     event = payload.get("event")
@@ -63,16 +63,16 @@ async def handle_plane_event(
         raise BadPayload("'data' must be an object")
     action = str(payload.get("action") or "")
     if event == "issue":
-        return await _issue_event(cfg, engine, client, action, data, payload.get("activity") or {}, http)
+        return await _issue_event(cfg, engine, launcher, action, data, payload.get("activity") or {}, http)
     if event == "issue_comment":
-        return await _comment_event(cfg, engine, client, action, data, payload.get("activity") or {})
+        return await _comment_event(engine, launcher, action, data, payload.get("activity") or {})
     return ignored(f"event {event!r} is not used by Factory")
 
 
 async def _issue_event(
     cfg: FactoryConfig,
     engine: Engine,
-    client: Client,
+    launcher: Launcher,
     action: str,
     data: dict[str, Any],
     activity: dict[str, Any],
@@ -91,9 +91,9 @@ async def _issue_event(
     state = _id(data.get("state")) or _id(data.get("state_id"))
     states = cfg.plane.states
     if state and state == states.get("queued"):
-        return await _queue(cfg, engine, client, data, http)
+        return await _queue(cfg, engine, launcher, data, http)
     if state and state == states.get("cancelled"):
-        return await _cancel(cfg, engine, client, str(data["id"]))
+        return await _cancel(engine, launcher, str(data["id"]))
     return ignored("the issue is not in the queued or cancelled state")
 
 
@@ -126,26 +126,24 @@ async def _label_names(cfg: FactoryConfig, data: dict[str, Any], http: httpx.Asy
 
 
 async def _queue(
-    cfg: FactoryConfig, engine: Engine, client: Client, data: dict[str, Any], http: httpx.AsyncClient
+    cfg: FactoryConfig, engine: Engine, launcher: Launcher, data: dict[str, Any], http: httpx.AsyncClient
 ) -> dict[str, Any]:
     issue_id = str(data["id"])
     async with _issue_locks[issue_id]:  # two deliveries for one move must not start two tasks
-        tasks, runs = _active(engine, issue_id)
+        tasks, runs = await asyncio.to_thread(_active, engine, issue_id)
         if tasks or runs:
             what = f"task #{tasks[0].id}" if tasks else f"workflow run #{runs[0].id}"
             return ignored(f"issue already has {what} running")
         try:
-            return await _start(cfg, engine, client, issue_id, data, http)
+            return await _start(cfg, engine, launcher, issue_id, data, http)
         except Refused as exc:
             await _tell_issue(cfg, http, issue_id, f"Factory did not start this issue: {exc}")
             raise
 
 
 async def _start(
-    cfg: FactoryConfig, engine: Engine, client: Client, issue_id: str, data: dict[str, Any], http: httpx.AsyncClient
+    cfg: FactoryConfig, engine: Engine, launcher: Launcher, issue_id: str, data: dict[str, Any], http: httpx.AsyncClient
 ) -> dict[str, Any]:
-    from api.launch import LaunchError, agent_spec, create_task_row, default_agent, resolve_checked, start_task
-
     labels = await _label_names(cfg, data, http)
     lowered = [label.lower() for label in labels]
     title = str(data.get("name") or "").strip()[:500] or f"Plane issue {issue_id}"
@@ -155,48 +153,22 @@ async def _start(
     if not repo:
         raise Refused("no repository: add a repo:NAME label or set plane.default_repo")
     workflow = next((label.split(":", 1)[1].strip() for label in labels if label.lower().startswith("workflow:")), "")
-    if workflow:
-        return await _start_workflow(cfg, engine, client, issue_id, workflow, title, description, repo)
     try:
-        ref = await resolve_checked(cfg, repo)
-        agent_type = next((a for a in AGENT_LABELS if a in lowered), None) or default_agent(cfg, ref.name)
-        agent_spec(cfg, agent_type)
+        if workflow:
+            run = await launcher.start_workflow_run(workflow, title, description, repo, plane_issue_id=issue_id)
+            return {"status": "started", "workflow": workflow, "workflow_run_id": run.id}
+        agent_type = next((a for a in AGENT_LABELS if a in lowered), None)
+        new = NewTask(title=title, description=description, repo=repo, agent_type=agent_type, plane_issue_id=issue_id)
+        task = await launcher.create_task(new, run=False)
     except LaunchError as exc:
         raise Refused(str(exc)) from exc
-    task = create_task_row(
-        engine, title=title, description=description, repo=ref.name, agent_type=agent_type, plane_issue_id=issue_id
-    )
     try:
-        await start_task(cfg, client, task, ref=ref)
+        await launcher.start_task(task)
     except Exception as exc:
-        _mark_failed(engine, task.id, f"could not start: {exc}")
+        await asyncio.to_thread(_mark_failed, engine, task.id, f"could not start: {exc}")
         raise
-    log.info("Plane issue %s started task #%s (%s on %s)", issue_id, task.id, agent_type, ref.name)
-    return {"status": "started", "task_id": task.id, "repo": ref.name, "agent_type": agent_type}
-
-
-async def _start_workflow(
-    cfg: FactoryConfig,
-    engine: Engine,
-    client: Client,
-    issue_id: str,
-    name: str,
-    title: str,
-    description: str,
-    repo: str,
-) -> dict[str, Any]:
-    try:
-        from api.workflow_launch import start_workflow_run
-    except ImportError as exc:
-        raise Refused("this Factory cannot run config-defined workflows") from exc
-    from api.launch import LaunchError
-
-    try:
-        run = await start_workflow_run(cfg, client, engine, name, title, description, repo, plane_issue_id=issue_id)
-    except LaunchError as exc:
-        raise Refused(str(exc)) from exc
-    run_id = run if isinstance(run, int) else getattr(run, "id", None)
-    return {"status": "started", "workflow": name, "workflow_run_id": run_id}
+    log.info("Plane issue %s started task #%s (%s on %s)", issue_id, task.id, task.agent_type, task.repo)
+    return {"status": "started", "task_id": task.id, "repo": task.repo, "agent_type": task.agent_type}
 
 
 def _mark_failed(engine: Engine, task_id: int, error: str) -> None:
@@ -204,53 +176,21 @@ def _mark_failed(engine: Engine, task_id: int, error: str) -> None:
         task = s.get(Task, task_id)
         if task is not None:
             task.status = TaskStatus.failed
-            task.error = error[:2000]
+            task.error = clip(error, 2000)
             s.add(task)
             s.commit()
 
 
-async def _cancel(cfg: FactoryConfig, engine: Engine, client: Client, issue_id: str) -> dict[str, Any]:
-    from api.launch import task_workflow_id
-
-    tasks, runs = _active(engine, issue_id)
+async def _cancel(engine: Engine, launcher: Launcher, issue_id: str) -> dict[str, Any]:
+    tasks, runs = await asyncio.to_thread(_active, engine, issue_id)
     if not tasks and not runs:
         return ignored("no running task for this issue")
-    for task in tasks:
-        if task.workflow_run_id is not None:
-            continue  # steps go with their run
-        try:
-            await client.get_workflow_handle(task_workflow_id(cfg, task.id)).cancel()
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-            with session_scope(engine) as s:  # never started: just record it
-                row = s.get(Task, task.id)
-                if row is not None and row.status not in FINISHED:
-                    row.status = TaskStatus.cancelled
-                    s.add(row)
-                    s.commit()
-    cancelled_runs = []
-    if runs:
-        from api.workflow_launch import workflow_id
-
-        for run in runs:
-            try:
-                await client.get_workflow_handle(workflow_id(cfg, run.id)).cancel()
-            except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:
-                    raise
-                with session_scope(engine) as s:
-                    row = s.get(WorkflowRun, run.id)
-                    if row is not None and row.status in (WorkflowStatus.pending, WorkflowStatus.running):
-                        row.status = WorkflowStatus.cancelled
-                        s.add(row)
-                        s.commit()
-            cancelled_runs.append(run.id)
-    return {
-        "status": "cancelled",
-        "task_ids": [t.id for t in tasks if t.workflow_run_id is None],
-        "workflow_run_ids": cancelled_runs,
-    }
+    own = [t.id for t in tasks if t.workflow_run_id is None]  # steps go with their run
+    for task_id in own:
+        await launcher.cancel_task(task_id)
+    for run in runs:
+        await launcher.cancel_run(run.id)
+    return {"status": "cancelled", "task_ids": own, "workflow_run_ids": [r.id for r in runs]}
 
 
 def _waiting_question(engine: Engine, issue_id: str) -> tuple[Task, Question] | None:
@@ -281,29 +221,27 @@ def _actor_name(data: dict[str, Any], activity: dict[str, Any]) -> str:
 
 
 async def _comment_event(
-    cfg: FactoryConfig, engine: Engine, client: Client, action: str, data: dict[str, Any], activity: dict[str, Any]
+    engine: Engine, launcher: Launcher, action: str, data: dict[str, Any], activity: dict[str, Any]
 ) -> dict[str, Any]:
-    from api.launch import AnswerRefused, deliver_answer
-
     if action not in ("created", "create"):
         return ignored(f"comment action {action!r}")
     issue_id = _id(data.get("issue")) or _id(data.get("issue_id"))
     if not issue_id or not data.get("id"):
         raise BadPayload("'data.id' and 'data.issue' are required for a comment")
-    if is_factory_comment(engine, data):
+    if await asyncio.to_thread(is_factory_comment, engine, data):
         return ignored("Factory's own comment")
     text = html_to_text(data.get("comment_html")) or str(data.get("comment_stripped") or "").strip()
     if not text:
         return ignored("empty comment")
-    found = _waiting_question(engine, issue_id)
+    found = await asyncio.to_thread(_waiting_question, engine, issue_id)
     if found is None:
         return ignored("no task of this issue is waiting for an answer")
     task, question = found
-    if not claim_delivery(engine, "plane-comment", str(data["id"])):
+    if not await asyncio.to_thread(claim_delivery, engine, "plane-comment", str(data["id"])):
         return ignored("this comment was already taken as an answer")
     who = _actor_name(data, activity)
     try:
-        await deliver_answer(cfg, client, task.id, text, f"plane:{who}", question.id)
+        await launcher.deliver_answer(task.id, text, f"plane:{who}", question.id)
     except AnswerRefused as exc:
         return ignored(f"not taken as an answer: {exc}")
     log.info("Plane comment %s answered question #%s of task #%s", data["id"], question.id, task.id)
