@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from temporalio import activity
 
-from factory.memory.store import MemoryRecord, MemoryStore
+from factory.memory.records import MemoryRecord
+from factory.memory.store import MemoryStore
 
 
 @dataclass

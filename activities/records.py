@@ -3,6 +3,9 @@
 Events go to the message board here; Telegram and Plane each get their own
 `send_notification` activity with its own retries, so a slow or failing service
 never delays or fails a task.
+
+The database activities are plain `def`: the worker runs them on its thread-pool executor
+(`activity_executor`), so a SQLite lock wait never stalls the event loop that heartbeats.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from factory.contracts import PendingQuestion, TaskEvent, TaskUpdate
-from factory.store.tables import Question, Task, TaskStatus, WorkflowRun, session_scope, utcnow
-from factory.store.writes import Board, add_log, update_task
+from factory.store.board import Board
+from factory.store.tables import FINISHED, Question, Task, TaskStatus, WorkflowRun, session_scope, utcnow
+from factory.store.writes import add_log, update_task
 
 
 class Notifier(Protocol):
@@ -67,18 +71,20 @@ class WorkflowRunUpdate:
 
 
 class RecordActivities:
+    """Task, question and workflow-run rows, board events and notifications (register the bound methods)."""
+
     def __init__(self, engine: Engine, board: Board, notifiers: list[Notifier] | None = None):
         self.engine = engine
         self.board = board
         self.notifiers = {n.name: n for n in (notifiers or [])}
 
     @activity.defn
-    async def update_task(self, upd: TaskUpdate) -> None:
+    def update_task(self, upd: TaskUpdate) -> None:
         """Apply a partial update to a task row."""
         update_task(self.engine, upd)
 
     @activity.defn
-    async def update_workflow_run(self, upd: WorkflowRunUpdate) -> None:
+    def update_workflow_run(self, upd: WorkflowRunUpdate) -> None:
         """Apply a partial update to a workflow run row."""
         with session_scope(self.engine) as s:
             run = s.get(WorkflowRun, upd.run_id)
@@ -100,13 +106,13 @@ class RecordActivities:
             s.commit()
 
     @activity.defn
-    async def record_question(self, inp: QuestionInput) -> PendingQuestion:
+    def record_question(self, inp: QuestionInput) -> PendingQuestion:
         """Store the agent's question and mark the task awaiting_input (idempotent per attempt)."""
         with session_scope(self.engine) as s:
             q = Question(task_id=inp.task_id, workflow_run_id=inp.workflow_run_id, text=inp.text, options=inp.options)
             s.add(q)
             task = s.get(Task, inp.task_id)
-            if task is not None and task.status not in (TaskStatus.done, TaskStatus.failed, TaskStatus.cancelled):
+            if task is not None and task.status not in FINISHED:
                 task.status = TaskStatus.awaiting_input
                 s.add(task)
             s.commit()
@@ -115,7 +121,7 @@ class RecordActivities:
         return PendingQuestion(id=q.id, text=q.text, options=q.options, asked_at=q.asked_at.isoformat())
 
     @activity.defn
-    async def record_answer(self, inp: AnswerRecord) -> None:
+    def record_answer(self, inp: AnswerRecord) -> None:
         """Store the answer and put the task back in progress."""
         with session_scope(self.engine) as s:
             q = s.get(Question, inp.question_id)
@@ -134,7 +140,7 @@ class RecordActivities:
         add_log(self.engine, q.task_id, "event", f"answer to question #{inp.question_id} from {inp.answered_by}")
 
     @activity.defn
-    async def close_question(self, inp: AnswerRecord) -> None:
+    def close_question(self, inp: AnswerRecord) -> None:
         """Mark an unanswered question expired or cancelled (answer holds the new status)."""
         with session_scope(self.engine) as s:
             q = s.get(Question, inp.question_id)
@@ -148,7 +154,7 @@ class RecordActivities:
         """Post the event on the board; return the notification channels that want it."""
         text, mtype = _board_text(event)
         if text:
-            self.board.post(
+            await self.board.publish(
                 sender="factory",
                 content=text,
                 message_type=mtype,

@@ -1,7 +1,8 @@
 """Record-keeping for configured workflows: one Task row per step, one Handoff row per output.
 
 Both activities are idempotent: a retried attempt finds the row the first attempt made
-(a step is identified by run, step index and iteration).
+(a step is identified by run, step index and iteration). They are plain `def`: the worker
+runs them on its thread-pool executor, off the event loop.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 from temporalio import activity
 
+from factory.store.board import Board
 from factory.store.tables import Handoff, Task, session_scope
-from factory.store.writes import Board
 
 
 @dataclass
@@ -46,12 +47,14 @@ class HandoffInput:
 
 
 class WorkflowRunActivities:
+    """Step tasks and handoffs of configured workflows (register the bound methods)."""
+
     def __init__(self, engine: Engine, board: Board | None = None):
         self.engine = engine
         self.board = board
 
     @activity.defn
-    async def create_step_task(self, inp: StepTaskInput) -> int:
+    def create_step_task(self, inp: StepTaskInput) -> int:
         """Create (or find, on retry) the Task row of one step run; link the handoff it consumes."""
         with session_scope(self.engine) as s:
             task = s.exec(
@@ -83,7 +86,7 @@ class WorkflowRunActivities:
             return task.id
 
     @activity.defn
-    async def record_handoff(self, inp: HandoffInput) -> int:
+    def record_handoff(self, inp: HandoffInput) -> int:
         """Store a step's output as a handoff (once per run, step and iteration)."""
         with session_scope(self.engine) as s:
             existing = s.exec(

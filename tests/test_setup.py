@@ -44,7 +44,7 @@ def test_fractional_timeouts_and_defaults(tmp_path):
     assert cfg.agent_activity_timeout_minutes * 60 == pytest.approx(9)
     assert cfg.claude_command == "claude" and cfg.max_concurrent_agents == 3
     assert cfg.github.api_url == "https://api.github.com"
-    assert cfg.db_url == f"sqlite:///{tmp_path / 'data' / 'factory.store.tables'}"
+    assert cfg.db_url == f"sqlite:///{tmp_path / 'data' / 'factory.db'}"
     assert set(cfg.agent_templates) == {"coder", "coder_revision", "reviewer", "researcher", "devops"}
 
 
@@ -71,6 +71,20 @@ def test_doctor_says_what_is_missing(tmp_path):
     assert "MISSING ANTHROPIC_API_KEY" in out and "MISSING GITHUB_TOKEN" in out
     assert "MISSING Temporal at 127.0.0.1:1" in out
     assert "ok   git" in out and "ok   database" in out
+    assert "GITHUB_TOKEN unset" in out and "FACTORY_AUTH_TOKEN is not set" in out
+
+
+def test_doctor_takes_an_empty_token_for_unset(tmp_path):
+    path = _write(tmp_path, "temporal:\n  address: 127.0.0.1:1\n")
+    (tmp_path / ".env").write_text("FACTORY_AUTH_TOKEN=\nGITHUB_TOKEN=ghp-set-in-dotenv\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("FACTORY_AUTH_TOKEN", "GITHUB_TOKEN")}
+    env["FACTORY_AUTH_TOKEN"] = ""
+    r = subprocess.run([sys.executable, "-m", "factory.cli", "doctor", "--config", str(path)], capture_output=True, text=True, cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert "FACTORY_AUTH_TOKEN unset" in r.stdout and "GITHUB_TOKEN set" in r.stdout, r.stdout + r.stderr
+    assert "FACTORY_AUTH_TOKEN is not set: /api is open" in r.stdout
+    env["FACTORY_AUTH_TOKEN"] = "a-real-token"
+    r = subprocess.run([sys.executable, "-m", "factory.cli", "doctor", "--config", str(path)], capture_output=True, text=True, cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert "FACTORY_AUTH_TOKEN set" in r.stdout and "needs Authorization: Bearer" in r.stdout
 
 
 async def test_task_fails_at_once_without_the_cli(start_factory):

@@ -7,11 +7,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from factory.domain.text import clip_noted
+
 PROTOCOL_TYPES = ("message", "question", "learning")
 
 
 @dataclass
 class LogEntry:
+    """One line for the task's log: its kind (assistant, tool_use, ...) and text."""
+
     kind: str
     content: str
 
@@ -20,16 +24,10 @@ class LogEntry:
 class ParsedLine:
     """What one stream-json line means to Factory."""
 
-    raw_type: str = ""
     session_id: str | None = None
     logs: list[LogEntry] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)  # assistant text blocks
     result: dict[str, Any] | None = None
-
-
-def _short(value: Any, limit: int = 2000) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[:limit] + f"… [{len(text) - limit} more characters]"
 
 
 def _tool_result_text(content: Any) -> str:
@@ -49,12 +47,12 @@ def parse_line(line: str) -> ParsedLine:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError:
-        out.logs.append(LogEntry("stdout", _short(line)))
+        out.logs.append(LogEntry("stdout", clip_noted(line, 2000)))
         return out
     if not isinstance(obj, dict):
-        out.logs.append(LogEntry("stdout", _short(line)))
+        out.logs.append(LogEntry("stdout", clip_noted(line, 2000)))
         return out
-    t = out.raw_type = str(obj.get("type", ""))
+    t = str(obj.get("type", ""))
     out.session_id = obj.get("session_id")
     if t == "system":
         sub = obj.get("subtype", "")
@@ -66,23 +64,25 @@ def parse_line(line: str) -> ParsedLine:
         for block in (obj.get("message") or {}).get("content") or []:
             if block.get("type") == "text":
                 out.texts.append(block.get("text", ""))
-                out.logs.append(LogEntry("assistant", _short(block.get("text", ""), 4000)))
+                out.logs.append(LogEntry("assistant", clip_noted(block.get("text", ""), 4000)))
             elif block.get("type") == "tool_use":
-                out.logs.append(LogEntry("tool_use", f"{block.get('name')}: {_short(block.get('input'), 1500)}"))
+                out.logs.append(LogEntry("tool_use", f"{block.get('name')}: {clip_noted(block.get('input'), 1500)}"))
             elif block.get("type") == "thinking":
-                out.logs.append(LogEntry("thinking", _short(block.get("thinking", ""), 1500)))
+                out.logs.append(LogEntry("thinking", clip_noted(block.get("thinking", ""), 1500)))
     elif t == "user":
         content = (obj.get("message") or {}).get("content")
         if isinstance(content, list):
             for block in content:
                 if isinstance(block, dict) and block.get("type") == "tool_result":
                     prefix = "error: " if block.get("is_error") else ""
-                    out.logs.append(LogEntry("tool_result", prefix + _short(_tool_result_text(block.get("content")))))
+                    out.logs.append(
+                        LogEntry("tool_result", prefix + clip_noted(_tool_result_text(block.get("content")), 2000))
+                    )
     elif t == "result":
         out.result = obj
         text = obj.get("result") or ""
         summary = f"{obj.get('subtype')} turns={obj.get('num_turns')} cost=${obj.get('total_cost_usd', 0)}"
-        out.logs.append(LogEntry("result", f"{summary}\n{_short(text, 3000)}"))
+        out.logs.append(LogEntry("result", f"{summary}\n{clip_noted(text, 3000)}"))
     return out
 
 

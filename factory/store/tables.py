@@ -32,7 +32,8 @@ class TaskStatus(StrEnum):
     cancelled = "cancelled"
 
 
-FINISHED = {TaskStatus.done, TaskStatus.failed, TaskStatus.cancelled}
+FINISHED = frozenset({TaskStatus.done, TaskStatus.failed, TaskStatus.cancelled})
+"""The task statuses a task never leaves: the one definition."""
 
 
 class WorkflowStatus(StrEnum):
@@ -41,6 +42,13 @@ class WorkflowStatus(StrEnum):
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
+
+
+RUN_FINISHED = frozenset({WorkflowStatus.completed, WorkflowStatus.failed, WorkflowStatus.cancelled})
+"""The workflow-run statuses a run never leaves."""
+
+MESSAGE_TYPES = ("info", "question", "handoff", "status", "error")
+"""The kinds of message-board messages; anything else is stored as "info"."""
 
 
 class TaskBase(SQLModel):
@@ -53,7 +61,7 @@ class TaskBase(SQLModel):
 class Task(TaskBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     status: str = Field(default=TaskStatus.queued, index=True)
-    branch: str | None = None
+    branch: str | None = Field(default=None, index=True)  # every GitHub event looks its task up by branch
     base_branch: str | None = None
     pr_url: str | None = None
     pr_number: int | None = None
@@ -141,7 +149,7 @@ class WorkflowRun(SQLModel, table=True):
     current_step: int | None = None
     current_agent: str | None = None
     iteration: int = 0
-    branch: str | None = None
+    branch: str | None = Field(default=None, index=True)  # looked up by branch per GitHub event
     pr_url: str | None = None
     pr_number: int | None = None
     pr_state: str | None = None
@@ -200,10 +208,15 @@ def make_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     SQLModel.metadata.create_all(engine)
+    # create_all makes the indexes of new tables only; an index added later reaches an existing database here
+    for table in SQLModel.metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
     return engine
 
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session whose objects stay readable after commit (they are handed to callers)."""
     with Session(engine, expire_on_commit=False) as session:
         yield session
