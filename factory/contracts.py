@@ -46,10 +46,15 @@ class WorkspaceInfo:
     host_queue: str
     agent_queue: str
     base_sha: str = ""
+    # The mirror's objects directory, which the task's clone borrows (objects/info/alternates):
+    # the one path outside `path` a sandboxed agent needs, and only read-only.
+    shared_objects: str = ""
 
 
 @dataclass
 class TaskInput:
+    """Everything TaskWorkflow needs: the task, its repo and agent, and how a parent runs it."""
+
     task_id: int
     title: str
     description: str
@@ -63,7 +68,6 @@ class TaskInput:
     workflow_run_id: int | None = None
     step_label: str = ""
     open_pr: bool = True
-    pr_body_note: str = ""
     memory: bool = True
     require_verdict: bool = False  # a reviewer step: remind once, then fail, without a JSON verdict
     instructions: str = ""  # replaces the closing instruction of the prompt (e.g. for a reviewer)
@@ -93,17 +97,16 @@ class AgentRequest:
 
 @dataclass
 class AgentResult:
+    """How one agent run ended: its reply, its question if it asked one, what it cost."""
+
     session_id: str
     result_text: str = ""
     is_error: bool = False
     subtype: str = ""
     num_turns: int = 0
     cost_usd: float = 0.0
-    usage: dict[str, Any] = field(default_factory=dict)
-    permission_denials: list[Any] = field(default_factory=list)
     question: QuestionAsked | None = None
     learnings: list[str] = field(default_factory=list)
-    duration_s: float = 0.0
 
 
 @dataclass
@@ -196,15 +199,13 @@ class PendingQuestion:
 
 @dataclass
 class TaskResult:
-    task_id: int
+    """What a TaskWorkflow ends with (a parent workflow reads it for its handoffs and PR)."""
+
     status: str
-    session_id: str | None = None
     result_text: str = ""
     error: str | None = None
     pr_url: str | None = None
     changes: ChangesResult | None = None
-    cost_usd: float = 0.0
-    num_turns: int = 0
     learnings: list[str] = field(default_factory=list)
     preview_url: str | None = None
 

@@ -2,8 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+
+from factory.specs import task_workflow_id
 from tests.conftest import remote_file
 from tests.fakes.anthropic import Text, ToolUse
+
+
+def scheduled_options(history: WorkflowHistory) -> dict[str, Any]:
+    """The options each activity type was last scheduled with, by activity type."""
+    return {
+        e.activity_task_scheduled_event_attributes.activity_type.name: e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }
+
+
+def assert_outlives_a_dead_worker(options: Any) -> None:
+    """Heartbeats notice a dead worker within 30 s; an outage is retried for hours, not 5 times."""
+    assert 0 < options.heartbeat_timeout.ToSeconds() <= 30
+    assert options.retry_policy.maximum_attempts == 0
+    assert options.retry_policy.maximum_interval.ToSeconds() <= 300
+    assert options.schedule_to_close_timeout.ToSeconds() >= 3600
 
 
 async def test_coder_task_ends_done_with_branch_and_one_pr(start_factory, model, github):
@@ -33,6 +56,12 @@ async def test_coder_task_ends_done_with_branch_and_one_pr(start_factory, model,
         assert not (h.cfg.workspace_path / "worktrees" / f"task-{t['id']}").exists()
         # no upstream per task in the shared mirror config (it would grow and be fought over)
         assert "factory/task-" not in (h.cfg.workspace_path / "mirrors" / "demo.git" / "config").read_text()
+        # a step of a worker that dies is retried within seconds; GitHub or the git host down is waited out
+        history = await h.client.get_workflow_handle(task_workflow_id(h.cfg, t["id"])).fetch_history()
+        options = scheduled_options(history)
+        for step in ("prepare_workspace", "finalize_changes", "open_pull_request", "cleanup_workspace"):
+            assert_outlives_a_dead_worker(options[step])
+        assert 0 < options["cleanup_task_environments"].heartbeat_timeout.ToSeconds() <= 30
 
 
 # --- watchdog, cancel, concurrency -----------------------------------------------------------

@@ -24,15 +24,16 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
 from temporalio.worker import Replayer
 
-from api.launch import task_workflow_id
-from api.workflow_launch import workflow_id
 from factory.domain.review import VERDICT_REMINDER
+from factory.specs import run_workflow_id as workflow_id
+from factory.specs import task_workflow_id
 from factory.store.tables import AgentRun, Message, session_scope
 from temporal.client import data_converter as pydantic_data_converter
 from tests.conftest import remote_file
 from tests.fakes.anthropic import END_OF_SCRIPT, Stall, Text, ToolUse
 from tests.procs import alive
-from workflows.configured import ConfiguredWorkflow
+from tests.test_pipeline import assert_outlives_a_dead_worker, scheduled_options
+from workflows.step_interpreter import ConfiguredWorkflow
 from workflows.task import TaskWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -208,6 +209,9 @@ async def test_code_review_loop_revises_once_and_approves_on_the_second_review(s
             "reviewer, iteration 2",
         ):
             assert label in labels and f"task for {label}" in labels
+        options = scheduled_options(history)
+        for step in ("prepare_workspace", "open_pull_request", "cleanup_workspace"):
+            assert_outlives_a_dead_worker(options[step])
         assert not (h.cfg.workspace_path / "worktrees" / f"task-{steps[0]['task_id']}").exists()
         if os.environ.get("FACTORY_RECORD_HISTORIES"):
             HISTORIES.mkdir(exist_ok=True)

@@ -1,24 +1,14 @@
-"""Shared workflow helpers: search attributes, activity options, error text, notifications."""
+"""Shared workflow helpers: activity options, search attributes, the stage, error text."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import (
-    ActivityError,
-    ApplicationError,
-    ChildWorkflowError,
-    TimeoutError,
-    is_cancelled_exception,
-)
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.records import NotifyInput, RecordActivities
-    from factory.contracts import TaskEvent
     from factory.search_attributes import AGENT_TYPE, REPO, STAGE, TASK_ID  # noqa: F401 (re-exported to workflows)
 
 
@@ -27,16 +17,36 @@ QUICK = {
     "start_to_close_timeout": timedelta(seconds=60),
     "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20)),
 }
+
+# Steps that heartbeat while they run (activities/_heartbeat.py): when their worker dies, the
+# next attempt starts within this time, not when a 20-minute start-to-close runs out.
+HEARTBEAT = timedelta(seconds=30)
+
+# A git host, GitHub, Plane or Telegram being down is waited out for hours, with capped backoff
+# and no attempt limit; a business error (an ApplicationError raised non_retryable: no such
+# branch, a 422) still ends the step at once.
+OUTAGE_WINDOW = timedelta(hours=6)
+OUTAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=5))
+
 GIT = {
     "start_to_close_timeout": timedelta(minutes=20),
-    "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=5),
+    "heartbeat_timeout": HEARTBEAT,
+    "schedule_to_close_timeout": OUTAGE_WINDOW,
+    "retry_policy": OUTAGE_RETRY,
 }
-NOTIFY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-)
+GITHUB = {
+    "start_to_close_timeout": timedelta(minutes=5),
+    "heartbeat_timeout": HEARTBEAT,
+    "schedule_to_close_timeout": OUTAGE_WINDOW,
+    "retry_policy": OUTAGE_RETRY,
+}
+# one short send each; the 30-second timeout is what notices a dead worker
+NOTIFY = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "schedule_to_close_timeout": OUTAGE_WINDOW,
+    "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5)),
+}
+ENVIRONMENTS = {"start_to_close_timeout": timedelta(minutes=5), "heartbeat_timeout": HEARTBEAT}
 
 
 def error_text(exc: BaseException) -> str:
@@ -51,50 +61,7 @@ def error_text(exc: BaseException) -> str:
     return str(cur) if cur is not None else str(exc)
 
 
-def error_type(exc: BaseException) -> str | None:
-    cur: BaseException | None = exc
-    while isinstance(cur, ActivityError | ChildWorkflowError) and cur.cause is not None:
-        cur = cur.cause
-    return cur.type if isinstance(cur, ApplicationError) else None
-
-
-class Notifications:
-    """Fire-and-collect notifications: board post first, each channel in its own retried activity."""
-
-    def __init__(self) -> None:
-        self._pending: list[Any] = []
-
-    async def emit(self, event: TaskEvent) -> None:
-        try:
-            channels = await workflow.execute_local_activity_method(
-                RecordActivities.publish_event, event, summary=f"event: {event.kind}", **QUICK
-            )
-        except ActivityError as exc:
-            if is_cancelled_exception(exc):
-                raise  # a cancel of the workflow landed here: it must not be swallowed
-            workflow.logger.warning("could not post %s event", event.kind)
-            return
-        for channel in channels:
-            self._pending.append(
-                workflow.start_activity_method(
-                    RecordActivities.send_notification,
-                    NotifyInput(channel=channel, event=event),
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=NOTIFY_RETRY,
-                    summary=f"{channel}: {event.kind}",
-                )
-            )
-
-    async def drain(self) -> None:
-        """Wait for notifications still retrying (after the task's outcome is recorded)."""
-        pending, self._pending = self._pending, []
-        if pending:
-            results = await asyncio.gather(*pending, return_exceptions=True)
-            for r in results:
-                if isinstance(r, BaseException):
-                    workflow.logger.warning("a notification gave up: %s", error_text(r))
-
-
 def set_stage(stage: str, details: str) -> None:
+    """Show where a run stands: the Stage search attribute and the web UI's current details."""
     workflow.upsert_search_attributes([STAGE.value_set(stage)])
     workflow.set_current_details(details)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
+from workflows.step_interpreter import ConfiguredWorkflow
+from workflows.task import TaskWorkflow
 
-def all_workflows() -> list[type]:
-    from workflows.configured import ConfiguredWorkflow
-    from workflows.task import TaskWorkflow
-
-    return [TaskWorkflow, ConfiguredWorkflow]
+WORKFLOWS: list[type] = [TaskWorkflow, ConfiguredWorkflow]

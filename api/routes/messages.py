@@ -44,8 +44,7 @@ async def create_message(body: MessageCreate, session: SessionDep, board: BoardD
         raise _disabled()
     target = await run_in_threadpool(views.message_target, session, body.task_id, body.workflow_id, body.reply_to)
     task_id, workflow_id = target
-    # on the event loop: the board hands the new message to its listeners (Telegram) as loop tasks
-    msg = board.post(
+    msg = await board.publish(
         sender=body.sender or "user",
         content=body.content,
         message_type=body.message_type,

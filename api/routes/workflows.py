@@ -13,12 +13,11 @@ from api.schemas import CodeReviewCreate, HandoffPublic, RunPublic, RunSummary, 
 from factory.config import WorkflowConfig
 from factory.launcher import Conflict, Launcher
 from factory.specs import run_workflow_id, workflow_definitions
-from factory.store.tables import Handoff, WorkflowRun, WorkflowStatus
+from factory.store.tables import RUN_FINISHED, Handoff, WorkflowRun, WorkflowStatus
 from factory.store.views import get_run, run_detail
 
 router = APIRouter(prefix="/api/workflows", tags=["workflows"])
 
-_FINISHED = {WorkflowStatus.completed, WorkflowStatus.failed, WorkflowStatus.cancelled}
 
 
 def _public(session: Session, launcher: Launcher, run_id: int) -> RunPublic:
@@ -78,7 +77,7 @@ def read_workflow(run_id: int, session: SessionDep, cfg: CfgDep) -> RunPublic:
 async def cancel_workflow(run_id: int, session: SessionDep, launcher: LauncherDep) -> RunPublic:
     """Cancel a workflow run: the running agent is killed, the branch kept."""
     run = await run_in_threadpool(get_run, session, run_id)
-    if run.status in _FINISHED:
+    if run.status in RUN_FINISHED:
         raise Conflict(f"workflow {run_id} is already {run.status}")
     await launcher.cancel_run(run_id)
     return await run_in_threadpool(_public, session, launcher, run_id)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from factory.contracts import StepOutput, WorkflowRunInput, WorkflowRunResult, WorkflowStepSpec
+from factory.contracts import StepOutput, WorkflowRunInput, WorkflowStepSpec
 from factory.domain.review import format_issues
+from factory.domain.text import clip_noted
 
 MAX_SUMMARY_CHARS = 8000
 
@@ -21,11 +22,6 @@ REVIEW_INSTRUCTIONS = (
 )
 
 
-def _clip(text: str, limit: int = MAX_SUMMARY_CHARS) -> str:
-    text = (text or "").strip()
-    return text if len(text) <= limit else text[:limit] + f"\n… [{len(text) - limit} more characters]"
-
-
 def handoff_section(
     heading: str,
     summary: str,
@@ -36,7 +32,7 @@ def handoff_section(
 ) -> str:
     """One handoff as a prompt section: summary, review verdict and issues, changed files."""
     parts = [f"## {heading}"]
-    parts.append(_clip(summary) or "(no summary)")
+    parts.append(clip_noted((summary or "").strip(), MAX_SUMMARY_CHARS) or "(no summary)")
     if verdict:
         parts.append(f"Review verdict: {verdict}\nIssues:\n{format_issues(issues)}")
     if changed_files:
@@ -104,29 +100,13 @@ def step_context(
     return "\n\n".join(parts)
 
 
-def workflow_pr_body(inp: WorkflowRunInput, result: WorkflowRunResult) -> str:
-    """The one PR of a workflow run: the not-approved note first, the steps, the last work summary."""
-    parts = []
-    if result.note:
-        parts.append(f"> [!WARNING]\n> {result.note}")
-    preview = next((s.preview_url for s in reversed(result.steps) if s.preview_url), None)
-    if preview:
-        parts.append(f"**Preview:** {preview}")
-    if inp.description.strip():
-        parts.append("## Task\n" + inp.description.strip())
-    lines = [f"## Workflow `{inp.name}` #{inp.run_id}, {result.iterations} iteration(s)"]
-    for s in result.steps:
-        extra = ""
-        if s.verdict:
-            extra = f": {s.verdict}" + (f" ({len(s.issues)} issues)" if s.issues else "")
-        lines.append(f"- {s.agent_type}, iteration {s.iteration}, task #{s.task_id}{extra}")
-    parts.append("\n".join(lines))
-    work = [s for s in result.steps if s.verdict is None and s.summary.strip()]
-    if work:
-        parts.append("## What the agents did\n" + _clip(work[-1].summary, 6000))
-    last = next((s for s in reversed(result.steps) if s.verdict is not None), None)
-    if last is not None and last.verdict != "approved":
-        parts.append(f"## Open issues of the last review (iteration {last.iteration})\n{format_issues(last.issues)}")
-    verdict = "approved" if result.approved else ("not approved" if result.approved is False else "no review")
-    parts.append(f"---\nOpened by Factory for workflow #{inp.run_id} ({inp.name}); review: {verdict}.")
-    return "\n\n".join(parts)
+def consumer_of(steps: list[WorkflowStepSpec], step: WorkflowStepSpec) -> str | None:
+    """The agent that gets a step's output: the loop target, or the first later step naming it."""
+    if step.loop_to:
+        target = next(s for s in steps if s.output == step.loop_to)
+        return target.agent.agent_type
+    if step.output:
+        for s in steps[step.index + 1 :]:
+            if s.input == step.output:
+                return s.agent.agent_type
+    return None

@@ -1,0 +1,169 @@
+"""One agent's CLI session inside a TaskWorkflow: run it, answer its questions, want its verdict.
+
+The agent asks by ending its turn with a question; the session records it, tells people, and
+waits durably for the answer (an Update on the workflow), then resumes the same CLI session
+with it. A reviewer that ends without a parsable verdict is reminded once, in the same session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from activities.agent import AgentActivities
+    from activities.records import AnswerRecord, QuestionInput, RecordActivities
+    from factory.contracts import AgentRequest, AgentResult, AnswerInput, PendingQuestion, TaskInput, WorkspaceInfo
+    from factory.domain.prompts import task_prompt
+    from factory.domain.review import VERDICT_REMINDER, parse_verdict
+    from factory.domain.text import clip
+    from workflows.common import QUICK
+    from workflows.events import Notifications, task_event
+
+
+class AgentFailed(Exception):
+    """The agent's run ended so that the task cannot go on (an error, no answer, no verdict)."""
+
+
+class Questions:
+    """The question an agent waits on and the answer that came: the workflow's Update fills it."""
+
+    def __init__(self) -> None:
+        self.pending: PendingQuestion | None = None
+        self.answer: AnswerInput | None = None
+
+    def check(self, ans: AnswerInput) -> None:
+        """Reject, before it enters history, an answer to no question, a stale one, or an empty one."""
+        if self.pending is None:
+            raise ApplicationError("this task has no pending question", type="NoPendingQuestion")
+        if ans.question_id is not None and ans.question_id != self.pending.id:
+            raise ApplicationError(
+                f"question #{ans.question_id} is not the pending question (#{self.pending.id})", type="StaleAnswer"
+            )
+        if not ans.answer.strip():
+            raise ApplicationError("the answer is empty", type="EmptyAnswer")
+
+    def accept(self, ans: AnswerInput) -> None:
+        self.answer = ans
+        self.pending = None
+
+
+class AgentSession:
+    """Runs the task's agent to its final reply, pausing for as many questions as it asks."""
+
+    def __init__(
+        self,
+        inp: TaskInput,
+        ws: WorkspaceInfo,
+        questions: Questions,
+        notes: Notifications,
+        stage_to: Callable[[str, str], None],
+    ) -> None:
+        self.inp = inp
+        self.ws = ws
+        self.questions = questions
+        self.notes = notes
+        self.stage_to = stage_to
+        self.label = inp.step_label or inp.agent.agent_type
+
+    async def run(self) -> AgentResult:
+        """The agent's last reply and everything it learned along the way."""
+        session_id = str(workflow.uuid4())
+        prompt = task_prompt(self.inp, self.ws.branch)
+        resume = False
+        reminded = False
+        total = AgentResult(session_id=session_id)
+        while True:
+            self.stage_to("agent", f"{self.label} running" + (" (resumed with an answer)" if resume else ""))
+            res = await self._run_agent(prompt, session_id, resume)
+            session_id = res.session_id or session_id
+            total.session_id = session_id
+            total.result_text = res.result_text
+            total.learnings += res.learnings
+            if res.is_error:
+                raise AgentFailed(f"agent failed ({res.subtype}): {res.result_text or 'no error text'}")
+            if res.question is not None:
+                prompt = await self._ask(res)
+            elif self.inp.require_verdict and parse_verdict(res.result_text) is None:
+                if reminded:
+                    raise AgentFailed(
+                        f"{self.label}: the reviewer ended twice without a parsable verdict (a JSON object like "
+                        '{"verdict": "approved" | "changes_requested", "issues": [...]}); '
+                        f"its last reply: {clip(res.result_text, 300)!r}"
+                    )
+                reminded = True  # once, in the same session, then the step fails
+                prompt = VERDICT_REMINDER
+            else:
+                return total
+            resume = True
+
+    async def _run_agent(self, prompt: str, session_id: str, resume: bool) -> AgentResult:
+        inp, ws = self.inp, self.ws
+        return await workflow.execute_activity_method(
+            AgentActivities.run_agent,
+            AgentRequest(
+                task_id=inp.task_id, agent=inp.agent, cwd=ws.path, prompt=prompt, session_id=session_id,
+                resume=resume, workflow_run_id=inp.workflow_run_id, repo_name=inp.repo.name,
+                title=inp.title, description=inp.description, branch=ws.branch,
+                with_context=inp.memory,
+            ),
+            task_queue=ws.agent_queue,
+            start_to_close_timeout=timedelta(seconds=inp.agent.total_timeout_s + 120),
+            heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout_s),
+            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=self.label,
+        )  # fmt: skip
+
+    async def _ask(self, res: AgentResult) -> str:
+        """Record the agent's question, tell people, and wait for the answer; the answer's text."""
+        inp = self.inp
+        assert res.question is not None
+        pq = await workflow.execute_activity_method(
+            RecordActivities.record_question,
+            QuestionInput(
+                task_id=inp.task_id, text=res.question.text, options=res.question.options,
+                workflow_run_id=inp.workflow_run_id,
+            ),
+            summary="record question",
+            **QUICK,
+        )  # fmt: skip
+        self.questions.pending = pq
+        self.stage_to("awaiting_input", f"waiting for an answer to: {clip(pq.text, 200)}")
+        await self.notes.emit(
+            task_event(
+                inp, "question", question_id=pq.id, question=pq.text, options=pq.options,
+                agent_type=inp.agent.agent_type,
+            )
+        )  # fmt: skip
+        try:
+            await workflow.wait_condition(
+                lambda: self.questions.answer is not None, timeout=timedelta(seconds=inp.clarification_timeout_s)
+            )
+        except TimeoutError:
+            self.questions.pending = None
+            await workflow.execute_activity_method(
+                RecordActivities.close_question, AnswerRecord(pq.id, "expired", ""), **QUICK
+            )
+            hours = inp.clarification_timeout_s / 3600
+            raise AgentFailed(
+                f"no answer came to the agent's question within {hours:g} hours (clarification_timeout_hours)"
+            ) from None
+        except asyncio.CancelledError:
+            await workflow.execute_activity_method(
+                RecordActivities.close_question, AnswerRecord(pq.id, "cancelled", ""), **QUICK
+            )
+            raise
+        ans = self.questions.answer
+        assert ans is not None
+        await workflow.execute_activity_method(
+            RecordActivities.record_answer, AnswerRecord(pq.id, ans.answer, ans.answered_by), **QUICK
+        )
+        self.questions.answer = None
+        return ans.answer

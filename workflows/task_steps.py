@@ -1,0 +1,129 @@
+"""The activity calls of a TaskWorkflow, each with its options and its queue.
+
+Git steps run on the queue of the host that holds the worktree; cleanup and memory never fail
+the task (`best_effort`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.environments import CleanupEnvInput, EnvironmentActivities
+    from activities.github import GithubActivities
+    from activities.memory import MemoryActivities, RememberTaskInput
+    from activities.records import RecordActivities
+    from activities.workspace import CleanupInput, FinalizeInput, PrepareInput, WorkspaceActivities
+    from factory.contracts import (
+        ChangesResult,
+        PullRequestInput,
+        PullRequestResult,
+        TaskInput,
+        TaskResult,
+        TaskUpdate,
+        WorkspaceInfo,
+    )
+    from factory.domain.pull_request import commit_message, pr_body
+    from workflows.common import ENVIRONMENTS, GIT, GITHUB, QUICK, error_text
+
+
+async def prepare(inp: TaskInput) -> WorkspaceInfo:
+    """Fetch the repo and make the task's worktree (on any host; the answer names the host)."""
+    return await workflow.execute_activity_method(
+        WorkspaceActivities.prepare_workspace,
+        PrepareInput(task_id=inp.task_id, title=inp.title, repo=inp.repo, branch=inp.branch),
+        summary="prepare worktree",
+        **GIT,
+    )
+
+
+async def finalize(inp: TaskInput, ws: WorkspaceInfo) -> ChangesResult:
+    """Commit what the agent left and push the branch."""
+    return await workflow.execute_activity_method(
+        WorkspaceActivities.finalize_changes,
+        FinalizeInput(task_id=inp.task_id, workspace=ws, repo=inp.repo, message=commit_message(inp)),
+        task_queue=ws.host_queue,
+        summary="commit and push",
+        **GIT,
+    )
+
+
+async def open_pr(inp: TaskInput, ws: WorkspaceInfo, result: TaskResult) -> PullRequestResult:
+    """Open the task's PR, or find the one already open for its branch."""
+    return await workflow.execute_activity_method(
+        GithubActivities.open_pull_request,
+        PullRequestInput(
+            task_id=inp.task_id, repo=inp.repo, branch=ws.branch, base_branch=ws.base_branch, title=inp.title,
+            body=pr_body(inp.task_id, inp.description, result.result_text, result.preview_url),
+            workflow_run_id=inp.workflow_run_id,
+        ),
+        summary="open pull request",
+        **GITHUB,
+    )  # fmt: skip
+
+
+async def record(upd: TaskUpdate) -> None:
+    """Write the task's row (a local activity: no server round trip)."""
+    await workflow.execute_local_activity_method(RecordActivities.update_task, upd, summary="record", **QUICK)
+
+
+async def clean_up(inp: TaskInput, ws: WorkspaceInfo, status: str) -> None:
+    """Remove the task's test environments and, when the task owns it, its worktree (side by side)."""
+    steps = [
+        best_effort(
+            "could not remove test environments",
+            workflow.execute_activity_method(
+                EnvironmentActivities.cleanup_task_environments,
+                CleanupEnvInput(task_id=inp.task_id, kinds=["test"]),
+                task_queue=ws.host_queue,
+                summary="remove test environments",
+                **ENVIRONMENTS,
+            ),
+        )
+    ]
+    if inp.workspace is None:
+        wip = "" if status == "done" else f"WIP: {inp.title} (task #{inp.task_id} {status})"
+        steps.append(
+            best_effort(
+                "cleanup failed",
+                workflow.execute_activity_method(
+                    WorkspaceActivities.cleanup_workspace,
+                    CleanupInput(task_id=inp.task_id, workspace=ws, repo=inp.repo, wip_message=wip),
+                    task_queue=ws.host_queue,
+                    summary="clean up worktree",
+                    **GIT,
+                ),
+            )
+        )
+    await asyncio.gather(*steps)
+
+
+async def remember(inp: TaskInput, result: TaskResult) -> None:
+    """Leave a memory of what the task did and learned (memory never fails a task)."""
+    await best_effort(
+        "could not store the task's memory",
+        workflow.execute_activity_method(
+            MemoryActivities.remember_task,
+            RememberTaskInput(
+                repo=inp.repo.name, task_id=inp.task_id, workflow_id=inp.workflow_run_id,
+                agent_type=inp.agent.agent_type, title=inp.title, outcome=result.status,
+                summary=result.result_text or result.error or "", learnings=result.learnings,
+                files=result.changes.changed_files if result.changes else [], pr_url=result.pr_url,
+            ),
+            summary="remember",
+            **QUICK,
+        ),
+    )  # fmt: skip
+
+
+async def best_effort(what: str, step: Awaitable[Any]) -> None:
+    """Await a step that must never fail the task; log why it did not work."""
+    try:
+        await step
+    except ActivityError as exc:
+        workflow.logger.warning("%s: %s", what, error_text(exc))
