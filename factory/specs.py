@@ -100,7 +100,7 @@ def builtin_workflows(cfg: FactoryConfig) -> dict[str, WorkflowConfig]:
                     output="revision",
                     condition="has_issues",
                     loop_to="review",
-                    prompt_template="prompts/coder_revision.md",
+                    prompt_template="prompts/templates/review_to_address.md",
                 ),  # fmt: skip
             ],
         )

@@ -156,10 +156,13 @@ async def test_code_review_loop_revises_once_and_approves_on_the_second_review(s
         logs = (await h.api.get(f"/api/tasks/{steps[2]['task_id']}/logs")).json()
         assert any(e["kind"] == "tool_use" and "Bash" in e["content"] for e in logs)
 
-        # the revision's prompt carries the first review's issue word for word (via prompts/coder_revision.md)
+        # the revision's prompt carries the first review's issue word for word (via prompts/templates/review_to_address.md)
         revision_prompt = step_requests(model, scenario, "coder_revision", 1)[0].first_user_text
         assert ISSUE["comment"] in revision_prompt and "## Review to address" in revision_prompt
         assert "{issues}" not in revision_prompt
+        # and its system prompt (prompts/coder_revision.md) shows no unfilled placeholder either
+        revision_system = step_requests(model, scenario, "coder_revision", 1)[0].system
+        assert "revising after review" in revision_system and "{issues}" not in revision_system
         # the second review is handed the revision, and reminded of its earlier issues
         second_review = step_requests(model, scenario, "reviewer", 2)[0].first_user_text
         assert "REVISION-SUMMARY" in second_review and ISSUE["comment"] in second_review
@@ -239,7 +242,7 @@ async def test_a_review_that_never_approves_stops_at_max_iterations_with_a_note(
                 {"agent": "coder", "output": "initial_code"},
                 {"agent": "reviewer", "input": "initial_code", "output": "review"},
                 {"agent": "coder_revision", "input": "review", "output": "revision", "condition": "has_issues",
-                 "loop_to": "review", "prompt_template": "prompts/coder_revision.md"},
+                 "loop_to": "review", "prompt_template": "prompts/templates/review_to_address.md"},
             ],
         }
     }  # fmt: skip
