@@ -14,9 +14,12 @@ from urllib.parse import urlparse
 
 from factory.config import FactoryConfig
 from factory.contracts import RepoRef
+from factory.git.commands import safe_args, safe_env
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_GITHUB_URL = re.compile(r"^(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)([^/]+)/([^/]+?)(?:\.git)?/?$")
+_GITHUB_URL = re.compile(
+    r"^(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)([^/]+)/([^/]+?)(?:\.git)?/?$"
+)
 
 
 class RepoError(ValueError):
@@ -83,15 +86,22 @@ def resolve_repo(cfg: FactoryConfig, repo: str) -> RepoRef:
     return RepoRef(name=f"{owner}/{name}", url=url, github=f"{owner}/{name.removesuffix('.git')}")
 
 
+# Worker variables a network command may need: the SSH agent for ssh remotes, proxies and CA files.
+_NETWORK_PASS_THROUGH = (
+    "SSH_AUTH_SOCK", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy",
+    "ALL_PROXY", "all_proxy", "GIT_SSL_CAINFO", "SSL_CERT_FILE", "SSL_CERT_DIR",
+)  # fmt: skip
+
+
 def git_env(cfg: FactoryConfig, url: str | None = None) -> dict[str, str]:
-    """Environment for Factory's own git commands: no prompts, token as a header for https only."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_CONFIG_")}
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    env["GIT_ASKPASS"] = "/bin/false"
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    """Environment for Factory's own network git commands (fetch, push, ls-remote).
+
+    The minimal environment of `safe_env`, the few worker variables networking needs, and, for
+    https remotes, the token as an `http.<host>.extraHeader` in `GIT_CONFIG_*` variables (never in
+    a URL or on a command line).
+    """
+    env = safe_env({k: os.environ[k] for k in _NETWORK_PASS_THROUGH if k in os.environ})
     token = cfg.github_token.get_secret_value() if cfg.github_token else ""
-    for k in ("GITHUB_TOKEN", "GH_TOKEN"):
-        env.pop(k, None)
     if token and (url is None or url.startswith("https://")):
         host = cfg.github.web_url.rstrip("/")
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
@@ -107,7 +117,7 @@ def check_reachable(cfg: FactoryConfig, ref: RepoRef, timeout: float = 20) -> No
         return
     try:
         proc = subprocess.run(
-            ["git", "ls-remote", "--heads", "--end-of-options", ref.url],
+            ["git", *safe_args(), "ls-remote", "--heads", "--end-of-options", ref.url],
             env=git_env(cfg, ref.url),
             capture_output=True,
             text=True,

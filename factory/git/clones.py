@@ -1,0 +1,297 @@
+"""One bare mirror per repo, one clone of it per task: the layout that keeps git out of an agent's reach.
+
+A task's checkout (`workspace_root/worktrees/task-N`) is a repository of its own, with its own
+`.git` directory inside it. It borrows the mirror's objects through `objects/info/alternates`
+(the sandbox shows the mirror's `objects` directory read-only, and nothing else of the mirror), and
+holds its own refs, index, config and hooks. So whatever the agent writes under `.git` changes that
+task's repository and nothing else: not the mirror, not another task.
+
+Before Factory runs git in a task's clone it calls `TaskClone.secure()`, which refuses a `.git`
+that is not a plain directory or holds a symlink (either could send Factory's writes elsewhere),
+drops a planted `commondir`, and rewrites `.git/config` and the alternates file from Factory's own
+template: aliases, `sshCommand`, filter/diff/merge drivers, `include`/`includeIf`, credential
+helpers, `core.fsmonitor`, `core.hooksPath` and the rest the agent may have written are gone.
+`factory.git.commands.git` then adds its own safe `-c` options and minimal environment. Pushes go
+from the clone straight to the real remote with the token header (`factory.git.repos.git_env`).
+See "Factory's git and the agent's checkout" in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from factory.git.commands import GitError, git
+
+MIRROR_FETCH = "+refs/heads/*:refs/remotes/origin/*"
+
+
+class UnsafeCloneError(GitError):
+    """A task's `.git` was tampered with in a way that could send Factory's git elsewhere."""
+
+
+def mirror_path(root: Path, repo_name: str) -> Path:
+    """Where the bare mirror of `repo_name` lives under `workspace_root`."""
+    return root / "mirrors" / (re.sub(r"[^A-Za-z0-9_.-]", "_", repo_name) + ".git")
+
+
+def _quote(value: str) -> str:
+    """A git-config value in double quotes (so `#`, `;` and spaces stay literal)."""
+    if any(c in value for c in "\n\r\0"):
+        raise ValueError(f"a git config value may not hold a line break: {value!r}")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Replace `path` (a planted symlink included, never its target) with `text`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".factory-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _core(object_format: str, bare: bool) -> str:
+    sha256 = object_format == "sha256"
+    text = (
+        "[core]\n"
+        f"\trepositoryformatversion = {1 if sha256 else 0}\n"
+        "\tfilemode = true\n"
+        f"\tbare = {'true' if bare else 'false'}\n"
+        f"\tlogallrefupdates = {'false' if bare else 'true'}\n"
+    )
+    return text + ("[extensions]\n\tobjectformat = sha256\n" if sha256 else "")
+
+
+def mirror_config(url: str, object_format: str = "sha1") -> str:
+    """The whole `config` of a mirror. Task clones borrow its objects, so its gc never drops any:
+    unreachable objects go to a cruft pack and are kept (a force-pushed base may still be a task's)."""
+    return (
+        _core(object_format, bare=True)
+        + f'[remote "origin"]\n\turl = {_quote(url)}\n\tfetch = {MIRROR_FETCH}\n'
+        + "[gc]\n\tcruftPacks = true\n\tpruneExpire = never\n"
+    )
+
+
+def clone_config(url: str, object_format: str, author_name: str, author_email: str) -> str:
+    """The whole `.git/config` of a task's clone; nothing in it can run a program.
+
+    The identity is there for the agent's own commits inside the sandbox (it has no global config).
+    """
+    return (
+        _core(object_format, bare=False)
+        + f'[remote "origin"]\n\turl = {_quote(url)}\n\tfetch = {MIRROR_FETCH}\n'
+        + f"[user]\n\tname = {_quote(author_name)}\n\temail = {_quote(author_email)}\n"
+    )
+
+
+async def object_format(mirror: Path) -> str:
+    """The mirror's hash algorithm (`sha1` or `sha256`), read by Factory from Factory's mirror."""
+    out = await git("config", "--file", str(mirror / "config"), "extensions.objectformat", check=False)
+    return out.strip().lower() or "sha1"
+
+
+async def sync_mirror(mirror: Path, url: str, env: Mapping[str, str]) -> None:
+    """Create the bare mirror if missing, restore its config, and fetch. Callers hold the repo lock."""
+    if not (mirror / "HEAD").exists():
+        if mirror.exists():
+            shutil.rmtree(mirror)
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        await git("clone", "--bare", "--template=", "--end-of-options", url, str(mirror), env=env, timeout=900)
+    # Rewritten each time: it undoes anything an older layout let an agent write into the mirror.
+    _atomic_write(mirror / "config", mirror_config(url, await object_format(mirror)))
+    await git("fetch", "--prune", "origin", cwd=mirror, env=env, timeout=900)
+
+
+async def _remote_refs(git_dir: Path) -> dict[str, str]:
+    fmt = "--format=%(objectname) %(refname)"
+    out = await git("--git-dir", str(git_dir), "for-each-ref", fmt, "refs/remotes/origin/", "refs/tags/")
+    refs = {}
+    for line in out.splitlines():
+        sha, _, name = line.partition(" ")
+        if name and not name.endswith("/HEAD"):
+            refs[name] = sha
+    return refs
+
+
+@dataclass(frozen=True)
+class TaskClone:
+    """A task's own clone of the mirror; every method runs Factory's git in it safely.
+
+    Attributes:
+        path: the checkout (`workspace_root/worktrees/task-N`), with `.git` inside.
+        mirror: the bare mirror whose objects the clone borrows.
+        url: the real remote; pushes go there.
+        author_name: Factory's commit identity (`git_author_name`).
+        author_email: Factory's commit e-mail (`git_author_email`).
+    """
+
+    path: Path
+    mirror: Path
+    url: str
+    author_name: str
+    author_email: str
+
+    @property
+    def git_dir(self) -> Path:
+        return self.path / ".git"
+
+    @property
+    def shared_objects(self) -> Path:
+        """The mirror's objects directory: the one path outside the checkout the clone reads."""
+        return self.mirror / "objects"
+
+    async def git(
+        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 300, check: bool = True
+    ) -> str:
+        """git in this clone, with the git dir and work tree named (no discovery up the tree)."""
+        return await git(
+            "--git-dir", str(self.git_dir), "--work-tree", str(self.path), *args,
+            cwd=self.path, env=env, timeout=timeout, check=check,
+        )  # fmt: skip
+
+    def exists(self) -> bool:
+        return os.path.lexists(self.git_dir)
+
+    async def create(self, branch: str, start: str) -> None:
+        """Make the clone, on a new branch `branch` at `start` (a ref or sha of the mirror).
+
+        It is built beside its final place and renamed into it, so a clone that exists is complete
+        and a retried prepare reuses it.
+        """
+        staging = self.path.with_name(f".{self.path.name}.new")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        fmt = await object_format(self.mirror)
+        start_sha = (
+            await git("rev-parse", "--verify", "--end-of-options", f"{start}^{{commit}}", cwd=self.mirror)
+        ).strip()
+        await git(
+            "init", "-q", "--template=", f"--object-format={fmt}", f"--initial-branch={branch}", "--", str(staging)
+        )
+        building = TaskClone(staging, self.mirror, self.url, self.author_name, self.author_email)
+        await building.secure()
+        await building.git("update-ref", "-m", "factory: task branch", f"refs/heads/{branch}", start_sha)
+        await building.git("reset", "-q", "--hard", "HEAD")
+        if self.path.is_symlink() or self.path.exists():  # a directory with no repository in it: debris
+            self._remove_checkout()
+        os.rename(staging, self.path)
+
+    async def secure(self, branch: str | None = None) -> None:
+        """Make the clone safe for Factory's git, whatever the agent did to it; then refresh refs.
+
+        Args:
+            branch: the task's branch; its remote-tracking ref is kept (Factory's last push set it,
+                and the mirror may not have fetched since).
+
+        Raises:
+            UnsafeCloneError: `.git` is not a plain directory, or holds a symlink.
+        """
+        self._check_layout()
+        git_dir = self.git_dir
+        (git_dir / "commondir").unlink(missing_ok=True)  # would make the mirror (or anything) its common dir
+        _atomic_write(
+            git_dir / "config",
+            clone_config(self.url, await object_format(self.mirror), self.author_name, self.author_email),
+        )
+        (git_dir / "objects" / "info").mkdir(parents=True, exist_ok=True)
+        _atomic_write(git_dir / "objects" / "info" / "alternates", f"{self.shared_objects}\n")
+        await self.sync_refs(keep=f"refs/remotes/origin/{branch}" if branch else None)
+
+    def _check_layout(self) -> None:
+        if self.path.is_symlink() or not self.path.is_dir():
+            raise UnsafeCloneError(f"{self.path} is not a directory")
+        git_dir = self.git_dir
+        if git_dir.is_symlink() or not git_dir.is_dir():
+            raise UnsafeCloneError(f"{git_dir} is not a plain directory (was it replaced by a file or a link?)")
+        for root, dirs, files in os.walk(git_dir):
+            for name in dirs + files:
+                if os.path.islink(os.path.join(root, name)):
+                    rel = os.path.relpath(os.path.join(root, name), self.path)
+                    raise UnsafeCloneError(f"{rel} is a symlink; Factory will not run git in this clone")
+
+    async def sync_refs(self, keep: str | None = None) -> None:
+        """Set refs/remotes/origin/* (and tags) to the mirror's, which Factory alone writes.
+
+        Args:
+            keep: a ref left as it is when the clone has it.
+        """
+        theirs = await _remote_refs(self.mirror)
+        ours = await _remote_refs(self.git_dir)
+        if keep and keep in ours:
+            theirs[keep] = ours[keep]
+        lines = [f"update {name} {sha}" for name, sha in theirs.items() if ours.get(name) != sha]
+        lines += [
+            f"delete {name}" for name in ours if name.startswith("refs/remotes/origin/") and name not in theirs
+        ]  # fmt: skip
+        if lines:
+            await git(
+                "--git-dir", str(self.git_dir), "update-ref", "-m", "factory: from mirror", "--stdin",
+                stdin=("\n".join(lines) + "\n").encode(),
+            )  # fmt: skip
+
+    async def _gitlinks(self) -> list[str]:
+        out = await self.git("ls-files", "--stage", "-z")
+        return [e.split("\t", 1)[1] for e in out.split("\0") if e.startswith("160000 ") and "\t" in e]
+
+    async def commit_all(self, message: str) -> bool:
+        """Commit everything left uncommitted (hooks off); True when a commit was made.
+
+        Submodules and nested repositories are left out of the dirty check: git would otherwise run
+        `git status` inside them, under config the agent wrote there.
+        """
+        if not (await self.git("status", "--porcelain", "--ignore-submodules=all")).strip():
+            return False
+        excluded = [f":(exclude,literal){p}" for p in await self._gitlinks()]
+        await self.git("add", "-A", "--", ".", *excluded)
+        staged = await self.git("diff", "--cached", "--name-only", "--no-ext-diff", "--ignore-submodules=all")
+        if not staged.strip():
+            return False
+        identity = ["-c", f"user.name={self.author_name}", "-c", f"user.email={self.author_email}"]
+        await self.git(*identity, "commit", "--no-verify", "-q", "-m", message)
+        return True
+
+    async def count(self, since: str, until: str = "HEAD") -> int:
+        return int((await self.git("rev-list", "--count", f"{since}..{until}", "--")).strip() or 0)
+
+    async def has_ref(self, ref: str) -> bool:
+        return bool((await self.git("rev-parse", "--verify", "--quiet", ref, check=False)).strip())
+
+    async def numstat(self, base: str) -> str:
+        return await self.git("diff", "--numstat", "--no-ext-diff", "--no-textconv", f"{base}...HEAD", "--")
+
+    async def head(self) -> str:
+        return (await self.git("rev-parse", "HEAD")).strip()
+
+    async def unpushed(self, branch: str, base_branch: str) -> int:
+        """Commits on HEAD the remote's `branch` lacks (counted from the base if it has none)."""
+        remote = f"refs/remotes/origin/{branch}"
+        since = remote if await self.has_ref(remote) else f"refs/remotes/origin/{base_branch}"
+        return await self.count(since)
+
+    async def push(self, branch: str, env: Mapping[str, str]) -> None:
+        """Push HEAD to `branch` on the real remote (the URL from Factory's config, not the clone's)."""
+        await self.git(
+            "push", "--no-verify", "--no-recurse-submodules", "--end-of-options", self.url, f"HEAD:refs/heads/{branch}",
+            env=env, timeout=600,
+        )  # fmt: skip
+        await self.git("update-ref", "-m", "factory: pushed", f"refs/remotes/origin/{branch}", "HEAD")
+
+    def _remove_checkout(self) -> None:
+        if self.path.is_symlink():
+            self.path.unlink()
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def remove(self) -> None:
+        """Delete the checkout (and a half-built one); the mirror keeps no record of it."""
+        self._remove_checkout()
+        shutil.rmtree(self.path.with_name(f".{self.path.name}.new"), ignore_errors=True)
