@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 
 from temporalio import activity
 
+from activities._heartbeat import heartbeats
 from factory.config import FactoryConfig
 from factory.environments import docker as environments
+from factory.environments.broker import EnvironmentBroker
 
 
 @dataclass
@@ -21,14 +23,18 @@ class CleanupEnvInput:
 
 
 class EnvironmentActivities:
-    def __init__(self, cfg: FactoryConfig):
+    def __init__(self, cfg: FactoryConfig, broker: EnvironmentBroker | None = None):
         self.cfg = cfg
+        self.broker = broker
 
     @activity.defn
+    @heartbeats
     async def cleanup_task_environments(self, inp: CleanupEnvInput) -> int:
         """Remove the task's environments of the given kinds; how many were removed.
 
         Never fails the task: docker being missing or down counts as nothing removed.
         """
-        activity.heartbeat()
-        return await environments.cleanup_task_environments(inp.task_id, inp.kinds)
+        removed = await environments.cleanup_task_environments(inp.task_id, inp.kinds)
+        if self.broker is not None:  # the egress proxy stops letting the agent reach them
+            self.broker.forget(inp.task_id, inp.kinds)
+        return removed

@@ -1,4 +1,4 @@
-"""Workspace activities: one bare mirror per repo, one `git worktree` per task.
+"""Workspace activities: one bare mirror per repo, one clone of it per task (`factory.git.clones`).
 
 `prepare_workspace` runs on the shared queue (any host); it returns the queues of the
 host that now holds the worktree, and every later step of the task runs there.
@@ -6,16 +6,17 @@ host that now holds the worktree, and every later step of the task runs there.
 
 from __future__ import annotations
 
-import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities._heartbeat import heartbeats
 from factory.config import FactoryConfig
 from factory.contracts import ChangesResult, RepoRef, WorkspaceInfo
+from factory.environments.docker import preview_url_of
+from factory.git.clones import TaskClone, UnsafeCloneError, mirror_path, sync_mirror
 from factory.git.commands import GitError, file_lock, git, slugify
 from factory.git.repos import git_env
 
@@ -55,7 +56,10 @@ class WorkspaceActivities:
         self._defaults: dict[Path, str] = {}  # a mirror's default branch, read once per process
 
     def _mirror(self, repo: RepoRef) -> Path:
-        return self.root / "mirrors" / (re.sub(r"[^A-Za-z0-9_.-]", "_", repo.name) + ".git")
+        return mirror_path(self.root, repo.name)
+
+    def _clone(self, path: str | Path, repo: RepoRef) -> TaskClone:
+        return TaskClone(Path(path), self._mirror(repo), repo.url, self.cfg.git_author_name, self.cfg.git_author_email)
 
     def worktree_path(self, task_id: int) -> Path:
         return self.root / "worktrees" / f"task-{task_id}"
@@ -64,13 +68,7 @@ class WorkspaceActivities:
         mirror = self._mirror(repo)
         env = git_env(self.cfg, repo.url)
         async with file_lock(mirror.with_suffix(".lock")):
-            if not (mirror / "HEAD").exists():
-                if mirror.exists():
-                    shutil.rmtree(mirror)
-                mirror.parent.mkdir(parents=True, exist_ok=True)
-                await git("clone", "--bare", "--end-of-options", repo.url, str(mirror), env=env, timeout=900)
-                await git("config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*", cwd=mirror)
-            await git("fetch", "--prune", "origin", cwd=mirror, env=env, timeout=900)
+            await sync_mirror(mirror, repo.url, env)
             default = repo.default_branch or self._defaults.get(mirror)
             if not default:
                 default = (await git("symbolic-ref", "--short", "HEAD", cwd=mirror)).strip()
@@ -78,6 +76,7 @@ class WorkspaceActivities:
         return mirror, default
 
     @activity.defn
+    @heartbeats
     async def prepare_workspace(self, inp: PrepareInput) -> WorkspaceInfo:
         """Fetch the repo's mirror and create (or reuse, on retry) the task's worktree."""
         try:
@@ -93,21 +92,18 @@ class WorkspaceActivities:
                 f"{inp.repo.name} has no branch {default!r} to start from", type="GitError", non_retryable=True
             ) from exc
         branch = inp.branch or f"factory/task-{inp.task_id}-{slugify(inp.title)}"
-        if not (path / ".git").exists():
-            local = ""
-            if inp.branch or activity.info().attempt > 1:  # a retry may find its branch half made
-                await git("worktree", "prune", cwd=mirror)
-                local = await git("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", cwd=mirror, check=False)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if local.strip():
-                await git("worktree", "add", "--end-of-options", str(path), branch, cwd=mirror)
-            elif inp.branch:
-                remote = f"refs/remotes/origin/{branch}"
-                if not (await git("rev-parse", "--verify", "--quiet", remote, cwd=mirror, check=False)).strip():
-                    raise ApplicationError(f"branch {branch!r} does not exist", type="GitError", non_retryable=True)
-                await git("worktree", "add", "--no-track", "-b", branch, "--end-of-options", str(path), remote, cwd=mirror)
+        clone = self._clone(path, inp.repo)
+        try:
+            if clone.exists():  # a retry: a clone is renamed into place only once complete
+                await clone.secure(branch)
             else:
-                await git("worktree", "add", "--no-track", "-b", branch, "--end-of-options", str(path), base_ref, cwd=mirror)
+                start = f"refs/remotes/origin/{branch}" if inp.branch else base_ref
+                found = await git("rev-parse", "--verify", "--quiet", start, cwd=mirror, check=False)
+                if inp.branch and not found.strip():
+                    raise ApplicationError(f"branch {branch!r} does not exist", type="GitError", non_retryable=True)
+                await clone.create(branch, start)
+        except GitError as exc:
+            raise _failure(exc) from exc
         return WorkspaceInfo(
             path=str(path),
             branch=branch,
@@ -116,73 +112,59 @@ class WorkspaceActivities:
             host_queue=self.host_queue,
             agent_queue=self.agent_queue,
             base_sha=base_sha,
+            shared_objects=str(clone.shared_objects),
         )
 
-    def _identity(self) -> list[str]:
-        return ["-c", f"user.name={self.cfg.git_author_name}", "-c", f"user.email={self.cfg.git_author_email}"]
-
-    async def _commit_all(self, path: str, message: str) -> bool:
-        if not (await git("status", "--porcelain", cwd=path)).strip():
-            return False
-        await git("add", "-A", cwd=path)
-        await git(*self._identity(), "commit", "--no-verify", "-q", "-m", message, cwd=path)
-        return True
-
-    async def _unpushed(self, ws: WorkspaceInfo) -> int:
-        remote = f"refs/remotes/origin/{ws.branch}"
-        has_remote = (await git("rev-parse", "--verify", "--quiet", remote, cwd=ws.path, check=False)).strip()
-        since = remote if has_remote else f"refs/remotes/origin/{ws.base_branch}"
-        return int((await git("rev-list", "--count", f"{since}..HEAD", cwd=ws.path)).strip() or 0)
-
-    async def _push(self, ws: WorkspaceInfo, repo: RepoRef) -> None:
-        await git(
-            "push", "--no-verify", "origin", f"HEAD:refs/heads/{ws.branch}",
-            cwd=ws.path, env=git_env(self.cfg, repo.url), timeout=600,
-        )  # fmt: skip
-
     @activity.defn
+    @heartbeats
     async def finalize_changes(self, inp: FinalizeInput) -> ChangesResult:
         """Commit what the agent left uncommitted and push the branch if it is ahead."""
         ws = inp.workspace
+        clone = self._clone(ws.path, inp.repo)
         try:
-            committed = await self._commit_all(ws.path, inp.message)
+            await clone.secure(ws.branch)  # whatever the agent wrote under .git, from here on Factory's
+            committed = await clone.commit_all(inp.message)
             base = f"refs/remotes/origin/{ws.base_branch}"
-            ahead = int((await git("rev-list", "--count", f"{base}..HEAD", cwd=ws.path)).strip() or 0)
-            files, stat = _numstat(await git("diff", "--numstat", f"{base}...HEAD", cwd=ws.path))
-            head = (await git("rev-parse", "HEAD", cwd=ws.path)).strip()
+            ahead = await clone.count(base)
+            files, stat = _numstat(await clone.numstat(base))
+            head = await clone.head()
             pushed = False
-            if inp.push and ahead > 0 and await self._unpushed(ws) > 0:
-                await self._push(ws, inp.repo)
+            if inp.push and ahead > 0 and await clone.unpushed(ws.branch, ws.base_branch) > 0:
+                await clone.push(ws.branch, git_env(self.cfg, inp.repo.url))
                 pushed = True
         except GitError as exc:
-            raise ApplicationError(str(exc), type="GitError") from exc
-        marker = self.root / "run" / f"task-{inp.task_id}.preview"
-        preview = marker.read_text().strip() if marker.exists() else None
+            raise _failure(exc) from exc
+        # announced from Factory's own record of the preview it started, never a file the agent wrote
+        preview = await preview_url_of(inp.task_id)
         return ChangesResult(
             committed=committed, pushed=pushed or ahead > 0, commits_ahead=ahead,
             changed_files=files, diff_stat=stat, head_sha=head, preview_url=preview or None,
         )  # fmt: skip
 
     @activity.defn
+    @heartbeats
     async def cleanup_workspace(self, inp: CleanupInput) -> None:
         """Push commits the remote lacks (never delete the branch), then remove the worktree."""
         ws = inp.workspace
-        path = Path(ws.path)
-        mirror = self._mirror(inp.repo)
-        if (path / ".git").exists():
+        clone = self._clone(ws.path, inp.repo)
+        if clone.exists():
             try:
+                await clone.secure(ws.branch)
                 if inp.wip_message:
-                    await self._commit_all(ws.path, inp.wip_message)
-                if await self._unpushed(ws) > 0:
-                    await self._push(ws, inp.repo)
+                    await clone.commit_all(inp.wip_message)
+                if await clone.unpushed(ws.branch, ws.base_branch) > 0:
+                    await clone.push(ws.branch, git_env(self.cfg, inp.repo.url))
             except GitError as exc:
                 activity.logger.warning("task %s: could not push %s before cleanup: %s", inp.task_id, ws.branch, exc)
-                raise ApplicationError(str(exc), type="GitError") from exc
-            await git("worktree", "remove", "--force", str(path), cwd=mirror, check=False)
-        if path.exists():
-            shutil.rmtree(path, ignore_errors=True)
-        if mirror.exists():
-            await git("worktree", "prune", cwd=mirror, check=False)
+                if isinstance(exc, UnsafeCloneError):
+                    clone.remove()  # tampered with: nothing in it is pushed, and it is not kept around
+                raise _failure(exc) from exc
+        clone.remove()
+
+
+def _failure(exc: GitError) -> ApplicationError:
+    """A git failure for the workflow; a tampered clone is not retried."""
+    return ApplicationError(str(exc), type="GitError", non_retryable=isinstance(exc, UnsafeCloneError))
 
 
 def _numstat(out: str) -> tuple[list[str], str]:

@@ -13,7 +13,7 @@ from factory.environments.docker import cleanup_task_environments
 from factory.store.tables import Message, session_scope
 from tests.conftest import make_remote
 from tests.fakes.anthropic import Text, ToolUse
-from tests.test_environments import previews_network, traefik  # noqa: F401  (fixtures)
+from tests.test_environments import other_networks, previews_network, traefik  # noqa: F401  (fixtures)
 from tests.test_integrations import CHAT, GH_SECRET, post_github, pr_closed_payload, telegram, tg_config  # noqa: F401
 
 pytestmark = pytest.mark.docker
@@ -29,7 +29,16 @@ COMPOSE = """services:
 
 
 def _containers(task_id: int) -> list[str]:
-    args = ["docker", "container", "ls", "-aq", "--filter", f"label=factory.task={task_id}", "--filter", "label=factory.kind=preview"]
+    args = [
+        "docker",
+        "container",
+        "ls",
+        "-aq",
+        "--filter",
+        f"label=factory.task={task_id}",
+        "--filter",
+        "label=factory.kind=preview",
+    ]
     return subprocess.run(args, capture_output=True, text=True, timeout=30, check=True).stdout.split()
 
 
@@ -41,14 +50,21 @@ def _get(url: str, host: str) -> int:
 
 
 async def test_preview_is_routed_announced_and_removed_when_its_pr_closes(
-    start_factory, model, github, telegram, traefik, previews_network, busybox_image, tmp_path  # noqa: F811
+    start_factory,
+    model,
+    github,
+    telegram,  # noqa: F811
+    traefik,  # noqa: F811
+    previews_network,  # noqa: F811
+    busybox_image,
+    tmp_path,
 ):
     remote = make_remote(
         tmp_path / "preview-app.git",
         {"docker-compose.yml": COMPOSE.format(image=busybox_image), "www/index.html": "the preview answers\n"},
     )
     spin = (
-        "python3 -c \"from docker_toolkit import spin_up_preview_env; "
+        'python3 -c "from docker_toolkit import spin_up_preview_env; '
         "print('PREVIEW', spin_up_preview_env('docker-compose.yml', 'web', 8080))\""
     )
     model.add_scenario(
@@ -68,7 +84,13 @@ async def test_preview_is_routed_announced_and_removed_when_its_pr_closes(
 async def _run(start_factory, model, github, telegram, traefik, previews_network, remote):  # noqa: F811
     async with start_factory(
         repos={"demo": {"url": f"file://{remote}", "github": "acme/demo"}},
-        previews={"domain": DOMAIN, "scheme": "http", "entrypoint": "web", "network": previews_network, "cert_resolver": ""},
+        previews={
+            "domain": DOMAIN,
+            "scheme": "http",
+            "entrypoint": "web",
+            "network": previews_network,
+            "cert_resolver": "",
+        },
         telegram=tg_config(telegram),
         github={"webhook_secret": GH_SECRET},
     ) as h:
@@ -77,6 +99,9 @@ async def _run(start_factory, model, github, telegram, traefik, previews_network
         assert done["status"] == "done", done["error"]
         url = f"http://task-{t['id']}.{DOMAIN}"
         host = f"task-{t['id']}.{DOMAIN}"
+        logs = (await h.api.get(f"/api/tasks/{t['id']}/logs", params={"limit": 500})).json()
+        results = "\n".join(e["content"] for e in logs if e["kind"] == "tool_result")
+        assert f"PREVIEW {url}" in results, results[-3000:]
         assert done["preview_url"] == url
         # routed by Traefik by its host name (its docker provider reacts to events; slow on a busy machine)
         deadline = time.monotonic() + 90
@@ -91,11 +116,15 @@ async def _run(start_factory, model, github, telegram, traefik, previews_network
         await h.until(lambda: any(url in x and "Preview for" in x for x in telegram.texts(CHAT)), what="telegram")
         pr = next(p for p in github.prs if p["head"]["ref"] == done["branch"])
         assert url in pr["body"]
-        # the preview outlives its task (until the PR closes)
+        # the preview outlives its task (until the PR closes), content and all: it runs from Factory's
+        # copy of the worktree, which the task's cleanup does not remove
         await h.settled(t["id"])
         assert _containers(t["id"])
+        assert httpx.get(traefik + "/index.html", headers={"Host": host}).text == "the preview answers\n"
         # a signed pull_request closed webhook removes it
-        r = await post_github(h, "pull_request", pr_closed_payload({k: v for k, v in pr.items() if not k.startswith("_")}, merged=True))
+        r = await post_github(
+            h, "pull_request", pr_closed_payload({k: v for k, v in pr.items() if not k.startswith("_")}, merged=True)
+        )
         assert r.status_code in (200, 202), r.text
         await h.until(lambda: not _containers(t["id"]), timeout=60, what="the preview to be removed")
         deadline = time.monotonic() + 30

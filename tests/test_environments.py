@@ -1,20 +1,24 @@
-"""Docker test and preview environments, on a real engine and a real Traefik.
+"""Docker test and preview environments through Factory's broker, on a real engine and a real Traefik.
 
 Fixtures `docker_engine` and `busybox_image` come from tests/docker_fixtures.py (a plugin
-of conftest.py). The toolkit runs the way agents run it: `python3 -S -c "from docker_toolkit import ..."`
-in a subprocess (no site-packages, so it must be standard library only) with the env
-vars Factory sets. Factory's side (listing, tear-down, janitor, activity, API) runs
-in-process against the same engine.
+of conftest.py). A real `EnvironmentBroker` listens on its unix socket (in a thread with its
+own event loop, as a worker runs it); the toolkit runs the way agents run it, `python3 -S -c
+"from docker_toolkit import ..."` (no site-packages: standard library only) with the
+variables Factory sets: the task, the worktree, the broker's socket and the task's token.
+Factory's side (listing, tear-down, janitor, activity, API) runs in-process on the same engine.
+The pure rules are in tests/test_environment_rules.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,10 +33,11 @@ from temporalio.testing import ActivityEnvironment
 import docker_toolkit
 from activities.environments import CleanupEnvInput, EnvironmentActivities
 from api.routes.environments import router as environments_router
-from docker_toolkit._compose import build_override, check_compose_safety, pick_service, traefik_labels
 from factory.config import FactoryConfig
 from factory.environments import docker as environments
-from factory.environments.docker import EnvironmentInfo, Janitor, cleanup_task_environments, list_environments
+from factory.environments.broker import EnvironmentBroker
+from factory.environments.docker import cleanup_task_environments, list_environments
+from factory.environments.janitor import Janitor
 from tests.docker_fixtures import traefik_binary
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -54,31 +59,61 @@ def _new_task_id() -> int:
     return random.randrange(7_000_000, 9_000_000)
 
 
-def _env(task_id: int, worktree: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACTORY_")}
-    env.update(
-        PYTHONPATH=str(REPO_ROOT),
-        FACTORY_TASK_ID=str(task_id),
-        FACTORY_REPO="acme/widgets",
-        FACTORY_WORKTREE=str(worktree),
-        FACTORY_PREVIEW_DOMAIN=DOMAIN,
-        FACTORY_PREVIEW_SCHEME="http",
-        FACTORY_PREVIEW_NETWORK="factory-previews",
-        FACTORY_PREVIEW_ENTRYPOINT="web",
-        FACTORY_PREVIEW_CERT_RESOLVER="",
-        FACTORY_ENV_MAX_RUNNING="50",
-        FACTORY_ENV_DEFAULT_MEMORY="512m",
-        FACTORY_ENV_DEFAULT_CPUS="1.0",
+def _cfg(tmp: Path | None = None, **previews) -> FactoryConfig:
+    extra = {"workspace_root": str(tmp)} if tmp is not None else {}
+    return FactoryConfig(
+        previews={"domain": DOMAIN, "scheme": "http", "entrypoint": "web", "max_running": 50, **previews}, **extra
     )
-    env.update(extra)
-    return env
 
 
-def _toolkit(code: str, env: dict[str, str], cwd: Path) -> str:
-    """Run toolkit code as an agent would; its stdout, or fail with its stderr."""
-    proc = subprocess.run([PYTHON3, "-S", "-c", code], env=env, cwd=cwd, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, f"toolkit failed:\n{proc.stderr[-3000:]}"
-    return proc.stdout.strip()
+class Broker:
+    """A real broker serving from its own thread, as a worker's event loop would."""
+
+    def __init__(self, cfg: FactoryConfig):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.broker = EnvironmentBroker(cfg)
+        self.call(self.broker.start())
+
+    def call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=900)
+
+    def env(self, task_id: int, worktree: Path, token: str | None = None, **extra: str) -> dict[str, str]:
+        """The variables an agent of `task_id` gets (a fresh grant unless `token` is given)."""
+        if token is None:
+            token = self.broker.grant(task_id, str(worktree), "acme/widgets")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FACTORY_")}
+        env.update(
+            PYTHONPATH=str(REPO_ROOT),
+            FACTORY_TASK_ID=str(task_id),
+            FACTORY_REPO="acme/widgets",
+            FACTORY_WORKTREE=str(worktree),
+            FACTORY_BROKER_SOCKET=self.broker.socket_path,
+            FACTORY_BROKER_TOKEN=token,
+        )
+        env.update(extra)
+        return env
+
+    def close(self) -> None:
+        self.call(self.broker.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def broker(docker_engine: str, tmp_path_factory: pytest.TempPathFactory, previews_network: str) -> Iterator[Broker]:
+    b = Broker(_cfg(tmp_path_factory.mktemp("ws"), network=previews_network))
+    yield b
+    b.close()
+
+
+def _toolkit(code: str, env: dict[str, str], cwd: Path, *, ok: bool = True) -> subprocess.CompletedProcess:
+    """Run toolkit code as an agent would; fails the test with its stderr unless `ok` is False."""
+    proc = subprocess.run([PYTHON3, "-S", "-c", code], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    if ok:
+        assert proc.returncode == 0, f"toolkit failed:\n{proc.stderr[-3000:]}"
+    return proc
 
 
 def _docker_json(*args: str) -> list[dict]:
@@ -93,10 +128,10 @@ def _ids(what: str, task_id: int) -> list[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=30, check=True).stdout.split()
 
 
-def _write_app(worktree: Path, image: str, body: str, *, ports: bool = True, extra: str = "") -> Path:
+def _write_app(worktree: Path, image: str, body: str, *, ports: str = '["8080"]', extra: str = "") -> Path:
     (worktree / "www").mkdir(parents=True, exist_ok=True)
     (worktree / "www" / "index.html").write_text(body)
-    ports_line = '    ports: ["8080"]\n' if ports else ""
+    ports_line = f"    ports: {ports}\n" if ports else ""
     compose = worktree / "docker-compose.yml"
     compose.write_text(
         "services:\n"
@@ -104,6 +139,7 @@ def _write_app(worktree: Path, image: str, body: str, *, ports: bool = True, ext
         f"    image: {image}\n"
         '    command: ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]\n'
         f"{ports_line}"
+        "    labels: {traefik.enable: 'true', traefik.http.routers.mine.rule: 'Host(`evil.test`)', factory.url: 'http://evil'}\n"
         "    volumes:\n"
         "      - ./www:/www:ro\n"
         "      - data:/data\n"
@@ -118,13 +154,7 @@ def _write_app(worktree: Path, image: str, body: str, *, ports: bool = True, ext
 def task_id(docker_engine: str) -> Iterator[int]:
     tid = _new_task_id()
     yield tid
-    import asyncio
-
     asyncio.run(cleanup_task_environments(tid, ("test", "preview")))
-
-
-def _cfg(**previews) -> FactoryConfig:
-    return FactoryConfig(previews={"domain": DOMAIN, "scheme": "http", "entrypoint": "web", **previews})
 
 
 def _only(monkeypatch: pytest.MonkeyPatch, task_ids: set[int]) -> None:
@@ -137,169 +167,31 @@ def _only(monkeypatch: pytest.MonkeyPatch, task_ids: set[int]) -> None:
     monkeypatch.setattr(environments, "list_environments", scoped)
 
 
-# --- pure rules (no engine) ------------------------------------------------------------------
-
-
-def _rules(service: dict, worktree: str = "/work/wt", **top) -> list[str]:
-    return [v.rule for v in check_compose_safety({"services": {"app": service}, **top}, worktree)]
-
-
-def test_safety_rules_over_a_parsed_config():
-    assert _rules({"image": "x", "volumes": ["/work/wt/src:/src", "data:/data", "/anon"]}) == []
-    assert _rules({"privileged": True}) == ["privileged"]
-    assert _rules({"network_mode": "host"}) == ["network_mode: host"]
-    assert _rules({"pid": "host"}) == ["pid: host"]
-    assert _rules({"cap_add": ["NET_ADMIN", "CAP_SYS_ADMIN"]}) == ["cap_add"]
-    assert _rules({"cap_add": ["all"]}) == ["cap_add"]
-    assert _rules({"devices": ["/dev/fuse:/dev/fuse"]}) == ["devices"]
-    assert _rules({"volumes": ["/var/run/docker.sock:/var/run/docker.sock"]}) == ["docker.sock"]
-    assert _rules({"volumes": [{"type": "bind", "source": "/run/docker.sock", "target": "/d.sock"}]}) == ["docker.sock"]
-    assert _rules({"volumes": [{"type": "bind", "source": "/etc", "target": "/etc2"}]}) == [
-        "bind mount outside worktree"
-    ]
-    assert _rules({"volumes": ["/work/wt/../other:/x"]}) == ["bind mount outside worktree"]
-    assert _rules({"volumes": ["/work/wt-other:/x"]}) == ["bind mount outside worktree"]
-    assert _rules({}, volumes={"v": {"driver_opts": {"type": "none", "o": "bind", "device": "/home"}}}) == [
-        "bind mount outside worktree"
-    ]
-    assert _rules({}, secrets={"s": {"file": "/etc/shadow"}}) == ["bind mount outside worktree"]
-    err = docker_toolkit.UnsafeComposeError(check_compose_safety({"services": {"api": {"privileged": True}}}, "/w"))
-    assert "[privileged] service 'api'" in str(err)
-
-
-def test_override_labels_limits_and_preview_routing():
-    labels = {"factory.task": "7", "factory.kind": "preview", "factory.repo": "a/b", "factory.created": "1"}
-    config = {
-        "version": "3.9",
-        "services": {
-            "web": {"image": "x", "ports": [{"target": 3000}], "networks": {"front": None}},
-            "db": {"image": "y", "mem_limit": "64m", "deploy": {"resources": {"limits": {"cpus": "0.5"}}}},
-        },
-        "networks": {"front": {"driver": "bridge"}, "ext": {"external": True}},
-        "volumes": {"data": {}, "shared": {"external": True}},
-    }
-    preview = {
-        "service": "web",
-        "port": 3000,
-        "host": "task-7.p.example.com",
-        "network": "factory-previews",
-        "entrypoint": "websecure",
-        "cert_resolver": "le",
-        "domain": "p.example.com",
-        "url": "https://task-7.p.example.com",
-    }
-    ov = build_override(config, labels=labels, memory="512m", cpus=1.0, preview=preview)
-    assert ov["version"] == "3.9"
-    web, db = ov["services"]["web"], ov["services"]["db"]
-    assert web["mem_limit"] == "512m" and web["cpus"] == 1.0
-    assert "mem_limit" not in db and "cpus" not in db  # the file's own limits stand
-    assert web["networks"] == {"front": None, "factory-previews": None}
-    assert web["labels"]["traefik.http.routers.factory-task-7.rule"] == "Host(`task-7.p.example.com`)"
-    assert web["labels"]["traefik.http.routers.factory-task-7.tls.certresolver"] == "le"
-    assert web["labels"]["traefik.http.services.factory-task-7.loadbalancer.server.port"] == "3000"
-    assert "traefik.enable" not in db["labels"] and db["labels"]["factory.task"] == "7"
-    assert ov["networks"]["front"] == {"driver": "bridge", "labels": labels}
-    assert ov["networks"]["default"] == {"labels": labels}  # db is on the default network
-    assert ov["networks"]["factory-previews"] == {"external": True}
-    assert "ext" not in ov["networks"] and "shared" not in ov["volumes"]
-    assert ov["volumes"]["data"] == {"labels": labels}
-    assert "tls" not in " ".join(traefik_labels(service="w", port=1, host="h.d", network="n", entrypoint="web"))
-
-
-def test_compose_v2_json_config_shape():
-    """`docker compose config --format json` (v2): long-syntax mounts and ports, resolved names."""
-    config = {
-        "name": "factory-task-7-test",
-        "services": {
-            "web": {
-                "image": "x",
-                "networks": {"default": None},
-                "ports": [{"mode": "ingress", "target": 8080, "protocol": "tcp"}],
-                "volumes": [
-                    {"type": "bind", "source": "/w/www", "target": "/www", "read_only": True},
-                    {"type": "volume", "source": "data", "target": "/data", "volume": {}},
-                ],
-                "mem_limit": "67108864",
-            },
-            "bad": {
-                "image": "y",
-                "privileged": True,
-                "cap_add": ["SYS_ADMIN"],
-                "devices": [{"source": "/dev/fuse", "target": "/dev/fuse", "permissions": "rwm"}],
-                "volumes": [{"type": "bind", "source": "/var/run/docker.sock", "target": "/var/run/docker.sock"}],
-            },
-        },
-        "networks": {"default": {"name": "factory-task-7-test_default", "ipam": {}}},
-        "volumes": {"data": {"name": "factory-task-7-test_data"}},
-    }
-    found = {(v.service, v.rule) for v in check_compose_safety(config, "/w")}
-    assert found == {("bad", "privileged"), ("bad", "cap_add"), ("bad", "devices"), ("bad", "docker.sock")}
-    labels = {"factory.task": "7"}
-    ov = build_override(config, labels=labels, memory="512m", cpus=1.0)
-    assert "version" not in ov and "name" not in ov
-    assert "mem_limit" not in ov["services"]["web"] and ov["services"]["web"]["cpus"] == 1.0
-    assert ov["networks"]["default"]["name"] == "factory-task-7-test_default"
-    assert ov["networks"]["default"]["labels"] == labels
-    assert ov["volumes"]["data"] == {"name": "factory-task-7-test_data", "labels": labels}
-    assert pick_service(config, None, None) == ("web", 8080, True)
-
-
-def test_pick_service():
-    config = {"services": {"db": {"ports": ["5432"]}, "web": {"ports": ["127.0.0.1:8081:3000/tcp"]}}}
-    assert pick_service(config, None, None) == ("db", 5432, True)
-    assert pick_service(config, None, 3000) == ("web", 3000, True)
-    assert pick_service(config, "web", 9000) == ("web", 9000, False)
-    with pytest.raises(ValueError, match="pass service="):
-        pick_service(config, None, 9000)
-    assert pick_service({"services": {"only": {}}}, None, 80) == ("only", 80, False)
-
-
-async def test_janitor_rules():
-    j = Janitor(_cfg(max_age_hours=1), lambda _tid: None, now=lambda: 10_000.0)
-    test_env = EnvironmentInfo(name="factory-task-1-test", task_id=1, kind="test", created=9_000.0)
-    preview = EnvironmentInfo(name="factory-task-1-preview", task_id=1, kind="preview", created=9_000.0)
-    assert j.reason_to_remove(test_env, None) == "task is gone"
-    assert j.reason_to_remove(test_env, ("failed", None)) == "task failed"
-    assert j.reason_to_remove(test_env, ("in_progress", None)) is None
-    assert j.reason_to_remove(test_env, ("awaiting_input", None)) is None
-    assert j.reason_to_remove(preview, ("done", "open")) is None
-    assert j.reason_to_remove(preview, ("done", "merged")) == "pull request merged"
-    assert j.reason_to_remove(preview, ("done", "closed")) == "pull request closed"
-    old = EnvironmentInfo(name="factory-task-2-preview", task_id=2, kind="preview", created=1_000.0)
-    assert j.reason_to_remove(old, ("in_progress", "open")) == "older than 1h"
-
-
-async def test_docker_missing_is_not_an_error(monkeypatch, tmp_path):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no docker CLI at all
-    assert await list_environments() == []
-    assert await environments.tear_down("factory-task-1-test") is False
-    assert await cleanup_task_environments(1, ("test", "preview")) == 0
-    assert await Janitor(_cfg(), lambda _tid: None).run_once() == []
-
-
-# --- on a real engine ------------------------------------------------------------------------
+# --- through the broker, on a real engine ------------------------------------------------------
 
 
 @pytest.mark.docker
-async def test_test_env_answers_is_labelled_limited_and_cleaned_up(task_id, busybox_image, tmp_path):
+async def test_test_env_answers_is_labelled_limited_and_cleaned_up(broker, task_id, busybox_image, tmp_path):
     wt = tmp_path / "wt"
     extra = (
         "  other:\n"
         f"    image: {busybox_image}\n"
         '    command: ["/bin/busybox", "httpd", "-f", "-p", "9090", "-h", "/"]\n'
         "    mem_limit: 64m\n"
+        "    pids_limit: 20\n"
+        '    ports: ["0.0.0.0::9090"]\n'
     )
     _write_app(wt, busybox_image, f"hello from task {task_id}", extra=extra)
+    (wt / "sub").mkdir()
+    out = _toolkit(
+        "from docker_toolkit import spin_up_test_env; print(spin_up_test_env('../docker-compose.yml', service_port=8080))",
+        broker.env(task_id, wt),
+        wt / "sub",  # relative to where the agent stands
+    ).stdout.strip()
+    assert out.startswith("http://127.0.0.1:")
+    assert httpx.get(out + "/index.html", timeout=10).text == f"hello from task {task_id}"
 
-    url = _toolkit(
-        "from docker_toolkit import spin_up_test_env; print(spin_up_test_env('docker-compose.yml', service_port=8080))",
-        _env(task_id, wt),
-        wt,
-    )
-    assert url.startswith("http://127.0.0.1:")
-    assert httpx.get(url + "/index.html", timeout=10).text == f"hello from task {task_id}"
-
-    # labels on every container, network and volume
+    # labels on every container, network and volume; the agent's own traefik.*/factory.* labels dropped
     containers = _docker_json("inspect", *_ids("container", task_id))
     networks = _docker_json("network", "inspect", *_ids("network", task_id))
     volumes = _docker_json("volume", "inspect", *_ids("volume", task_id))
@@ -309,12 +201,19 @@ async def test_test_env_answers_is_labelled_limited_and_cleaned_up(task_id, busy
         assert labels["factory.kind"] == "test"
         assert labels["factory.repo"] == "acme/widgets"
         assert abs(int(labels["factory.created"]) - time.time()) < 600
+        assert not any(k.startswith("traefik.") for k in labels) and "factory.url" not in labels
 
-    # default limits where the file sets none; the file's own limit stands
+    # default limits where the file sets none; the file's own limits stand; ports on 127.0.0.1 only
     by_service = {c["Config"]["Labels"]["com.docker.compose.service"]: c["HostConfig"] for c in containers}
     assert by_service["web"]["Memory"] == 512 * 1024 * 1024
     assert by_service["web"]["NanoCpus"] == 1_000_000_000
-    assert by_service["other"]["Memory"] == 64 * 1024 * 1024
+    assert by_service["web"]["PidsLimit"] == 512
+    assert by_service["other"]["Memory"] == 64 * 1024 * 1024 and by_service["other"]["PidsLimit"] == 20
+    bindings = [b for c in containers for bs in c["NetworkSettings"]["Ports"].values() for b in bs or []]
+    assert len(bindings) == 2 and {b["HostIp"] for b in bindings} == {"127.0.0.1"}
+    # the egress proxy may let this task's agent reach exactly those ports
+    assert broker.broker.allowed_targets(task_id) == {("127.0.0.1", int(b["HostPort"])) for b in bindings}
+    assert broker.broker.allowed_targets(task_id + 1) == set()
 
     [env] = await list_environments(task_id=task_id)
     assert (env.name, env.kind, env.repo, env.status) == (
@@ -323,63 +222,111 @@ async def test_test_env_answers_is_labelled_limited_and_cleaned_up(task_id, busy
         "acme/widgets",
         "running",
     )
-    assert len(env.containers) == 2 and env.networks and env.volumes
 
     # the task ends: its activity removes containers AND network AND volume
-    acts = EnvironmentActivities(_cfg())
+    acts = EnvironmentActivities(_cfg(), broker.broker)
     removed = await ActivityEnvironment().run(acts.cleanup_task_environments, CleanupEnvInput(task_id, ["test"]))
     assert removed == 1
     assert _ids("container", task_id) == [] and _ids("network", task_id) == [] and _ids("volume", task_id) == []
     assert await list_environments(task_id=task_id) == []
+    assert broker.broker.allowed_targets(task_id) == set()
+
+
+UNSAFE = [
+    ("    privileged: true\n", "[privileged] service 'web'"),
+    ("    network_mode: host\n", "[network_mode: host] service 'web'"),
+    ("    network_mode: 'container:traefik'\n", "[network_mode: container] service 'web'"),
+    ("    pid: host\n", "[pid: host] service 'web'"),
+    ("    pid: 'container:traefik'\n", "[pid: container] service 'web'"),
+    ("    ipc: host\n", "[ipc: host] service 'web'"),
+    ("    userns_mode: host\n", "[userns_mode: host] service 'web'"),
+    ("    cgroup_parent: /system.slice\n", "[cgroup_parent] service 'web'"),
+    ("    cap_add: [SYS_ADMIN]\n", "[cap_add] service 'web'"),
+    ("    security_opt: ['seccomp:unconfined']\n", "[security_opt] service 'web'"),
+    ("    devices: ['/dev/null:/dev/x']\n", "[devices] service 'web'"),
+    ("    volumes_from: ['container:traefik']\n", "[volumes_from] service 'web'"),
+    ("    volumes: ['/var/run/docker.sock:/var/run/docker.sock']\n", "[docker.sock] service 'web'"),
+    ("    volumes: ['/etc:/host-etc:ro']\n", "[bind mount outside worktree] service 'web'"),
+    ("    volumes: ['../outside:/x']\n", "[bind mount outside worktree] service 'web'"),
+    ("    volumes: ['./escape:/x']\n", "[bind mount outside worktree] service 'web'"),  # a symlink to /
+    ("    env_file: ../secrets.env\n", "[env_file outside worktree] service 'web'"),
+    ("    extends: {file: ../base.yml, service: base}\n", "[extends outside worktree] service 'web'"),
+    ("    build: {context: ..}\n", "[build context outside worktree] service 'web'"),
+    ("    volumes: ['ext:/x']\nvolumes:\n  ext: {external: true}\n", "[external volume] service 'volume:ext'"),
+    (
+        "    volumes: ['hostroot:/x']\nvolumes:\n  hostroot: {driver_opts: {type: none, o: bind, device: /}}\n",
+        "[bind mount outside worktree] service 'volume:hostroot'",
+    ),
+    ("    networks: [other]\nnetworks:\n  other: {external: true}\n", "[external network] service 'network:other'"),
+]
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize(
-    ("snippet", "rule"),
-    [
-        ("    privileged: true\n", "[privileged] service 'web'"),
-        ("    network_mode: host\n", "[network_mode: host] service 'web'"),
-        ("    pid: host\n", "[pid: host] service 'web'"),
-        ("    cap_add: [SYS_ADMIN]\n", "[cap_add] service 'web'"),
-        ("    devices: ['/dev/null:/dev/x']\n", "[devices] service 'web'"),
-        ("    volumes: ['/var/run/docker.sock:/var/run/docker.sock']\n", "[docker.sock] service 'web'"),
-        ("    volumes: ['/etc:/host-etc:ro']\n", "[bind mount outside worktree] service 'web'"),
-        ("    volumes: ['../outside:/x']\n", "[bind mount outside worktree] service 'web'"),
-    ],
-)
-def test_unsafe_compose_files_are_refused(task_id, busybox_image, tmp_path, monkeypatch, snippet, rule):
+@pytest.mark.parametrize(("snippet", "rule"), UNSAFE, ids=[r for _s, r in UNSAFE])
+def test_unsafe_compose_files_are_refused_with_the_rule_named(
+    broker, task_id, busybox_image, tmp_path, monkeypatch, snippet, rule
+):
     wt = tmp_path / "wt"
     wt.mkdir()
+    (tmp_path / "secrets.env").write_text("GITHUB_TOKEN=ghp_not_yours\n")
+    (tmp_path / "base.yml").write_text(f"services:\n  base:\n    image: {busybox_image}\n")
+    (wt / "escape").symlink_to("/")
     (wt / "docker-compose.yml").write_text(f"services:\n  web:\n    image: {busybox_image}\n{snippet}")
-    for k, v in _env(task_id, wt).items():
+    for k, v in broker.env(task_id, wt).items():
         if k.startswith("FACTORY_"):
             monkeypatch.setenv(k, v)
     monkeypatch.chdir(wt)
     with pytest.raises(docker_toolkit.UnsafeComposeError) as err:
         docker_toolkit.spin_up_test_env("docker-compose.yml", service_port=80)
     assert rule in str(err.value)
+    assert any(rule.startswith(f"[{v.rule}]") for v in err.value.violations)
     assert _ids("container", task_id) == [] and _ids("network", task_id) == []
 
 
 @pytest.mark.docker
-def test_agents_see_the_refusal(task_id, busybox_image, tmp_path):
+def test_agents_see_the_refusal(broker, task_id, busybox_image, tmp_path):
     wt = tmp_path / "wt"
     wt.mkdir()
     (wt / "docker-compose.yml").write_text(f"services:\n  web:\n    image: {busybox_image}\n    privileged: true\n")
-    proc = subprocess.run(
-        [PYTHON3, "-S", "-c", "from docker_toolkit import spin_up_test_env; spin_up_test_env(service_port=80)"],
-        env=_env(task_id, wt),
-        cwd=wt,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    code = "from docker_toolkit import spin_up_test_env; spin_up_test_env(service_port=80)"
+    proc = _toolkit(code, broker.env(task_id, wt), wt, ok=False)
     assert proc.returncode != 0
     assert "UnsafeComposeError" in proc.stderr and "[privileged] service 'web'" in proc.stderr
 
 
 @pytest.mark.docker
-async def test_janitor_removes_gone_and_finished_tasks_and_old_envs(busybox_image, tmp_path, monkeypatch):
+def test_the_broker_wants_this_tasks_live_token(broker, task_id, busybox_image, tmp_path):
+    wt = tmp_path / "wt"
+    _write_app(wt, busybox_image, "tokens")
+    code = "from docker_toolkit import spin_up_test_env; spin_up_test_env(service_port=8080)"
+
+    def refused(env: dict[str, str]) -> str:
+        proc = _toolkit(code, env, wt, ok=False)
+        assert proc.returncode != 0 and "DockerToolkitError" in proc.stderr
+        return proc.stderr
+
+    assert "401" in refused(broker.env(task_id, wt, token="not-a-token"))
+    revoked = broker.env(task_id, wt)["FACTORY_BROKER_TOKEN"]
+    broker.broker.revoke(task_id)
+    assert "401" in refused(broker.env(task_id, wt, token=revoked))
+    other = broker.env(task_id + 1, wt)["FACTORY_BROKER_TOKEN"]
+    assert "403" in refused(broker.env(task_id, wt, token=other))  # another task's token, for this task
+    broker.broker.revoke(task_id + 1)
+    # a regrant replaces the earlier token
+    first = broker.env(task_id, wt)["FACTORY_BROKER_TOKEN"]
+    second = broker.env(task_id, wt)["FACTORY_BROKER_TOKEN"]
+    assert "401" in refused(broker.env(task_id, wt, token=first))
+    bad_port = "from docker_toolkit import spin_up_test_env; spin_up_test_env(service_port=70000)"
+    proc = _toolkit(bad_port, broker.env(task_id, wt, token=second), wt, ok=False)
+    assert "400" in proc.stderr and "port must be" in proc.stderr
+    outside = "from docker_toolkit import spin_up_test_env; spin_up_test_env('/etc/hostname')"
+    assert "outside the worktree" in _toolkit(outside, broker.env(task_id, wt, token=second), wt, ok=False).stderr
+    assert _ids("container", task_id) == []
+    broker.broker.revoke(task_id)
+
+
+@pytest.mark.docker
+async def test_janitor_removes_gone_and_finished_tasks_and_old_envs(broker, busybox_image, tmp_path, monkeypatch):
     gone, finished, active = _new_task_id(), _new_task_id(), _new_task_id()
     procs = []
     for tid in (gone, finished, active):
@@ -389,25 +336,31 @@ async def test_janitor_removes_gone_and_finished_tasks_and_old_envs(busybox_imag
         procs.append(
             subprocess.Popen(
                 [PYTHON3, "-S", "-c", code],
-                env=_env(tid, wt),
+                env=broker.env(tid, wt),
                 cwd=wt,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-            )
+            )  # fmt: skip
         )
     try:
         for p in procs:
-            out, err = p.communicate(timeout=180)
+            _out, err = p.communicate(timeout=300)
             assert p.returncode == 0, err[-3000:]
 
         # the host limit counts running environments
-        wt = tmp_path / f"wt-{gone}"
-        for k, v in _env(_new_task_id(), wt, FACTORY_ENV_MAX_RUNNING="1").items():
-            if k.startswith("FACTORY_"):
-                monkeypatch.setenv(k, v)
-        with pytest.raises(docker_toolkit.EnvironmentLimitError, match="FACTORY_ENV_MAX_RUNNING=1"):
-            docker_toolkit.spin_up_test_env(str(wt / "docker-compose.yml"))
+        small = Broker(_cfg(tmp_path / "ws-small", max_running=1))
+        try:
+            wt = tmp_path / f"wt-{gone}"
+            proc = _toolkit(
+                "from docker_toolkit import spin_up_test_env; spin_up_test_env()",
+                small.env(_new_task_id(), wt),
+                wt,
+                ok=False,
+            )
+            assert "EnvironmentLimitError" in proc.stderr and "max_running=1" in proc.stderr
+        finally:
+            small.close()
 
         _only(monkeypatch, {gone, finished, active})
         states = {finished: ("done", None), active: ("in_progress", None)}
@@ -427,10 +380,10 @@ async def test_janitor_removes_gone_and_finished_tasks_and_old_envs(busybox_imag
 
 
 @pytest.mark.docker
-async def test_api_lists_and_deletes(task_id, busybox_image, tmp_path):
+async def test_api_lists_and_deletes(broker, task_id, busybox_image, tmp_path):
     wt = tmp_path / "wt"
     _write_app(wt, busybox_image, "api")
-    _toolkit("from docker_toolkit import spin_up_test_env; spin_up_test_env()", _env(task_id, wt), wt)
+    _toolkit("from docker_toolkit import spin_up_test_env; spin_up_test_env()", broker.env(task_id, wt), wt)
     app = FastAPI()
     app.include_router(environments_router)
     name = f"factory-task-{task_id}-test"
@@ -451,7 +404,18 @@ async def test_api_lists_and_deletes(task_id, busybox_image, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def previews_network(docker_engine: str) -> Iterator[str]:
+def other_networks(docker_engine: str) -> Iterator[list[str]]:
+    """Bridge networks of someone else on the engine, as real hosts have (issue 12: previews broke then)."""
+    names = [f"other-team-net-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for name in names:
+        subprocess.run(["docker", "network", "create", name], check=True, capture_output=True, timeout=30)
+    yield names
+    for name in names:
+        subprocess.run(["docker", "network", "rm", name], capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def previews_network(docker_engine: str, other_networks: list[str]) -> Iterator[str]:
     name = f"factory-previews-test-{uuid.uuid4().hex[:8]}"
     subprocess.run(["docker", "network", "create", name], check=True, capture_output=True, timeout=30)
     yield name
@@ -474,12 +438,15 @@ def traefik(previews_network: str, tmp_path_factory: pytest.TempPathFactory) -> 
         f"--providers.docker.network={previews_network}",
         "--ping=true",
         "--ping.entryPoint=web",
+        "--accesslog=true",
         "--global.checkNewVersion=false",
         "--global.sendAnonymousUsage=false",
         "--log.level=DEBUG",
     ]
+    # Traefik's backends honour HTTP(S)_PROXY: a proxy of the test machine must not sit between them
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
     with open(log, "w") as f:
-        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -517,30 +484,37 @@ def _poll_status(url: str, host: str, want: int, timeout: float = 30) -> httpx.R
 
 @pytest.mark.docker
 async def test_preview_routed_by_traefik_and_removed_when_pr_closes(
-    task_id,
-    busybox_image,
-    tmp_path,
-    traefik,
-    previews_network,
-    monkeypatch,
+    broker, task_id, busybox_image, tmp_path, traefik, previews_network, other_networks, monkeypatch
 ):
     wt = tmp_path / "wt"
-    _write_app(wt, busybox_image, f"preview of task {task_id}", ports=False)
-    env = _env(task_id, wt, FACTORY_PREVIEW_NETWORK=previews_network)
-    url = _toolkit(
-        "from docker_toolkit import spin_up_preview_env; print(spin_up_preview_env('docker-compose.yml', 'web', 8080))",
-        env,
+    # the service also sits on a network of its own besides the project's default one
+    _write_app(
         wt,
+        busybox_image,
+        f"preview of task {task_id}",
+        ports="",
+        extra="    networks: [default, back]\nnetworks:\n  back: {}\n",
     )
+    env = broker.env(task_id, wt)
+    code = (
+        "from docker_toolkit import spin_up_preview_env; print(spin_up_preview_env('docker-compose.yml', 'web', 8080))"
+    )
+    url = _toolkit(code, env, wt).stdout.strip()
     host = f"task-{task_id}.{DOMAIN}"
     assert url == f"http://{host}"
 
     r = _poll_status(traefik, host, 200)
     assert r.text == f"preview of task {task_id}"
     assert httpx.get(traefik + "/index.html", headers={"Host": f"task-1.{DOMAIN}"}, timeout=5).status_code == 404
+    # the agent's own router label was dropped
+    assert httpx.get(traefik + "/index.html", headers={"Host": "evil.test"}, timeout=5).status_code == 404
 
     [info] = await list_environments(task_id=task_id, kind="preview")
     assert info.url == url and info.status == "running"
+    assert await environments.preview_url_of(task_id) == url
+    [c] = _docker_json("inspect", *_ids("container", task_id))
+    ip = c["NetworkSettings"]["Networks"][previews_network]["IPAddress"]
+    assert (ip, 8080) in broker.broker.allowed_targets(task_id)
 
     _only(monkeypatch, {task_id})
     open_pr = Janitor(_cfg(network=previews_network), lambda _tid: ("done", "open"))
@@ -549,5 +523,6 @@ async def test_preview_routed_by_traefik_and_removed_when_pr_closes(
     assert await closed_pr.run_once() == [f"factory-task-{task_id}-preview"]
     assert _ids("container", task_id) == [] and _ids("network", task_id) == []
     _poll_status(traefik, host, 404)
+    assert await environments.preview_url_of(task_id) is None
     # the shared previews network is not the environment's: it stays
     assert subprocess.run(["docker", "network", "inspect", previews_network], capture_output=True).returncode == 0

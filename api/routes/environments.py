@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel
 
+from api.deps import IdQuery
+from api.errors import responses
 from factory.environments import docker as environments
 from factory.environments.compose import parse_project_name
 
@@ -31,17 +33,17 @@ class EnvironmentRemoved(BaseModel):
     removed: bool = True
 
 
-@router.get("", response_model=list[EnvironmentPublic])
+@router.get("", response_model=list[EnvironmentPublic], responses=responses(422))
 async def list_environments(
-    task_id: int | None = None, kind: Literal["test", "preview"] | None = Query(default=None)
+    task_id: IdQuery = None, kind: Literal["test", "preview"] | None = Query(default=None)
 ) -> list[EnvironmentPublic]:
     """List labelled environments, optionally of one task and/or kind."""
     envs = await environments.list_environments(task_id=task_id, kind=kind)
     return [EnvironmentPublic.model_validate(e, from_attributes=True) for e in envs]
 
 
-@router.delete("/{name}", response_model=EnvironmentRemoved)
-async def delete_environment(name: str) -> EnvironmentRemoved:
+@router.delete("/{name}", response_model=EnvironmentRemoved, responses=responses(404, 422))
+async def delete_environment(name: Annotated[str, Path(max_length=200)]) -> EnvironmentRemoved:
     """Remove one environment (containers, networks, volumes) by its project name."""
     if parse_project_name(name) is None:
         raise HTTPException(404, f"{name!r} is not an environment name (factory-task-<id>-test|preview)")

@@ -1,10 +1,9 @@
-"""Factory's side of the agents' Docker environments: find, remove, and sweep them.
+"""The docker CLI calls behind the agents' environments: run compose, find, inspect, remove.
 
-Agents start environments with `docker_toolkit`; every container, network and volume
-they get carries the labels `factory.task`, `factory.kind` (test | preview),
-`factory.repo` and `factory.created`. This module finds environments by those labels
-with the docker CLI, so it works whichever compose version started them and whether or
-not the agent is still alive.
+Only Factory runs docker (agents ask the broker). Every container, network and volume of
+an environment carries the labels `factory.task`, `factory.kind` (test | preview),
+`factory.repo` and `factory.created`; this module finds environments by those labels, so
+it works whichever compose version started them and whatever became of the agent.
 
 Docker being missing or its engine down is not a task's problem: every function here
 logs a warning and returns an empty result instead of raising.
@@ -13,35 +12,36 @@ logs a warning and returns an empty result instead of raising.
 from __future__ import annotations
 
 import asyncio
-import inspect
+import contextlib
 import json
 import logging
+import os
 import shutil
-import tempfile
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from docker_toolkit._compose import (
+from factory.environments.compose import (
     LABEL_CREATED,
     LABEL_KIND,
+    LABEL_PROJECT,
     LABEL_REPO,
+    LABEL_SERVICE,
+    LABEL_SNAPSHOT,
     LABEL_TASK,
     LABEL_URL,
     parse_project_name,
-    preview_url,
     project_name,
 )
-from factory.config import FactoryConfig
 
 log = logging.getLogger(__name__)
 
-FINISHED_STATUSES = frozenset({"done", "failed", "cancelled"})
-CLOSED_PR_STATES = frozenset({"merged", "closed"})
-
 DOCKER_TIMEOUT_S = 30.0
+
+# compose interpolates ${VAR} from its environment: it gets none of Factory's, so an agent's
+# file cannot copy a secret of the worker into a container it then reads
+_COMPOSE_ENV_KEYS = ("PATH", "LANG", "DOCKER_HOST", "DOCKER_CONFIG", "DOCKER_CONTEXT", "DOCKER_CERT_PATH",
+                     "DOCKER_TLS_VERIFY")  # fmt: skip
 
 
 class DockerUnavailable(Exception):
@@ -64,38 +64,86 @@ class EnvironmentInfo:
     volumes: list[str] = field(default_factory=list)
 
 
-TaskState = tuple[str, str | None]
-"""(task status, pr_state) as the janitor's `task_lookup` returns it."""
+def compose_environment() -> dict[str, str]:
+    """The environment docker and compose run with: the engine's address and nothing of Factory's."""
+    env = {k: os.environ[k] for k in _COMPOSE_ENV_KEYS if k in os.environ}
+    env.setdefault("PATH", os.defpath)
+    return env
 
-TaskLookup = Callable[[int], "TaskState | None | Awaitable[TaskState | None]"]
 
-
-async def _docker(*args: str, timeout: float = DOCKER_TIMEOUT_S) -> tuple[int, str, str]:
-    """Run `docker ARGS`; (returncode, stdout, stderr). Raises DockerUnavailable."""
+async def run(*args: str, timeout: float = DOCKER_TIMEOUT_S, cwd: str | None = None) -> tuple[int, str, str]:
+    """Run ARGS (docker or compose); (returncode, stdout, stderr). Raises DockerUnavailable."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            "docker",
             *args,
+            cwd=cwd,
+            env=compose_environment(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
     except FileNotFoundError as exc:
-        raise DockerUnavailable("the docker CLI is not installed") from exc
+        raise DockerUnavailable(f"{args[0]} is not installed") from exc
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError as exc:
-        proc.kill()
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
         await proc.wait()
-        raise DockerUnavailable(f"docker {args[0]} took longer than {timeout:.0f}s") from exc
-    except asyncio.CancelledError:
-        proc.kill()
-        await proc.wait()
-        raise
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        raise DockerUnavailable(f"{' '.join(args[:3])} took longer than {timeout:.0f}s") from exc
     stderr = err.decode(errors="replace")
     if proc.returncode != 0 and ("Cannot connect to the Docker daemon" in stderr or "error during connect" in stderr):
         raise DockerUnavailable(stderr.strip())
     return proc.returncode or 0, out.decode(errors="replace"), stderr
+
+
+async def _docker(*args: str, timeout: float = DOCKER_TIMEOUT_S) -> tuple[int, str, str]:
+    return await run("docker", *args, timeout=timeout)
+
+
+_compose_cmd: tuple[str, ...] | None = None
+
+
+async def compose_command() -> tuple[str, ...]:
+    """`docker compose` (the v2 plugin) when it works, else `docker-compose` (v1). Raises DockerUnavailable."""
+    global _compose_cmd
+    if _compose_cmd is None:
+        try:
+            rc, _out, _err = await run("docker", "compose", "version")
+        except DockerUnavailable:
+            rc = 1
+        if rc == 0:
+            _compose_cmd = ("docker", "compose")
+        elif shutil.which("docker-compose", path=compose_environment()["PATH"]):
+            _compose_cmd = ("docker-compose",)
+        else:
+            raise DockerUnavailable("neither `docker compose` nor `docker-compose` works on this host")
+    return _compose_cmd
+
+
+def is_compose_v1(cmd: Iterable[str]) -> bool:
+    """Whether `cmd` is the Python docker-compose (v1), whose `config` speaks YAML only."""
+    return tuple(cmd) == ("docker-compose",)
+
+
+async def project_containers(project: str, service: str | None = None) -> list[dict[str, Any]]:
+    """`docker inspect` of a compose project's containers (of one service when given)."""
+    filters = ["--filter", f"label={LABEL_PROJECT}={project}"]
+    if service is not None:
+        filters += ["--filter", f"label={LABEL_SERVICE}={service}"]
+    return await _inspect(("container",), filters)
+
+
+async def running_environments() -> set[tuple[str, str]]:
+    """(task id, kind) of every environment with a running container on this engine."""
+    rc, out, err = await _docker(
+        "ps", "--filter", f"label={LABEL_KIND}", "--format", '{{.Label "factory.task"}} {{.Label "factory.kind"}}'
+    )
+    if rc != 0:
+        raise DockerUnavailable(err.strip())
+    return {(p[0], p[1]) for p in (line.split() for line in out.splitlines()) if len(p) == 2}
 
 
 def _label_filters(task_id: int | None, kind: str | None) -> list[str]:
@@ -184,12 +232,22 @@ async def list_environments(task_id: int | None = None, kind: str | None = None)
         return []
 
 
+def _remove_snapshots(containers: list[dict[str, Any]], project: str) -> None:
+    """Delete the copy of the worktree a preview ran from (named by Factory's own label)."""
+    for c in containers:
+        snap = _labels(c).get(LABEL_SNAPSHOT, "")
+        # only ever a `<...>/previews/<this project>` directory, whatever a label says
+        if snap and os.path.basename(snap) == project and os.path.basename(os.path.dirname(snap)) == "previews":
+            shutil.rmtree(snap, ignore_errors=True)
+
+
 async def _remove(task_id: int, kind: str) -> bool:
     filters = _label_filters(task_id, kind)
     found = False
     rc, out, err = await _docker("container", "ls", "-aq", *filters)
     if ids := out.split():
         found = True
+        _remove_snapshots(await _inspect(("container",), filters), project_name(task_id, kind))
         rc, _out, err = await _docker("rm", "-f", "-v", *ids, timeout=120)
         if rc != 0:
             log.warning("removing containers of %s: %s", project_name(task_id, kind), err.strip())
@@ -204,10 +262,6 @@ async def _remove(task_id: int, kind: str) -> bool:
     rc, out, err = await _docker("image", "ls", "-q", *filters)
     if ids := sorted(set(out.split())):
         await _docker("image", "rm", "-f", *ids, timeout=120)
-    # the toolkit's generated override file, when the agent ran on this host
-    shutil.rmtree(
-        Path(tempfile.gettempdir()) / "factory-docker-toolkit" / project_name(task_id, kind), ignore_errors=True
-    )
     return found
 
 
@@ -228,6 +282,16 @@ async def tear_down(name: str) -> bool:
         return False
 
 
+async def preview_url_of(task_id: int) -> str | None:
+    """The URL of the task's running preview, from the label Factory put on it; None when none runs.
+
+    Agents hold no Docker socket and their own `factory.*` labels are dropped, so this is
+    Factory's record of what it started, never something an agent wrote.
+    """
+    envs = await list_environments(task_id=task_id, kind="preview")
+    return next((e.url for e in envs if e.url and e.status in ("running", "partial")), None)
+
+
 async def cleanup_task_environments(task_id: int, kinds: Iterable[str] = ("test",)) -> int:
     """Remove a task's environments of the given kinds; how many were removed."""
     removed = 0
@@ -235,96 +299,3 @@ async def cleanup_task_environments(task_id: int, kinds: Iterable[str] = ("test"
         if await tear_down(project_name(task_id, kind)):
             removed += 1
     return removed
-
-
-def preview_url_for(cfg: FactoryConfig, task_id: int) -> str:
-    """The URL a task's preview has (or would have)."""
-    return preview_url(task_id, cfg.previews.domain, cfg.previews.scheme)
-
-
-class Janitor:
-    """Removes environments nobody needs any more.
-
-    - a test environment whose task is gone or finished (done, failed, cancelled);
-    - a preview whose task is gone or whose pull request is merged or closed;
-    - anything older than `previews.max_age_hours`.
-
-    Args:
-        cfg: Factory's config (`previews.max_age_hours`).
-        task_lookup: `task_id -> (status, pr_state)`, or None when there is no such
-            task; may be sync or async. When it raises, that environment is kept.
-        now: the clock, for tests.
-    """
-
-    def __init__(self, cfg: FactoryConfig, task_lookup: TaskLookup, *, now: Callable[[], float] = time.time):
-        self.cfg = cfg
-        self.task_lookup = task_lookup
-        self.now = now
-
-    async def _lookup(self, task_id: int) -> TaskState | None:
-        res = self.task_lookup(task_id)
-        if inspect.isawaitable(res):
-            res = await res
-        return res  # type: ignore[return-value]
-
-    def _too_old(self, env: EnvironmentInfo) -> str | None:
-        max_age_s = self.cfg.previews.max_age_hours * 3600
-        if env.created is not None and self.now() - env.created > max_age_s:
-            return f"older than {self.cfg.previews.max_age_hours:g}h"
-        return None
-
-    def reason_to_remove(self, env: EnvironmentInfo, state: TaskState | None) -> str | None:
-        """Why `env` should go, or None to keep it."""
-        if reason := self._too_old(env):
-            return reason
-        if state is None:
-            return "task is gone"
-        status, pr_state = state
-        if env.kind == "test" and str(status) in FINISHED_STATUSES:
-            return f"task {status}"
-        if env.kind == "preview" and str(pr_state or "") in CLOSED_PR_STATES:
-            return f"pull request {pr_state}"
-        return None
-
-    async def run_once(self) -> list[str]:
-        """One sweep; the names of the environments removed."""
-        removed: list[str] = []
-        for env in await list_environments():
-            reason = self._too_old(env)
-            if reason is None:
-                try:
-                    state = await self._lookup(env.task_id)
-                except Exception:
-                    log.warning("janitor: looking up task %s failed; keeping %s", env.task_id, env.name, exc_info=True)
-                    continue
-                reason = self.reason_to_remove(env, state)
-            if reason and await tear_down(env.name):
-                log.info("janitor: removed %s (%s)", env.name, reason)
-                removed.append(env.name)
-        return removed
-
-
-async def janitor_loop(janitor: Janitor, interval_s: float) -> None:
-    """Sweep at start and then every `interval_s` seconds, until cancelled."""
-    while True:
-        try:
-            await janitor.run_once()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("janitor sweep failed")
-        await asyncio.sleep(interval_s)
-
-
-async def remove_previews_of_closed_pr(event: Any) -> None:
-    """`factory.events.on_pr_closed` hook: a merged or closed PR's previews go at once."""
-    for task_id in getattr(event, "task_ids", []):
-        if await tear_down(project_name(task_id, "preview")):
-            log.info("removed the preview of task %s: its pull request closed", task_id)
-
-
-def install_pr_hook() -> None:
-    from factory import events
-
-    if remove_previews_of_closed_pr not in events.on_pr_closed:
-        events.on_pr_closed.append(remove_previews_of_closed_pr)
