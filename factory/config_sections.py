@@ -103,6 +103,8 @@ class GithubConfig(_Model):
     web_url: str = "https://github.com"
     webhook_secret: str = ""
     pr_poll_minutes: float = 10
+    # logins whose reviews drive revisions besides the repo's owners, members and collaborators
+    allowed_users: list[str] = Field(default_factory=list)
 
 
 class TemporalConfig(_Model):

@@ -17,14 +17,16 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from api.launch import LaunchError
-from factory import events
 from factory.contracts import TaskEvent
-from factory.integrations.github.inbound import valid_signature
+from factory.domain.signing import valid_hmac_sha256
 from factory.integrations.plane.client import html_to_text
-from factory.integrations.telegram.client import MAX_CHARS, clip, format_event
+from factory.integrations.telegram.client import MAX_CHARS, clip_escaped
+from factory.integrations.telegram.notifier import format_event
+from factory.launcher import LaunchError
+from factory.specs import workflow_definitions
 from factory.store.tables import Question, Task, session_scope
 from tests.conftest import remote_file
+from tests.fakes import github_webhooks as ghw
 from tests.fakes.anthropic import Fail, Text, ToolUse
 from tests.fakes.plane import FakePlane, signed
 from tests.fakes.telegram import FakeTelegram
@@ -116,66 +118,62 @@ async def test_plane_issue_queued_runs_labelled_task_reports_back_and_merge_move
         sc,
         [[ToolUse("Bash", {"command": "echo from plane > plane.txt"})], Text("Wrote plane.txt as the issue asked.")],
     )
-    closed: list[events.PrClosed] = []
-    events.on_pr_closed.append(closed.append)
-    try:
-        async with start_factory(
-            plane=plane.config(webhook_secret=PLANE_SECRET), github={"webhook_secret": GH_SECRET}
-        ) as h:
-            issue = str(uuid.uuid4())
-            payload = plane.issue_payload(
-                issue,
-                "queued",
-                labels=["repo:demo", "devops"],
-                name="Write plane.txt",
-                description_html=f"<p>Please write <b>plane.txt</b>.</p><p>[[scenario:{sc}]]</p>",
-            )
-            # a bad or missing signature makes nothing
-            assert (await post_plane(h, payload, signature="0" * 64)).status_code == 403
-            assert (await post_plane(h, payload, signature="")).status_code == 403
-            assert issue_tasks(h, issue) == []
+    async with start_factory(
+        plane=plane.config(webhook_secret=PLANE_SECRET), github={"webhook_secret": GH_SECRET}
+    ) as h:
+        issue = str(uuid.uuid4())
+        payload = plane.issue_payload(
+            issue,
+            "queued",
+            labels=["repo:demo", "devops"],
+            name="Write plane.txt",
+            description_html=f"<p>Please write <b>plane.txt</b>.</p><p>[[scenario:{sc}]]</p>",
+        )
+        # a bad or missing signature makes nothing
+        assert (await post_plane(h, payload, signature="0" * 64)).status_code == 403
+        assert (await post_plane(h, payload, signature="")).status_code == 403
+        assert issue_tasks(h, issue) == []
 
-            delivery = str(uuid.uuid4())
-            r = await post_plane(h, payload, delivery=delivery)
-            assert r.status_code == 200, r.text
-            assert r.json()["status"] == "started"
-            task_id = r.json()["task_id"]
-            # the same delivery again, and the issue queued again while its task runs: still one task
-            assert (await post_plane(h, payload, delivery=delivery)).json()["status"] == "duplicate"
-            again = await post_plane(h, payload)
-            assert again.json()["status"] == "ignored" and "already has task" in again.json()["reason"]
-            assert [t.id for t in issue_tasks(h, issue)] == [task_id]
+        delivery = str(uuid.uuid4())
+        r = await post_plane(h, payload, delivery=delivery)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "started"
+        task_id = r.json()["task_id"]
+        # the same delivery again, and the issue queued again while its task runs: still one task
+        assert (await post_plane(h, payload, delivery=delivery)).json()["status"] == "duplicate"
+        again = await post_plane(h, payload)
+        assert again.json()["status"] == "ignored" and "already has task" in again.json()["reason"]
+        assert [t.id for t in issue_tasks(h, issue)] == [task_id]
 
-            done = await h.wait_for(task_id, {"done", "failed"})
-            assert done["status"] == "done", done
-            assert (done["repo"], done["agent_type"], done["plane_issue_id"]) == ("demo", "devops", issue)
-            assert done["title"] == "Write plane.txt"
-            assert done["description"].startswith("Please write plane.txt.")
-            assert remote_file(h.remote, done["branch"], "plane.txt") == "from plane\n"
+        done = await h.wait_for(task_id, {"done", "failed"})
+        assert done["status"] == "done", done
+        assert (done["repo"], done["agent_type"], done["plane_issue_id"]) == ("demo", "devops", issue)
+        assert done["title"] == "Write plane.txt"
+        assert done["description"].startswith("Please write plane.txt.")
+        assert remote_file(h.remote, done["branch"], "plane.txt") == "from plane\n"
 
-            # Plane saw in_progress, then in_review with a comment holding the PR link and cost
-            await h.until(lambda: plane.comments_on(issue), what="the completion comment")
-            assert plane.state_names(issue) == ["in_progress", "in_review"]
-            [comment] = plane.comments_on(issue)
-            assert done["pr_url"] in comment["comment_html"]
-            assert "Wrote plane.txt" in comment["comment_html"] and "Cost: $" in comment["comment_html"]
-            assert comment["external_source"] == "factory"
-            patch = next(c for c in plane.calls if c.method == "PATCH")
-            assert patch.headers["x-api-key"] == plane.api_key
+        # Plane saw in_progress, then in_review with a comment holding the PR link and cost
+        await h.until(lambda: plane.comments_on(issue), what="the completion comment")
+        assert plane.state_names(issue) == ["in_progress", "in_review"]
+        [comment] = plane.comments_on(issue)
+        assert done["pr_url"] in comment["comment_html"]
+        assert "Wrote plane.txt" in comment["comment_html"] and "Cost: $" in comment["comment_html"]
+        assert comment["external_source"] == "factory"
+        patch = next(c for c in plane.calls if c.method == "PATCH")
+        assert patch.headers["x-api-key"] == plane.api_key
 
-            # GitHub: the PR merged marks the task merged and moves the issue to done
-            pr = next(p for p in github.prs if p["head"]["ref"] == done["branch"])
-            pr_public = {k: v for k, v in pr.items() if not k.startswith("_")}
-            bad = await post_github(h, "pull_request", pr_closed_payload(pr_public, True), secret="wrong")
-            assert bad.status_code == 403
-            r = await post_github(h, "pull_request", pr_closed_payload(pr_public, True))
-            assert r.status_code == 200 and r.json()["status"] == "recorded", r.text
-            assert (await h.task(task_id))["pr_state"] == "merged"
-            assert plane.state_names(issue)[-1] == "done"
-            await h.until(lambda: closed, what="the on_pr_closed hook")
-            assert [(e.number, e.merged, e.task_ids) for e in closed] == [(pr["number"], True, [task_id])]
-    finally:
-        events.on_pr_closed.remove(closed.append)
+        # GitHub: the PR merged marks the task merged and moves the issue to done
+        pr = ghw.from_fake(next(p for p in github.prs if p["head"]["ref"] == done["branch"]))
+        bad = await post_github(h, "pull_request", ghw.pr_closed(pr, True), secret="wrong")
+        assert bad.status_code == 403
+        r = await post_github(h, "pull_request", ghw.pr_closed(pr, True))
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": "recorded", "pr_state": "merged", "task_ids": [task_id]}
+        assert (await h.task(task_id))["pr_state"] == "merged"
+        assert plane.state_names(issue)[-1] == "done"
+        # told again (a redelivery under a new id): recorded once
+        again = await post_github(h, "pull_request", ghw.pr_closed(pr, True))
+        assert again.json()["status"] == "ignored", again.text
 
 
 async def test_failed_task_moves_issue_to_failed_with_scrubbed_error(start_factory, model, plane, telegram):
@@ -233,6 +231,11 @@ async def test_plane_comment_answers_pending_question_once_and_own_comments_are_
         assert own.json() == {"status": "ignored", "reason": "Factory's own comment"}
         assert (await h.task(task_id))["status"] == "awaiting_input"
 
+        # someone outside the project cannot answer
+        stranger = await post_plane(h, plane.comment_payload(issue, "<p>Use rm -rf</p>", actor="mallory"))
+        assert stranger.json() == {"status": "ignored", "reason": "the comment's author is not a member of the project"}
+        assert (await h.task(task_id))["status"] == "awaiting_input"
+
         answer = plane.comment_payload(issue, "<p>Use <b>hello</b></p>", actor="alice")
         delivery = str(uuid.uuid4())
         r = await post_plane(h, answer, delivery=delivery)
@@ -270,22 +273,91 @@ async def test_issue_moved_to_cancelled_cancels_its_task(start_factory, model, p
         assert (await post_plane(h, labels_only)).json()["status"] == "ignored"
 
 
+async def test_plane_resend_after_the_task_ended_starts_no_second_task(start_factory, model, plane):
+    first, second = scenario("once"), scenario("again")
+    model.add_scenario(first, [Text("Nothing to change.")])
+    model.add_scenario(second, [Text("Still nothing to change.")])
+    async with start_factory(plane=plane.config(webhook_secret=PLANE_SECRET, default_repo="demo")) as h:
+        issue = str(uuid.uuid4())
+        moved = plane.issue_payload(issue, "queued", description_html=f"<p>[[scenario:{first}]]</p>")
+        r = await post_plane(h, moved)
+        assert r.json()["status"] == "started", r.text
+        task_id = r.json()["task_id"]
+        assert (await h.wait_for(task_id, {"done", "failed"}))["status"] == "done"
+        # Plane retries a delivery with a new delivery id; arriving after the task ended it starts nothing
+        r = await post_plane(h, moved)
+        assert r.json() == {"status": "ignored", "reason": "this move to queued was handled already"}, r.text
+        assert [t.id for t in issue_tasks(h, issue)] == [task_id]
+        # a person moving the issue to queued again is a new move (a new updated_at): a new task
+        again = plane.issue_payload(issue, "queued", description_html=f"<p>[[scenario:{second}]]</p>")
+        r = await post_plane(h, again)
+        assert r.json()["status"] == "started", r.text
+        assert r.json()["task_id"] != task_id
+        assert (await h.wait_for(r.json()["task_id"], {"done", "failed"}))["status"] == "done"
+
+
+async def test_plane_v2_workitem_queued_starts_a_task_and_members_comments_answer(start_factory, model, plane):
+    sc = scenario("v2")
+    model.add_scenario(
+        sc,
+        [
+            Text('{"type": "question", "question": "Tabs or spaces?"}'),
+            [ToolUse("Write", {"file_path": "style.txt", "content": "spaces\n"})],
+            Text("Used spaces."),
+        ],
+    )
+    async with start_factory(plane=plane.config(webhook_secret=PLANE_SECRET)) as h:
+        issue = str(uuid.uuid4())
+        labels = ["repo:demo", "devops"]
+        renamed = plane.workitem_payload(issue, "queued", labels=labels, previous={"name": "Old name"})
+        r = await post_plane(h, renamed)
+        assert r.json() == {"status": "ignored", "reason": "name changed, not the state"}, r.text
+        moved = plane.workitem_payload(
+            issue,
+            "queued",
+            labels=labels,
+            name="Pick a style",
+            description_html=f"<p>Choose one.</p><p>[[scenario:{sc}]]</p>",
+        )
+        r = await post_plane(h, moved)
+        assert r.status_code == 200 and r.json()["status"] == "started", r.text
+        task_id = r.json()["task_id"]
+        task = await h.task(task_id)
+        assert (task["repo"], task["agent_type"], task["title"]) == ("demo", "devops", "Pick a style")
+        assert task["description"].startswith("Choose one.")  # read through the API: v2 leaves it out
+        await h.wait_for(task_id, "awaiting_input")
+
+        r = await post_plane(h, plane.workitem_comment_payload(issue, "tabs", actor="mallory"))
+        assert r.json() == {"status": "ignored", "reason": "the comment's author is not a member of the project"}
+        assert (await h.task(task_id))["status"] == "awaiting_input"
+        r = await post_plane(h, plane.workitem_comment_payload(issue, "spaces", actor="alice"))
+        assert r.json()["status"] == "answered", r.text
+        done = await h.wait_for(task_id, {"done", "failed"})
+        assert done["status"] == "done", done
+        assert [(q.answer, q.answered_by) for q in questions(h, task_id)] == [("spaces", "plane:alice")]
+
+        # the same event again under a new delivery id (Plane's retry) after the task ended: nothing starts
+        r = await post_plane(h, {**moved, "delivery_id": str(uuid.uuid4())})
+        assert r.json()["status"] == "ignored", r.text
+        assert [t.id for t in issue_tasks(h, issue)] == [task_id]
+
+
 async def test_workflow_label_starts_that_workflow(start_factory, plane, monkeypatch):
     started: list[tuple[Any, ...]] = []
 
-    import api.workflow_launch as launch
-
-    async def start_workflow_run(cfg, client, engine, name, title, description, repo, plane_issue_id=None):
-        if name not in launch.workflow_definitions(cfg):
-            raise LaunchError(f"unknown workflow {name!r}")
-        started.append((name, title, description, repo, plane_issue_id))
-        return types.SimpleNamespace(id=7)
-
-    monkeypatch.setattr(launch, "start_workflow_run", start_workflow_run)  # the run itself is issue 3's to test
     workflows = {
         "plane_flow": {"steps": [{"agent": "coder", "output": "code"}, {"agent": "reviewer", "input": "code"}]}
     }
     async with start_factory(worker=False, plane=plane.config(webhook_secret=PLANE_SECRET), workflows=workflows) as h:
+
+        async def start_workflow_run(name, title, description, repo, plane_issue_id=None):
+            if name not in workflow_definitions(h.cfg):
+                raise LaunchError(f"unknown workflow {name!r}")
+            started.append((name, title, description, repo, plane_issue_id))
+            return types.SimpleNamespace(id=7)
+
+        # the run itself is issue 3's to test
+        monkeypatch.setattr(h.app.state.launcher, "start_workflow_run", start_workflow_run)
         issue = str(uuid.uuid4())
         payload = plane.issue_payload(
             issue,
@@ -476,24 +548,15 @@ async def test_changes_requested_review_starts_revision_on_the_same_pr(start_fac
     sc, rev = scenario("orig"), scenario("rev")
     model.add_scenario(sc, [[ToolUse("Write", {"file_path": "greet.txt", "content": "hello\n"})], Text("Said hello.")])
     model.add_scenario(rev, [[ToolUse("Bash", {"command": "echo goodbye > greet.txt"})], Text("Said goodbye.")])
-    async with start_factory(github={"webhook_secret": GH_SECRET}) as h:
+    async with start_factory(github={"webhook_secret": GH_SECRET, "allowed_users": ["Dave"]}) as h:
         t = await h.create("Greet people", sc)
         done = await h.wait_for(t["id"], {"done", "failed"})
         assert done["status"] == "done", done
         await h.settled(t["id"])  # the worktree is released before the branch is checked out again
-        pr = next(p for p in github.prs if p["head"]["ref"] == done["branch"])
+        pr = ghw.from_fake(next(p for p in github.prs if p["head"]["ref"] == done["branch"]))
         github.review_comments[4242] = [{"path": "greet.txt", "line": 1, "body": "Please say goodbye instead"}]
-        payload = {
-            "action": "submitted",
-            "review": {
-                "id": 4242,
-                "state": "changes_requested",
-                "body": f"Not quite right. [[scenario:{rev}]]",
-                "user": {"login": "carol"},
-            },
-            "pull_request": {k: v for k, v in pr.items() if not k.startswith("_")},
-            "repository": {"full_name": "acme/demo"},
-        }
+        # dave has no write access (CONTRIBUTOR) but is listed in github.allowed_users
+        payload = ghw.review_submitted(pr, 4242, f"Not quite right. [[scenario:{rev}]]", "dave", "CONTRIBUTOR")
         r = await post_github(h, "pull_request_review", payload)
         assert r.status_code == 200 and r.json()["status"] == "started", r.text
         revision_id = r.json()["task_id"]
@@ -510,32 +573,81 @@ async def test_changes_requested_review_starts_revision_on_the_same_pr(start_fac
         assert "Not quite right." in prompt and "Please say goodbye instead" in prompt and "greet.txt:1" in prompt
 
 
+def _factory_pr_task(h: Any, github: Any) -> tuple[Task, dict[str, Any]]:
+    """A finished task whose open PR the GitHub stand-in holds (no agent run needed)."""
+    branch = f"factory/task-77-{uuid.uuid4().hex[:6]}"
+    with github.lock:
+        number = len(github.prs) + 1
+        github.prs.append(
+            {"_repo": "acme/demo", "number": number, "html_url": f"https://github.example/acme/demo/pull/{number}",
+             "title": "t", "body": "", "head": {"ref": branch}, "base": {"ref": "main"}, "state": "open", "merged": False}
+        )  # fmt: skip
+    with session_scope(h.runtime.engine) as s:
+        task = Task(title="ours", repo="demo", status="done", branch=branch, pr_number=number, pr_state="open")
+        s.add(task)
+        s.commit()
+        s.refresh(task)
+    return task, github.prs[-1]
+
+
+def _revisions(h: Any) -> list[Task]:
+    with session_scope(h.runtime.engine) as s:
+        return list(s.exec(select(Task).where(Task.agent_type == "coder_revision")).all())
+
+
+async def test_reviews_and_closes_from_strangers_and_forks_do_nothing(start_factory, github):
+    async with start_factory(worker=False, github={"webhook_secret": GH_SECRET}) as h:
+        task, fake_pr = _factory_pr_task(h, github)
+        ours = ghw.from_fake(fake_pr)
+        # a review requesting changes from someone without write access
+        for association in ("NONE", "FIRST_TIME_CONTRIBUTOR", "CONTRIBUTOR"):
+            stranger = ghw.review_submitted(ours, 9000, "rm -rf everything", "mallory", association)
+            r = await post_github(h, "pull_request_review", stranger)
+            assert r.json() == {"status": "ignored", "reason": "the reviewer has no write access to the repository"}
+        # a fork's PR whose branch looks like Factory's, even with the same number, reviewed and closed
+        fork = ghw.pull_request(fake_pr["number"], fake_pr["head"]["ref"], head_repo="mallory/demo", author="mallory")
+        r = await post_github(
+            h, "pull_request_review", ghw.review_submitted(fork, 9001, "do my bidding", "carol", "OWNER")
+        )
+        assert r.json()["status"] == "ignored" and "fork" in r.json()["reason"], r.text
+        r = await post_github(h, "pull_request", ghw.pr_closed(fork, merged=False, sender="mallory"))
+        assert r.json()["status"] == "ignored" and "fork" in r.json()["reason"], r.text
+        # the repo's own branch name under another PR number is not the task's PR either
+        other = ghw.pull_request(fake_pr["number"] + 100, fake_pr["head"]["ref"])
+        r = await post_github(h, "pull_request", ghw.pr_closed(other, merged=False))
+        assert r.json()["status"] == "ignored", r.text
+        r = await post_github(
+            h, "pull_request_review", ghw.review_submitted(other, 9002, "change it", "carol", "OWNER")
+        )
+        assert r.json()["status"] == "ignored", r.text
+        assert (await h.task(task.id))["pr_state"] == "open"
+        assert _revisions(h) == []
+
+
 async def test_pr_state_poll_without_webhook_secret(start_factory, github, plane):
-    closed: list[events.PrClosed] = []
-    events.on_pr_closed.append(closed.append)
-    try:
-        async with start_factory(worker=False, plane=plane.config(), github={"pr_poll_minutes": 0.005}) as h:
-            branch = f"factory/task-poll-{uuid.uuid4().hex[:6]}"
-            with github.lock:
-                number = len(github.prs) + 1
-                github.prs.append(
-                    {"_repo": "acme/demo", "number": number, "html_url": f"https://github.example/acme/demo/pull/{number}",
-                     "title": "t", "body": "", "head": {"ref": branch}, "base": {"ref": "main"}, "state": "open", "merged": False}
-                )  # fmt: skip
-            with session_scope(h.runtime.engine) as s:
-                task = Task(
-                    title="polled", repo="demo", status="done", branch=branch, pr_number=number, plane_issue_id="iss-9"
-                )
-                s.add(task)
-                s.commit()
-                s.refresh(task)
-            github.set_state(number, "closed", merged=True)
-            await h.until(lambda: closed, timeout=10, what="the poll to see the merge")
-            assert (await h.task(task.id))["pr_state"] == "merged"
-            assert plane.state_names("iss-9") == ["done"]
-            assert closed[0].task_ids == [task.id] and closed[0].merged
-    finally:
-        events.on_pr_closed.remove(closed.append)
+    async with start_factory(worker=False, plane=plane.config(), github={"pr_poll_minutes": 0.005}) as h:
+        branch = f"factory/task-poll-{uuid.uuid4().hex[:6]}"
+        with github.lock:
+            number = len(github.prs) + 1
+            github.prs.append(
+                {"_repo": "acme/demo", "number": number, "html_url": f"https://github.example/acme/demo/pull/{number}",
+                 "title": "t", "body": "", "head": {"ref": branch}, "base": {"ref": "main"}, "state": "open", "merged": False}
+            )  # fmt: skip
+        with session_scope(h.runtime.engine) as s:
+            task = Task(
+                title="polled", repo="demo", status="done", branch=branch, pr_number=number, plane_issue_id="iss-9"
+            )
+            s.add(task)
+            s.commit()
+            s.refresh(task)
+        assert (await h.task(task.id))["pr_state"] is None
+        github.set_state(number, "closed", merged=True)
+
+        async def merged() -> bool:
+            return (await h.task(task.id))["pr_state"] == "merged"
+
+        await h.until(merged, timeout=10, what="the poll to see the merge")
+        await h.until(lambda: plane.state_names("iss-9") == ["done"], timeout=10, what="the issue moved to done")
 
 
 async def test_plane_notifier_errors_become_temporal_retries(factory_config, plane):
@@ -543,7 +655,7 @@ async def test_plane_notifier_errors_become_temporal_retries(factory_config, pla
 
     from temporalio.exceptions import ApplicationError
 
-    from factory.integrations.plane.client import PlaneNotifier
+    from factory.integrations.plane.notifier import PlaneNotifier
     from factory.store.tables import make_engine
 
     cfg = factory_config(plane=plane.config())
@@ -588,8 +700,8 @@ def test_html_to_text_keeps_paragraphs_and_lists():
 
 
 def test_telegram_text_is_escaped_and_cut_under_the_limit():
-    assert str(clip("a<b>&c", 100)) == "a&lt;b&gt;&amp;c"
-    cut = str(clip("<" * 50, 20))
+    assert str(clip_escaped("a<b>&c", 100)) == "a&lt;b&gt;&amp;c"
+    cut = str(clip_escaped("<" * 50, 20))
     assert len(cut) <= 20 and cut.endswith("…") and "&l…" not in cut
     huge = TaskEvent(kind="question", task_id=1, title="<t>" * 500, question="&" * 10_000)
     text = format_event(huge)
@@ -604,10 +716,11 @@ def test_telegram_text_is_escaped_and_cut_under_the_limit():
 def test_github_signature_check():
     body = b'{"a": 1}'
     good = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-    assert valid_signature("s3cret", body, good)
-    assert not valid_signature("s3cret", body, good.replace("sha256=", ""))
-    assert not valid_signature("s3cret", body + b" ", good)
-    assert not valid_signature("s3cret", body, None) and not valid_signature("", body, good)
+    assert valid_hmac_sha256("s3cret", body, good, prefix="sha256=")
+    assert not valid_hmac_sha256("s3cret", body, good.replace("sha256=", ""), prefix="sha256=")
+    assert not valid_hmac_sha256("s3cret", body + b" ", good, prefix="sha256=")
+    assert not valid_hmac_sha256("s3cret", body, None, prefix="sha256=")
+    assert not valid_hmac_sha256("", body, good, prefix="sha256=")
 
 
 async def test_a_message_posted_through_the_api_is_forwarded_to_telegram(start_factory, telegram):

@@ -3,26 +3,44 @@
 These routes sit outside `/api` (no bearer token): each sender proves itself instead, with an
 HMAC of the raw body (Plane: `X-Plane-Signature`, GitHub: `X-Hub-Signature-256`) or a shared
 secret header (Telegram: `X-Telegram-Bot-Api-Secret-Token`), compared in constant time.
+
+Each delivery is claimed by its id, and the handlers claim what happened (a comment, a review, a
+state change); a claim is released when the work fails, and the answer is then 503 so that the
+sender's retry is processed rather than taken for a duplicate (`factory.integrations.claims`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import logging
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 
 from api.deps import CfgDep, EngineDep, get_launcher
 from api.schemas import WebhookOutcome
+from factory.config import FactoryConfig
+from factory.domain.redact import scrub
 from factory.domain.signing import same_secret, valid_hmac_sha256
+from factory.integrations.claims import claimed
 from factory.integrations.github.inbound import handle_github_event
 from factory.integrations.plane.inbound import BadPayload, Refused, handle_plane_event
 from factory.integrations.telegram.client import TelegramBot
 from factory.integrations.telegram.inbound import UpdateHandler
-from factory.store.kv import claim_delivery, release_delivery
 
+log = logging.getLogger("api.webhooks")
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+
+def _retry_later(cfg: FactoryConfig, source: str, exc: Exception) -> HTTPException:
+    """A 503 for work that failed for now: the claims are released, so the sender's retry is processed."""
+    reason = scrub(f"{type(exc).__name__}: {exc}", cfg.secret_values())[:500]
+    log.warning("%s webhook not handled now, left for the sender's retry: %s", source, reason)
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        f"could not be handled now ({type(exc).__name__}); retry later",
+        headers={"Retry-After": "30"},
+    )
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -52,19 +70,20 @@ async def plane_webhook(request: Request, cfg: CfgDep, engine: EngineDep) -> Web
     if not isinstance(payload.get("event"), str):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "no 'event' in the payload")
     launcher = await get_launcher(request)
-    delivery = request.headers.get("x-plane-delivery")
-    if delivery and not await asyncio.to_thread(claim_delivery, engine, "plane", delivery):
-        return {"status": "duplicate", "delivery": delivery}
+    delivery = request.headers.get("x-plane-delivery") or payload.get("delivery_id")
     try:
-        return await handle_plane_event(cfg, engine, launcher, payload, request.app.state.http)
+        async with claimed(
+            engine, "plane", str(delivery) if delivery else None, keep_on=(BadPayload, Refused)
+        ) as first:
+            if delivery and not first:
+                return {"status": "duplicate", "delivery": delivery}
+            return await handle_plane_event(cfg, engine, launcher, payload, request.app.state.http)
     except BadPayload as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     except Refused as exc:
         raise HTTPException(422, str(exc)) from exc
-    except Exception:
-        if delivery:
-            await asyncio.to_thread(release_delivery, engine, "plane", delivery)  # let Plane's retry try again
-        raise
+    except Exception as exc:
+        raise _retry_later(cfg, "Plane", exc) from exc
 
 
 @router.post("/github", response_model=WebhookOutcome)
@@ -80,16 +99,15 @@ async def github_webhook(request: Request, cfg: CfgDep, engine: EngineDep) -> We
     event = request.headers.get("x-github-event", "")
     launcher = await get_launcher(request)
     delivery = request.headers.get("x-github-delivery")
-    if delivery and not await asyncio.to_thread(claim_delivery, engine, "github", delivery):
-        return {"status": "duplicate", "delivery": delivery}
     try:
-        return await handle_github_event(cfg, engine, launcher, request.app.state.http, event, payload)
+        async with claimed(engine, "github", delivery, keep_on=(ValueError,)) as first:
+            if delivery and not first:
+                return {"status": "duplicate", "delivery": delivery}
+            return await handle_github_event(cfg, engine, launcher, request.app.state.http, event, payload)
     except ValueError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
-    except Exception:
-        if delivery:
-            await asyncio.to_thread(release_delivery, engine, "github", delivery)
-        raise
+    except Exception as exc:
+        raise _retry_later(cfg, "GitHub", exc) from exc
 
 
 @router.post("/telegram", response_model=WebhookOutcome)
@@ -103,8 +121,12 @@ async def telegram_webhook(request: Request, cfg: CfgDep, engine: EngineDep) -> 
     update = _json_object(await request.body())
     launcher = await get_launcher(request)
     uid = update.get("update_id")
-    if isinstance(uid, int) and not await asyncio.to_thread(claim_delivery, engine, "telegram", str(uid)):
-        return {"status": "duplicate"}
     bot = TelegramBot(cfg.telegram_token, cfg.telegram.api_url, request.app.state.http)
-    outcome = await UpdateHandler(cfg, engine, bot).handle(update, launcher)
+    try:
+        async with claimed(engine, "telegram", str(uid) if isinstance(uid, int) else None) as first:
+            if isinstance(uid, int) and not first:
+                return {"status": "duplicate"}
+            outcome = await UpdateHandler(cfg, engine, bot).handle(update, launcher)
+    except Exception as exc:
+        raise _retry_later(cfg, "Telegram", exc) from exc
     return {"status": "ok", "outcome": outcome}

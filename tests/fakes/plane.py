@@ -1,12 +1,15 @@
 """A stand-in Plane server: the REST calls Factory makes, recorded, plus builders for Plane's webhooks.
 
-REST (`X-API-Key` required): `PATCH .../issues/{id}/` (state), `POST .../issues/{id}/comments/`
+REST (`X-API-Key` required): `GET`/`PATCH .../issues/{id}/` (state), `POST .../issues/{id}/comments/`
 (`comment_html`, `external_source`, `external_id`; 409 with the existing id for a repeated
-external id, as Plane does), `GET .../labels/`, `GET /api/v1/users/me/`. `fail_next` answers the
-next calls with an error status (a `(status, retry_after)` tuple for 429).
+external id, as Plane does), `GET .../labels/`, `GET .../members/` (the project's members, as
+Plane's UserLite list), `GET /api/v1/users/me/`. `fail_next` answers the next calls with an error
+status (a `(status, retry_after)` tuple for 429).
 
-Webhooks are signed the way Plane signs them: hex HMAC-SHA256 of `json.dumps(payload)`, which is
-also the body Plane posts.
+Webhooks come in both of Plane's formats: v1 (`issue_payload`, `comment_payload`) and v2
+(`workitem_payload`, `workitem_comment_payload`: dot-notation events, `event_id`, `previous_attributes`).
+They are signed the way Plane signs them: hex HMAC-SHA256 of `json.dumps(payload)`, which is also the
+body Plane posts.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -59,6 +63,8 @@ class FakePlane:
         }
     )
     labels: dict[str, str] = field(default_factory=dict)  # id -> name
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)  # user id -> UserLite (the project's members)
+    issues: dict[str, dict[str, Any]] = field(default_factory=dict)  # issue id -> the work item the API returns
     issue_states: dict[str, list[str]] = field(default_factory=dict)  # issue id -> state ids set through the API
     comments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
@@ -66,6 +72,27 @@ class FakePlane:
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: BackgroundServer | None = None
     url: str = ""
+
+    def __post_init__(self) -> None:
+        self.add_member(self.user["display_name"], self.user["id"])
+        self.add_member("alice")
+
+    def add_member(self, name: str, user_id: str | None = None) -> str:
+        """Make `name` a member of the project; returns the user id."""
+        uid = user_id or str(uuid.uuid4())
+        self.members[uid] = {
+            "id": uid,
+            "first_name": name.title(),
+            "last_name": "",
+            "display_name": name,
+            "email": f"{name}@example.com",
+            "avatar": "",
+        }
+        return uid
+
+    def user_id(self, name: str) -> str:
+        """The member called `name`, else a fresh id (a user outside the project)."""
+        return next((i for i, m in self.members.items() if m["display_name"] == name), None) or str(uuid.uuid4())
 
     # --- the server ---------------------------------------------------------------------------
     def app(self) -> FastAPI:
@@ -88,6 +115,19 @@ class FakePlane:
                 headers = {"Retry-After": str(retry)} if retry is not None else {}
                 return JSONResponse({"detail": "injected failure"}, status_code=status, headers=headers)
             return await call_next(request)
+
+        @app.get(PREFIX + "/issues/{issue}/")
+        def get_issue(slug: str, project: str, issue: str) -> Any:
+            with self.lock:
+                found = self.issues.get(issue)
+            if found is None:
+                return JSONResponse({"error": "Issue does not exist"}, status_code=404)
+            return found
+
+        @app.get(PREFIX + "/members/")
+        def list_members(slug: str, project: str) -> Any:
+            with self.lock:
+                return list(self.members.values())
 
         @app.patch(PREFIX + "/issues/{issue}/")
         async def update_issue(slug: str, project: str, issue: str, request: Request) -> Any:
@@ -182,8 +222,12 @@ class FakePlane:
         action: str = "updated",
         field: str | None = "state",
         expand: bool = True,
+        updated_at: str | None = None,
     ) -> dict[str, Any]:
-        """An `issue` webhook; labels are expanded (`{"id","name","color"}`) or bare ids (`expand=False`)."""
+        """An `issue` webhook; labels are expanded (`{"id","name","color"}`) or bare ids (`expand=False`).
+
+        Plane's retries re-send the same data (same `updated_at`); a new move gets a new `updated_at`.
+        """
         label_rows = []
         for label in labels:
             lid = next((i for i, n in self.labels.items() if n == label), None) or str(uuid.uuid4())
@@ -211,6 +255,7 @@ class FakePlane:
                 "workspace": str(uuid.uuid4()),
                 "sequence_id": 7,
                 "priority": "none",
+                "updated_at": updated_at or datetime.now(UTC).isoformat(),
             },
             "activity": {
                 "field": field,
@@ -225,7 +270,9 @@ class FakePlane:
     def comment_payload(
         self, issue: str, html: str, comment: dict[str, Any] | None = None, actor: str = "alice"
     ) -> dict[str, Any]:
-        """An `issue_comment` created webhook; pass `comment` to replay one of Factory's own comments."""
+        """An `issue_comment` created webhook by `actor` (a member unless added otherwise); pass `comment`
+        to replay one of Factory's own comments."""
+        actor_id = self.user_id(actor)
         data = (
             dict(comment)
             if comment
@@ -236,7 +283,7 @@ class FakePlane:
                 "comment_html": html,
                 "external_source": None,
                 "external_id": None,
-                "actor": str(uuid.uuid4()),
+                "actor": actor_id,
                 "access": "INTERNAL",
             }
         )
@@ -254,16 +301,110 @@ class FakePlane:
             },
         }
 
+    def workitem_payload(
+        self,
+        issue: str,
+        state: str,
+        previous_state: str | None = "backlog",
+        labels: list[str] = (),
+        name: str = "A work item",
+        description_html: str = "",
+        previous: dict[str, Any] | None = None,
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A v2 `workitem.updated` webhook (as Plane's docs show it): the work item with `state_id` and
+        `label_ids`, `previous_attributes` holding the old state (or `previous`), no description (the
+        work item, description included, is served by `GET .../issues/{id}/`)."""
+        label_ids = []
+        for label in labels:
+            lid = next((i for i, n in self.labels.items() if n == label), None) or str(uuid.uuid4())
+            self.labels[lid] = label
+            label_ids.append(lid)
+        now = datetime.now(UTC).isoformat()
+        item = {
+            "id": issue,
+            "name": name,
+            "point": "None",
+            "type_id": "None",
+            "is_draft": False,
+            "priority": "none",
+            "state_id": self.states[state],
+            "label_ids": label_ids,
+            "parent_id": "None",
+            "created_at": now,
+            "deleted_at": "None",
+            "project_id": self.project_id,
+            "sort_order": 65535,
+            "start_date": "None",
+            "updated_at": now,
+            "archived_at": "None",
+            "external_id": "None",
+            "sequence_id": 3,
+            "target_date": "None",
+            "assignee_ids": [],
+            "completed_at": "None",
+            "workspace_id": str(uuid.uuid4()),
+            "created_by_id": self.user_id("alice"),
+            "updated_by_id": "None",
+            "external_source": "None",
+            "description_json": {},
+            "last_activity_at": now,
+            "estimate_point_id": "None",
+        }
+        with self.lock:
+            self.issues[issue] = {**item, "description_html": description_html}
+        if previous is None:
+            previous = {"state_id": self.states[previous_state]} if previous_state else {}
+        return {
+            "version": "v2",
+            "delivery_id": str(uuid.uuid4()),
+            "event_id": event_id or str(uuid.uuid4()),
+            "entity_id": issue,
+            "entity_type": "issue",
+            "event": "workitem.updated",
+            "webhook_id": str(uuid.uuid4()),
+            "workspace_id": item["workspace_id"],
+            "data": item,
+            "previous_attributes": previous,
+        }
+
+    def workitem_comment_payload(self, issue: str, text: str, actor: str = "alice") -> dict[str, Any]:
+        """A v2 `workitem.comment.created` webhook: the work item with the new comment in `data.comment`."""
+        cid = str(uuid.uuid4())
+        return {
+            "version": "v2",
+            "delivery_id": str(uuid.uuid4()),
+            "event_id": str(uuid.uuid4()),
+            "entity_id": issue,
+            "entity_type": "issue",
+            "event": "workitem.comment.created",
+            "webhook_id": str(uuid.uuid4()),
+            "workspace_id": str(uuid.uuid4()),
+            "data": {
+                "id": issue,
+                "name": "A work item",
+                "comment": {
+                    "id": cid,
+                    "access": "INTERNAL",
+                    "actor_id": self.user_id(actor),
+                    "issue_id": issue,
+                    "edited_at": None,
+                    "comment_stripped": text,
+                },
+            },
+            "previous_attributes": {},
+        }
+
 
 def signed(
     payload: dict[str, Any], secret: str, event: str | None = None, delivery: str | None = None
 ) -> tuple[bytes, dict[str, str]]:
-    """The body and headers Plane sends for `payload`."""
+    """The body and headers Plane sends for `payload` (v2: the header repeats the body's `delivery_id`)."""
     body = json.dumps(payload).encode()
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "Autopilot",
-        "X-Plane-Delivery": delivery or str(uuid.uuid4()),
+        "X-Plane-Delivery": delivery or str(payload.get("delivery_id") or uuid.uuid4()),
         "X-Plane-Event": event or payload.get("event", ""),
         "X-Plane-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
     }

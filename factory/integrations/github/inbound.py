@@ -8,6 +8,11 @@
   and its push updates the same PR (the PR step finds the open PR for the branch).
 - Without `github.webhook_secret`, a background loop asks GitHub every `github.pr_poll_minutes`
   for the state of open Factory PRs instead.
+
+Only Factory's own PRs count: the head repository is the base repository (a fork's PR may name its
+branch `factory/task-N-...`) and the PR number is the one recorded on the branch's tasks. Only a
+review by someone with write access (`author_association` OWNER, MEMBER or COLLABORATOR, or a login
+in `github.allowed_users`) starts a revision. Anything else is logged and ignored.
 """
 
 from __future__ import annotations
@@ -24,15 +29,16 @@ from sqlmodel import select
 from factory.config import FactoryConfig
 from factory.environments.janitor import remove_previews_of_closed_pr
 from factory.git.repos import RepoError, resolve_repo
+from factory.integrations.claims import claimed, start_or_forget
 from factory.integrations.github.client import GitHubClient
 from factory.integrations.plane.client import PlaneClient, PlaneError
 from factory.launcher import Launcher, NewTask, TaskStart
-from factory.store.kv import claim_delivery
 from factory.store.tables import FINISHED, Task, WorkflowRun, session_scope
 
 log = logging.getLogger("factory.github")
 
 BRANCH_PREFIX = "factory/"
+WRITE_ACCESS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
 
 
 @dataclass
@@ -58,6 +64,10 @@ def _tear_down_previews(task_ids: list[int]) -> None:
     task.add_done_callback(_teardowns.discard)
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _github_of(cfg: FactoryConfig, repo: str) -> str | None:
     try:
         return resolve_repo(cfg, repo).github
@@ -71,20 +81,37 @@ def _tasks_of(engine: Engine, cfg: FactoryConfig, repo_full: str, branch: str) -
     return [t for t in rows if (_github_of(cfg, t.repo) or "").lower() == repo_full.lower()]
 
 
+def _runs_of(engine: Engine, cfg: FactoryConfig, repo_full: str, branch: str, run_ids: set[int]) -> list[WorkflowRun]:
+    with session_scope(engine) as s:
+        on_branch = s.exec(select(WorkflowRun).where(WorkflowRun.branch == branch)).all()
+        ids = run_ids | {r.id for r in on_branch if (_github_of(cfg, r.repo) or "").lower() == repo_full.lower()}
+        return [r for r in (s.get(WorkflowRun, i) for i in sorted(ids)) if r is not None]
+
+
+def _pr_work(
+    cfg: FactoryConfig, engine: Engine, repo_full: str, number: int, branch: str
+) -> tuple[list[Task], list[WorkflowRun]]:
+    """The branch's tasks and runs that belong to PR `number`: none unless one of them recorded that number.
+
+    Rows that recorded no PR yet (a handoff's task before its PR step) go with the PR of the branch.
+    """
+    tasks = _tasks_of(engine, cfg, repo_full, branch)
+    runs = _runs_of(engine, cfg, repo_full, branch, {t.workflow_run_id for t in tasks if t.workflow_run_id})
+    if not any(r.pr_number == number for r in [*tasks, *runs]):
+        return [], []
+    return [t for t in tasks if t.pr_number in (None, number)], [r for r in runs if r.pr_number in (None, number)]
+
+
 def _record_state(
     cfg: FactoryConfig, engine: Engine, repo_full: str, number: int, branch: str, state: str
 ) -> tuple[list[int], list[int], list[str]] | None:
-    """Set `pr_state` on the branch's tasks and runs: (task ids, run ids, Plane issues), None when nothing changed."""
-    tasks = _tasks_of(engine, cfg, repo_full, branch)
-    task_ids = [t.id for t in tasks]
+    """Set `pr_state` on the PR's tasks and runs: (task ids, run ids, Plane issues), None when nothing changed."""
+    tasks, runs = _pr_work(cfg, engine, repo_full, number, branch)
+    task_ids, run_ids = [t.id for t in tasks], [r.id for r in runs]
     with session_scope(engine) as s:
-        rows = [s.get(Task, i) for i in task_ids]
-        run_ids = {t.workflow_run_id for t in rows if t and t.workflow_run_id is not None}
-        on_branch = s.exec(select(WorkflowRun).where(WorkflowRun.branch == branch)).all()
-        run_ids |= {r.id for r in on_branch if (_github_of(cfg, r.repo) or "").lower() == repo_full.lower()}
-        runs = [r for r in (s.get(WorkflowRun, i) for i in sorted(run_ids)) if r is not None]
+        rows = [*(s.get(Task, i) for i in task_ids), *(s.get(WorkflowRun, i) for i in run_ids)]
         changed = False
-        for row in [*rows, *runs]:
+        for row in rows:
             if row is None or row.pr_state == state:
                 continue
             row.pr_state = state
@@ -93,8 +120,8 @@ def _record_state(
             s.add(row)
             changed = True
         s.commit()
-        issues = sorted({r.plane_issue_id for r in [*rows, *runs] if r is not None and r.plane_issue_id})
-    return (task_ids, [r.id for r in runs], issues) if changed else None
+        issues = sorted({r.plane_issue_id for r in rows if r is not None and r.plane_issue_id})
+    return (task_ids, run_ids, issues) if changed else None
 
 
 async def record_pr_closed(
@@ -147,15 +174,20 @@ async def handle_github_event(
     if event == "ping":
         return {"status": "pong"}
     pr = payload.get("pull_request")
-    repo_full = str((payload.get("repository") or {}).get("full_name") or "")
+    repo_full = str(_obj(payload.get("repository")).get("full_name") or "")
     if event not in ("pull_request", "pull_request_review"):
         return {"status": "ignored", "reason": f"event {event!r} is not used by Factory"}
     if not isinstance(pr, dict) or not repo_full:
         raise ValueError("'pull_request' and 'repository.full_name' are required")
-    branch = str((pr.get("head") or {}).get("ref") or "")
+    head = _obj(pr.get("head"))
+    branch = str(head.get("ref") or "")
     number = pr.get("number")
     if not branch.startswith(BRANCH_PREFIX) or not isinstance(number, int):
         return {"status": "ignored", "reason": "not a Factory branch"}
+    head_repo = str(_obj(head.get("repo")).get("full_name") or "")
+    if head_repo.lower() != repo_full.lower():
+        log.warning("ignored %s on %s#%s: its head is %r, not the repository", event, repo_full, number, head_repo)
+        return {"status": "ignored", "reason": "the pull request's head is another repository (a fork)"}
     action = payload.get("action")
     if event == "pull_request":
         if action != "closed":
@@ -164,12 +196,27 @@ async def handle_github_event(
             cfg, engine, http, repo_full, number, branch, bool(pr.get("merged")), pr.get("html_url")
         )
         if closed is None:
-            return {"status": "ignored", "reason": "no Factory task has this branch, or it was recorded already"}
+            return {"status": "ignored", "reason": "no Factory task has this pull request, or it was recorded already"}
         return {"status": "recorded", "pr_state": "merged" if closed.merged else "closed", "task_ids": closed.task_ids}
-    review = payload.get("review") or {}
+    review = _obj(payload.get("review"))
     if action != "submitted" or str(review.get("state") or "").lower() != "changes_requested":
         return {"status": "ignored", "reason": "not a review that requests changes"}
+    if not may_request_changes(cfg, review):
+        who = _obj(review.get("user")).get("login")
+        log.warning(
+            "ignored a review on %s#%s by %r (%s): no write access",
+            repo_full, number, who, review.get("author_association"),
+        )  # fmt: skip
+        return {"status": "ignored", "reason": "the reviewer has no write access to the repository"}
     return await start_revision(cfg, engine, launcher, http, repo_full, pr, review)
+
+
+def may_request_changes(cfg: FactoryConfig, review: dict[str, Any]) -> bool:
+    """Whether the review's author may drive a revision: write access, or listed in `github.allowed_users`."""
+    if str(review.get("author_association") or "").upper() in WRITE_ACCESS:
+        return True
+    login = str(_obj(review.get("user")).get("login") or "").lower()
+    return bool(login) and login in {u.lower() for u in cfg.github.allowed_users}
 
 
 def review_context(pr: dict[str, Any], review: dict[str, Any], comments: list[dict[str, Any]]) -> str:
@@ -193,15 +240,6 @@ def review_context(pr: dict[str, Any], review: dict[str, Any], comments: list[di
     return "\n\n".join(p for p in parts if p)
 
 
-def _branch_work(
-    cfg: FactoryConfig, engine: Engine, repo_full: str, branch: str
-) -> tuple[list[Task], list[WorkflowRun]]:
-    tasks = _tasks_of(engine, cfg, repo_full, branch)
-    with session_scope(engine) as s:
-        runs = s.exec(select(WorkflowRun).where(WorkflowRun.branch == branch)).all()
-    return tasks, [r for r in runs if (_github_of(cfg, r.repo) or "").lower() == repo_full.lower()]
-
-
 async def start_revision(
     cfg: FactoryConfig,
     engine: Engine,
@@ -211,38 +249,41 @@ async def start_revision(
     pr: dict[str, Any],
     review: dict[str, Any],
 ) -> dict[str, Any]:
-    """Start a coder_revision task on the PR's branch with the review as its context."""
+    """Start a coder_revision task on the PR's branch with the review as its context (once per review)."""
     branch = str(pr["head"]["ref"])
     number = int(pr["number"])
-    tasks, runs = await asyncio.to_thread(_branch_work, cfg, engine, repo_full, branch)
+    tasks, runs = await asyncio.to_thread(_pr_work, cfg, engine, repo_full, number, branch)
     if not tasks and not runs:
-        return {"status": "ignored", "reason": "no Factory task has this branch"}
+        return {"status": "ignored", "reason": "no Factory task has this pull request"}
     busy = [f"task #{t.id}" for t in tasks if t.status not in FINISHED]
     busy += [f"workflow run #{r.id}" for r in runs if r.status in ("pending", "running")]
     if busy:
         return {"status": "ignored", "reason": f"{busy[-1]} is still working on this branch"}
     review_id = review.get("id")
-    if review_id is not None and not await asyncio.to_thread(claim_delivery, engine, "github-review", str(review_id)):
-        return {"status": "ignored", "reason": "a revision for this review was started already"}
-    run = runs[0] if runs else None
-    root_title = run.title if run else tasks[0].title
-    parent_id = tasks[-1].id if tasks else None
-    issue = (run.plane_issue_id if run else None) or next((t.plane_issue_id for t in tasks if t.plane_issue_id), None)
-    comments = await GitHubClient(cfg, http).review_comments(repo_full, number, review.get("id"))
-    context = review_context(pr, review, comments)
-    description = f"Revise pull request #{number} ({pr.get('html_url') or branch}) as the review below asks."
-    new = NewTask(
-        title=f"Revise PR #{number}: {root_title}"[:500],
-        description=description,
-        repo=tasks[-1].repo if tasks else run.repo,
-        agent_type="coder_revision",
-        parent_task_id=parent_id,
-        plane_issue_id=issue,
-        pr_url=pr.get("html_url"),
-        pr_number=number,
-        pr_state="open",
-    )
-    task = await launcher.create_task(new, TaskStart(branch=branch, context=context, parent_task_id=parent_id))
+    async with claimed(engine, "github-review", str(review_id) if review_id is not None else None) as first:
+        if not first:
+            return {"status": "ignored", "reason": "a revision for this review was started already"}
+        run = runs[0] if runs else None
+        root_title = run.title if run else tasks[0].title
+        parent_id = tasks[-1].id if tasks else None
+        issue = (run.plane_issue_id if run else None) or next(
+            (t.plane_issue_id for t in tasks if t.plane_issue_id), None
+        )
+        comments = await GitHubClient(cfg, http).review_comments(repo_full, number, review_id)
+        new = NewTask(
+            title=f"Revise PR #{number}: {root_title}"[:500],
+            description=f"Revise pull request #{number} ({pr.get('html_url') or branch}) as the review below asks.",
+            repo=tasks[-1].repo if tasks else run.repo,
+            agent_type="coder_revision",
+            parent_task_id=parent_id,
+            plane_issue_id=issue,
+            pr_url=pr.get("html_url"),
+            pr_number=number,
+            pr_state="open",
+        )
+        start = TaskStart(branch=branch, context=review_context(pr, review, comments), parent_task_id=parent_id)
+        task = await launcher.create_task(new, run=False)
+        await start_or_forget(launcher, engine, task, start)  # a failed start leaves no queued row behind
     log.info("review on %s#%s started revision task #%s", repo_full, number, task.id)
     return {"status": "started", "task_id": task.id, "branch": branch}
 

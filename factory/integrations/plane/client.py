@@ -95,6 +95,17 @@ class PlaneClient:
             raise
         return str(data.get("id")) if isinstance(data, dict) and data.get("id") else None
 
+    async def project_members(self) -> dict[str, dict[str, Any]]:
+        """User id → user (`display_name`, `email`, ...) for the project's members."""
+        data = await self._request("GET", f"{self._project()}/members/")
+        rows = data.get("results", []) if isinstance(data, dict) else (data or [])
+        return {str(r["id"]): r for r in rows if isinstance(r, dict) and r.get("id")}
+
+    async def get_issue(self, issue_id: str) -> dict[str, Any]:
+        """One work item as the API returns it (v2 webhooks leave its description out)."""
+        data = await self._request("GET", f"{self._project()}/issues/{issue_id}/")
+        return data if isinstance(data, dict) else {}
+
     async def label_names(self) -> dict[str, str]:
         """Label id → name for the project (webhooks may carry label ids only)."""
         data = await self._request("GET", f"{self._project()}/labels/")

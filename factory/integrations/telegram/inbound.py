@@ -127,6 +127,8 @@ class UpdateHandler:
 
 
 OFFSET_KEY = "telegram:offset"
+MAX_HANDLING_FAILURES = 5
+"""Failures of one update, with the workflow engine up, after which it is skipped as unprocessable."""
 
 
 async def poll_updates(
@@ -134,21 +136,24 @@ async def poll_updates(
 ) -> None:
     """Long-poll `getUpdates` forever, keeping the offset in the database (runs as a background task).
 
-    `get_launcher` returns None until the worker is connected; polling starts once it returns one.
+    The offset moves past an update only once it was handled. When handling fails (Temporal briefly
+    down), the same update is fetched again after a back-off; one that keeps failing while the engine
+    answers is skipped after `MAX_HANDLING_FAILURES` attempts, so it cannot hold up the others.
+    `get_launcher` returns None until the worker is connected, and is asked again for each update.
     """
     bot = TelegramBot(cfg.telegram_token, cfg.telegram.api_url, http)
     handler = UpdateHandler(cfg, engine, bot)
-    launcher = get_launcher()
-    while launcher is None:
-        await asyncio.sleep(0.1)
-        launcher = get_launcher()
     stored = await asyncio.to_thread(kv_get, engine, OFFSET_KEY)
     offset = int(stored) if stored and stored.lstrip("-").isdigit() else None
     backoff = 1.0
+    failures = 0
     while True:
+        launcher = get_launcher()
+        if launcher is None:
+            await asyncio.sleep(0.1)
+            continue
         try:
             updates = await bot.get_updates(offset)
-            backoff = 1.0
         except TelegramError as exc:
             if exc.status == 409:
                 log.warning("getUpdates refused (a webhook is set, or another poller runs): %s", exc)
@@ -157,15 +162,37 @@ async def poll_updates(
             await asyncio.sleep(exc.retry_after or backoff)
             backoff = min(backoff * 2, 60)
             continue
+        stalled = False
         for update in updates or []:
             uid = update.get("update_id")
+            launcher = get_launcher() or launcher  # the one in force now, not the one of a minute-long poll's start
             try:
                 outcome = await handler.handle(update, launcher)
                 log.info("Telegram update %s: %s", uid, outcome)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("Telegram update %s could not be handled", uid)
+                log.warning("Telegram update %s could not be handled; it is fetched again", uid, exc_info=True)
+                failures += await _counts_as_failure(launcher)
+                if failures < MAX_HANDLING_FAILURES:
+                    stalled = True
+                    break
+                log.error("Telegram update %s skipped after %s failed attempts", uid, failures)
+            failures = 0
             if isinstance(uid, int):
                 offset = uid + 1
                 await asyncio.to_thread(kv_set, engine, OFFSET_KEY, str(offset))
+        if stalled:
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30)
+        else:
+            backoff = 1.0
+
+
+async def _counts_as_failure(launcher: Launcher) -> int:
+    """1 when the engine answers (the update itself is at fault), 0 while it is down (the update must wait)."""
+    try:
+        await launcher.check_health()
+    except Exception:
+        return 0
+    return 1
