@@ -51,7 +51,7 @@ class EnvironmentTimeoutError(DockerToolkitError):
 
 @dataclass(frozen=True)
 class Violation:
-    """One rule the compose file breaks, as Factory named it."""
+    """One rule a compose file breaks, for one service (or `volume:<name>`, ...): Factory's checks make these."""
 
     rule: str
     service: str

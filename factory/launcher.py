@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from factory.domain.handoffs import handoff_section
 from factory.store.tables import FINISHED, Handoff, Task, WorkflowRun, session_scope
+from factory.store.writes import insert
 
 
 class LaunchError(ValueError):
@@ -164,7 +165,7 @@ async def hand_off(
         from_task_id=src.id, to_task_id=task.id, from_agent=src.agent_type, to_agent=to_agent,
         summary=src.result or "", changed_files=src.changed_files, diff_stat=None,
     )  # fmt: skip
-    return await asyncio.to_thread(_insert_handoff, engine, handoff), task
+    return await asyncio.to_thread(insert, engine, handoff), task
 
 
 def _finished_task(engine: Engine, task_id: int) -> Task:
@@ -178,10 +179,3 @@ def _finished_task(engine: Engine, task_id: int) -> Task:
         raise Conflict(f"task {src.id} has no branch to hand on")
     return src
 
-
-def _insert_handoff(engine: Engine, handoff: Handoff) -> Handoff:
-    with session_scope(engine) as s:
-        s.add(handoff)
-        s.commit()
-        s.refresh(handoff)
-        return handoff

@@ -7,7 +7,6 @@ event loop the API and the worker share under `factory up`.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from sqlalchemy.engine import Engine
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -31,6 +30,7 @@ from factory.specs import (
     workflow_input,
 )
 from factory.store.tables import FINISHED, Task, TaskStatus, WorkflowRun, WorkflowStatus, session_scope, utcnow
+from factory.store.writes import insert
 from workflows.step_interpreter import ConfiguredWorkflow
 from workflows.task import TaskWorkflow
 
@@ -63,7 +63,7 @@ class TemporalLauncher:
         agent_type = new.agent_type or default_agent(self.cfg, ref.name)
         agent_spec(self.cfg, agent_type)
         fields = {k: v for k, v in vars(new).items() if k not in ("repo", "agent_type")}
-        task = await asyncio.to_thread(_insert, self.engine, Task(**fields, repo=ref.name, agent_type=agent_type))
+        task = await asyncio.to_thread(insert, self.engine, Task(**fields, repo=ref.name, agent_type=agent_type))
         if run:
             await self._start(task, start, ref)
         return task
@@ -106,7 +106,7 @@ class TemporalLauncher:
             raise LaunchError("title must not be empty")
         ref = await resolve_checked(self.cfg, repo)
         row = WorkflowRun(name=name, title=title, description=description, repo=ref.name, plane_issue_id=plane_issue_id)
-        run = await asyncio.to_thread(_insert, self.engine, row)
+        run = await asyncio.to_thread(insert, self.engine, row)
         try:
             await self.client.start_workflow(
                 ConfiguredWorkflow.run,
@@ -162,13 +162,6 @@ class TemporalLauncher:
             return Cancelled(signalled=False)
         return Cancelled(signalled=True)
 
-
-def _insert(engine: Engine, row: Any) -> Any:
-    with session_scope(engine) as s:
-        s.add(row)
-        s.commit()
-        s.refresh(row)
-        return row
 
 
 def _mark_cancelled(engine: Engine, table: type[Task] | type[WorkflowRun], row_id: int) -> None:

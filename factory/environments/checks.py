@@ -17,11 +17,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+# the wire type of a refusal is the one the toolkit (standard library only, inside the sandbox) raises
+from docker_toolkit import Violation
 
 # Docker's default capabilities plus a few that act only inside the container's own namespaces
 ALLOWED_CAPS = frozenset(
@@ -47,17 +49,6 @@ class UnsafeComposeError(Exception):
         super().__init__("refusing to start this compose file:\n  - " + "\n  - ".join(v.message for v in violations))
 
 
-@dataclass(frozen=True)
-class Violation:
-    """One rule a compose file breaks, for one service (or `volume:<name>`, `network:<name>`, ...)."""
-
-    rule: str
-    service: str
-    detail: str
-
-    @property
-    def message(self) -> str:
-        return f"[{self.rule}] service {self.service!r}: {self.detail}"
 
 
 def is_within(path: str, root: str) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -15,7 +16,18 @@ from factory.domain.redact import scrub
 from factory.domain.text import clip_noted
 from factory.store.tables import FINISHED, Task, TaskLog, TaskStatus, session_scope, utcnow
 
+Row = TypeVar("Row")
+
 MAX_LOG_CHARS = 4000
+
+
+def insert(engine: Engine, row: Row) -> Row:
+    """Add one new row and return it with its id (blocking: call it in a thread from async code)."""
+    with session_scope(engine) as s:
+        s.add(row)
+        s.commit()
+        s.refresh(row)
+        return row
 
 
 def update_task(engine: Engine, upd: TaskUpdate) -> Task | None:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from factory.config import FactoryConfig
 from factory.domain.redact import scrub
+from factory.integrations.errors import ServiceError
 from factory.store.kv import kv_get, kv_set
 
 log = logging.getLogger("factory.integrations.plane.client")
@@ -28,13 +29,13 @@ FACTORY_SOURCE = "factory"
 STATE_KEYS = ("queued", "in_progress", "in_review", "done", "failed", "cancelled", "waiting_for_input")
 
 
-class PlaneError(Exception):
+class PlaneError(ServiceError):
     """A Plane API call failed; `status` is the HTTP status (None for network errors)."""
 
+    service = "Plane"
+
     def __init__(self, message: str, status: int | None = None, retry_after: float | None = None, body: Any = None):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
+        super().__init__(message, status, retry_after)
         self.body = body
 
 

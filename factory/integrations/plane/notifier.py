@@ -8,13 +8,10 @@ holding the question. Each send runs in its own retried activity (`send_notifica
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import httpx
 from markupsafe import Markup
 from sqlalchemy.engine import Engine
 from sqlmodel import select
-from temporalio.exceptions import ApplicationError
 
 from factory.config import FactoryConfig
 from factory.contracts import TaskEvent
@@ -28,14 +25,6 @@ from factory.store.tables import Question, Task, WorkflowRun, session_scope
 def _event_key(e: TaskEvent) -> str:
     return f"{e.kind}-t{e.task_id}-w{e.workflow_run_id}-q{e.question_id}"
 
-
-def _as_application_error(exc: PlaneError) -> ApplicationError:
-    if exc.status == 429:
-        return ApplicationError(
-            str(exc), type="PlaneRateLimited", next_retry_delay=timedelta(seconds=exc.retry_after or 5)
-        )
-    permanent = exc.status is not None and 400 <= exc.status < 500 and exc.status not in (408, 409)
-    return ApplicationError(str(exc), type="PlaneError", non_retryable=permanent)
 
 
 class PlaneNotifier:
@@ -80,7 +69,7 @@ class PlaneNotifier:
         try:
             await self._send(issue, event)
         except PlaneError as exc:
-            raise _as_application_error(exc) from None
+            raise exc.as_application_error() from None
 
     def _current(self, e: TaskEvent) -> bool:
         """False when a retried started/question event is overtaken by what happened since."""

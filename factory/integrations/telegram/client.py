@@ -12,18 +12,16 @@ import httpx
 from markupsafe import Markup, escape
 
 from factory.domain.redact import scrub
+from factory.integrations.errors import ServiceError
 
 MAX_CHARS = 4096
 POLL_TIMEOUT_S = 25
 
 
-class TelegramError(Exception):
+class TelegramError(ServiceError):
     """A Bot API call failed; `retry_after` is set on 429 (flood control)."""
 
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
+    service = "Telegram"
 
 
 class TelegramBot:

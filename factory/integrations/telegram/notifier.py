@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
 from typing import Any
 
 import httpx
 from markupsafe import Markup
 from sqlalchemy.engine import Engine
-from temporalio.exceptions import ApplicationError
 
 from factory.config import FactoryConfig
 from factory.contracts import TaskEvent
@@ -71,14 +69,6 @@ def _event_key(e: TaskEvent) -> str:
     return f"{e.kind}:t{e.task_id}:w{e.workflow_run_id}:q{e.question_id}:i{e.iteration}:{e.url or ''}"
 
 
-def as_application_error(exc: TelegramError) -> ApplicationError:
-    if exc.status == 429:
-        return ApplicationError(
-            str(exc), type="TelegramRateLimited", next_retry_delay=timedelta(seconds=exc.retry_after or 5)
-        )
-    permanent = exc.status is not None and 400 <= exc.status < 500
-    return ApplicationError(str(exc), type="TelegramError", non_retryable=permanent)
-
 
 class TelegramNotifier:
     """Task events to the Telegram chat (a `Notifier`), and board messages to the board chat."""
@@ -108,7 +98,7 @@ class TelegramNotifier:
             else:
                 await self._send_once(f"{_event_key(event)}", chat, text)
         except TelegramError as exc:
-            raise as_application_error(exc) from None
+            raise exc.as_application_error() from None
 
     async def _send_once(self, key: str, chat: str, text: str, markup: dict[str, Any] | None = None) -> int | None:
         """Send unless an earlier attempt of this activity already did; returns the message id."""
