@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from api.middleware import token_problem
+from api.schemas import MAX_ID
 from factory.config import FactoryConfig
-from factory.domain.signing import same_secret
-from factory.launcher import Launcher
+from factory.domain.text import clip
+from factory.launcher import Conflict, Launcher, LaunchError, NotFound
 from factory.memory.store import MemoryStore
 from factory.store.board import Board
 
@@ -53,18 +60,60 @@ async def get_memory(request: Request) -> MemoryStore:
     return store
 
 
-async def require_token(request: Request) -> None:
-    """Bearer-token auth for /api when FACTORY_AUTH_TOKEN is set (constant-time compare)."""
-    cfg: FactoryConfig = request.app.state.cfg
-    if cfg.factory_auth_token is None:
+def _query_params(dependant: Dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_params(sub)
+    return names
+
+
+async def known_query(request: Request) -> None:
+    """422 for a query parameter the route does not take (a typo would be ignored), or one given twice."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
         return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not same_secret(given.strip(), cfg.factory_auth_token.get_secret_value()):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing or wrong bearer token (set Authorization: Bearer <FACTORY_AUTH_TOKEN>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    known = _query_params(route.dependant)
+    problems = []
+    for name, times in Counter(k for k, _ in request.query_params.multi_items()).items():
+        shown = clip(name, 60)
+        if name not in known:
+            problems.append(
+                f"query.{shown}: unknown parameter (this route takes: {', '.join(sorted(known)) or 'none'})"
+            )
+        elif times > 1:
+            problems.append(f"query.{shown}: given {times} times; give it once")
+    if problems:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(problems))
+
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <FACTORY_AUTH_TOKEN>`")
+
+
+async def require_token(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    """Bearer-token auth for /api (declares the scheme in OpenAPI; `TokenGate` checks it before the body is read)."""
+    problem = token_problem(request.app.state.cfg, request.headers.get("authorization"))
+    if problem:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, problem, headers={"WWW-Authenticate": "Bearer"})
+
+
+@asynccontextmanager
+async def temporal_call(launcher: Launcher, kept: str = "") -> AsyncIterator[None]:
+    """Turn a launcher call that failed because Temporal is down into a 503 naming Temporal.
+
+    The launcher's own answers (bad input, not found, conflict) pass through; any other failure is
+    taken for an outage when Temporal then fails its health check too. `kept` says what was saved.
+    """
+    try:
+        yield
+    except (LaunchError, NotFound, Conflict, HTTPException):
+        raise
+    except Exception as exc:
+        try:
+            await launcher.check_health()
+        except Exception:
+            detail = f"Temporal is unavailable ({type(exc).__name__}: {clip(str(exc), 200)})"
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{detail}{kept}") from exc
+        raise
 
 
 CfgDep = Annotated[FactoryConfig, Depends(get_cfg)]
@@ -73,3 +122,6 @@ SessionDep = Annotated[Session, Depends(get_session)]
 LauncherDep = Annotated[Launcher, Depends(get_launcher)]
 BoardDep = Annotated[Board, Depends(get_board)]
 MemoryDep = Annotated[MemoryStore, Depends(get_memory)]
+
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="a row id (1 to 2^63-1)")]
+IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="a row id (1 to 2^63-1)")]

@@ -9,15 +9,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import Depends, FastAPI, Request
-from fastapi.encoders import jsonable_encoder
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
-from api.deps import require_token
+from api.deps import known_query, require_token
+from api.errors import responses, status_handler, validation_error
+from api.middleware import BodyLimit, TokenGate
 from api.routes import agents, environments, handoffs, messages, pages, tasks, webhooks, workflows
 from api.routes import memory as memory_routes
 from api.schemas import HealthPublic
@@ -68,7 +69,7 @@ def create_app(
             await app.state.memory.close()
         await app.state.http.aclose()
 
-    app = FastAPI(title="Factory", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Factory", version="0.1.0", lifespan=lifespan, dependencies=[Depends(known_query)])
     app.state.cfg = cfg
     app.state.engine = engine or make_engine(cfg.db_url)
     app.state.launcher = launcher or (TemporalLauncher(cfg, client, app.state.engine) if client else None)
@@ -76,24 +77,22 @@ def create_app(
     app.state.board = board or _standalone_board(cfg, app.state.engine, app.state.http)
     app.state.memory = memory
 
-    auth = [Depends(require_token)]
-    for r in (tasks.router, agents.router, workflows.router, handoffs.router, messages.router, memory_routes.router):
-        app.include_router(r, dependencies=auth)
-    app.include_router(environments.router, dependencies=auth)
-    for r in (webhooks.router, pages.router):  # webhooks prove themselves; pages hold no data
-        app.include_router(r)
+    # The token is checked by TokenGate before any body is read; the dependency declares the
+    # bearer scheme in /openapi.json (only when a token is set: without one /api is open).
+    auth = [Security(require_token)] if cfg.factory_auth_token else []
+    denied = responses(401) if cfg.factory_auth_token else {}
+    for r in (tasks, agents, workflows, handoffs, messages, memory_routes, environments):
+        app.include_router(r.router, dependencies=auth, responses=denied)
+    # webhooks prove themselves (signatures); pages hold no data
+    app.include_router(webhooks.router, responses=responses(400, 403, 404, 413, 422, 503))
+    app.include_router(pages.router)
+    # added last = outermost: the token is checked first, then the size, then a route reads the body
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(TokenGate, cfg=cfg)
 
     for exc_type, code in _STATUS.items():
-        app.add_exception_handler(exc_type, _status_handler(code))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for e in exc.errors():
-            loc = ".".join(str(x) for x in e["loc"] if x != "body")
-            problems.append(f"{loc}: {e['msg'].removeprefix('Value error, ')}")
-        errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
-        return JSONResponse({"detail": "; ".join(problems), "errors": errors}, status_code=422)
+        app.add_exception_handler(exc_type, status_handler(code))
+    app.add_exception_handler(RequestValidationError, validation_error)
 
     @app.get("/health", tags=["health"], response_model=HealthPublic, responses={503: {"model": HealthPublic}})
     async def health(request: Request) -> JSONResponse:
@@ -101,13 +100,6 @@ def create_app(
         return await _health(request.app)
 
     return app
-
-
-def _status_handler(code: int) -> Any:
-    async def handler(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=code)
-
-    return handler
 
 
 def _ping_database(engine: Engine) -> None:

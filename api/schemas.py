@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, field_validator
 
+from api.bodies import Body, filled
 from factory.memory.records import MemoryHit, MemoryRecord
 from factory.store.tables import AgentRun, Handoff, Message, Question, Task, WorkflowRun
 from factory.store.views import SUMMARY_CHARS, RunDetail
@@ -30,6 +31,11 @@ AwareTime = Annotated[datetime, PlainSerializer(_aware, return_type=str, when_us
 
 MessageType = Literal["info", "question", "handoff", "status", "error"]
 
+MAX_ID = 2**63 - 1
+"""The largest id a row can have: SQLite's INTEGER (and PostgreSQL's BIGINT) is a signed 64-bit number."""
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+"""A row id in a request body (a larger number would overflow the database's query)."""
+
 
 class _FromRow(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -38,11 +44,11 @@ class _FromRow(BaseModel):
 # --- requests -------------------------------------------------------------------------------------
 
 
-class TaskCreate(BaseModel):
-    title: str = Field(max_length=500)
+class TaskCreate(Body):
+    title: str = filled(500)
     description: str = Field(default="", max_length=100_000)
-    repo: str = Field(max_length=300)
-    agent_type: str | None = None
+    repo: str = filled(300)
+    agent_type: str | None = Field(default=None, max_length=100)
 
     @field_validator("title")
     @classmethod
@@ -53,37 +59,37 @@ class TaskCreate(BaseModel):
         return v
 
 
-class AnswerBody(BaseModel):
-    answer: str = Field(max_length=50_000)
-    question_id: int | None = None
+class AnswerBody(Body):
+    answer: str = filled(50_000)
+    question_id: Id | None = None
     answered_by: str = Field(default="user", max_length=200)
 
 
-class HandoffCreate(BaseModel):
-    from_task_id: int
-    to_agent: str = Field(max_length=100)
+class HandoffCreate(Body):
+    from_task_id: Id
+    to_agent: str = filled(100)
     context: str = Field(default="", max_length=50_000, description="what the next agent should do or know")
     title: str | None = Field(default=None, max_length=500)
 
 
-class CodeReviewCreate(BaseModel):
-    title: str = Field(max_length=500)
+class CodeReviewCreate(Body):
+    title: str = filled(500)
     description: str = Field(default="", max_length=100_000)
-    repo: str = Field(max_length=300)
+    repo: str = filled(300)
 
 
 class WorkflowCreate(CodeReviewCreate):
-    name: str = Field(max_length=200)
+    name: str = filled(200)
 
 
-class MessageCreate(BaseModel):
+class MessageCreate(Body):
     sender: str = Field(default="user", min_length=1, max_length=100)
     to: str | None = Field(default=None, max_length=100)
-    content: str = Field(max_length=50_000)
+    content: str = filled(50_000)
     message_type: MessageType = "info"
-    task_id: int | None = None
-    workflow_id: int | None = None
-    reply_to: int | None = None
+    task_id: Id | None = None
+    workflow_id: Id | None = None
+    reply_to: Id | None = None
 
     @field_validator("content")
     @classmethod
@@ -98,11 +104,11 @@ class MessageCreate(BaseModel):
         return v.strip() or None if v is not None else None
 
 
-class NoteCreate(BaseModel):
-    repo: str = Field(min_length=1)
-    title: str | None = None
-    content: str
-    learnings: list[str] = Field(default_factory=list)
+class NoteCreate(Body):
+    repo: str = filled(300)
+    title: str | None = Field(default=None, max_length=500)
+    content: str = filled(50_000)
+    learnings: list[Annotated[str, Field(max_length=2_000)]] = Field(default_factory=list, max_length=50)
 
     @field_validator("content")
     @classmethod

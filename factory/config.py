@@ -71,6 +71,8 @@ class FactoryConfig(BaseSettings):
     agent_timeout_minutes: float = Field(default=60, gt=0)
     agent_activity_timeout_minutes: float = Field(default=15, gt=0)
     clarification_timeout_hours: float = Field(default=72, gt=0)
+    # logs, board messages, webhook deliveries and dedup marks of finished work older than this are pruned
+    retention_days: float = Field(default=30, ge=0)  # 0: keep everything forever
     default_org: str = ""
     repos: dict[str, RepoConfig] = Field(default_factory=dict)
     agent_templates: dict[str, AgentTemplate] = Field(default_factory=default_templates)
@@ -89,6 +91,8 @@ class FactoryConfig(BaseSettings):
     database_url: str | None = None
     git_author_name: str = "Factory"
     git_author_email: str = "factory@localhost"
+    # the largest request body the API and the webhooks take (413 above it, before it is read)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
     # --- secrets (environment / .env only; never in config output): the names in SECRET_FIELDS ---
     anthropic_api_key: SecretStr | None = None

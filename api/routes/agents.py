@@ -6,10 +6,11 @@ from fastapi import APIRouter
 from sqlmodel import select
 
 from api.deps import SessionDep
+from api.errors import JSONRoute
 from api.schemas import AgentRunPublic
 from factory.store.tables import AgentRun, Task
 
-router = APIRouter(prefix="/api/agents", tags=["agents"])
+router = APIRouter(prefix="/api/agents", tags=["agents"], route_class=JSONRoute)
 
 
 @router.get("", response_model=list[AgentRunPublic])

@@ -8,11 +8,11 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel
 
 from api.deps import IdQuery
-from api.errors import responses
+from api.errors import JSONRoute, responses
 from factory.environments import docker as environments
 from factory.environments.compose import parse_project_name
 
-router = APIRouter(prefix="/api/environments", tags=["environments"])
+router = APIRouter(prefix="/api/environments", tags=["environments"], route_class=JSONRoute)
 
 
 class EnvironmentPublic(BaseModel):

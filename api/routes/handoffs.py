@@ -7,26 +7,30 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlmodel import select
 
-from api.deps import EngineDep, LauncherDep, SessionDep
+from api.deps import EngineDep, IdPath, IdQuery, LauncherDep, SessionDep, temporal_call
+from api.errors import JSONRoute, responses
 from api.schemas import HandoffCreate, HandoffCreated, HandoffPublic
 from factory.launcher import hand_off
 from factory.store.tables import Handoff
 
-router = APIRouter(prefix="/api/handoffs", tags=["handoffs"])
+router = APIRouter(prefix="/api/handoffs", tags=["handoffs"], route_class=JSONRoute)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=HandoffCreated)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=HandoffCreated, responses=responses(404, 409, 413, 422, 503)
+)
 async def create_handoff(body: HandoffCreate, engine: EngineDep, launcher: LauncherDep) -> HandoffCreated:
     """Hand a finished task's work to another agent: a new task on the same branch with the context."""
-    handoff, task = await hand_off(launcher, engine, body.from_task_id, body.to_agent, body.context, body.title)
+    async with temporal_call(launcher):
+        handoff, task = await hand_off(launcher, engine, body.from_task_id, body.to_agent, body.context, body.title)
     return HandoffCreated.of(handoff, task)
 
 
-@router.get("", response_model=list[HandoffPublic])
+@router.get("", response_model=list[HandoffPublic], responses=responses(422))
 def list_handoffs(
     session: SessionDep,
-    workflow_id: int | None = None,
-    task_id: int | None = None,
+    workflow_id: IdQuery = None,
+    task_id: IdQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[HandoffPublic]:
     """Handoffs, newest first (`?workflow_id=`, `?task_id=` for from or to)."""
@@ -38,8 +42,8 @@ def list_handoffs(
     return [HandoffPublic.model_validate(h) for h in session.exec(q.order_by(Handoff.id.desc()).limit(limit))]
 
 
-@router.get("/{handoff_id}", response_model=HandoffPublic)
-def read_handoff(handoff_id: int, session: SessionDep) -> HandoffPublic:
+@router.get("/{handoff_id}", response_model=HandoffPublic, responses=responses(404, 422))
+def read_handoff(handoff_id: IdPath, session: SessionDep) -> HandoffPublic:
     """One handoff."""
     h = session.get(Handoff, handoff_id)
     if h is None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from api.deps import MemoryDep
+from api.errors import JSONRoute, responses
 from api.schemas import MemoryHitPublic, MemoryPublic, NoteCreate
 from factory.memory.records import MemoryRecord
 from factory.memory.store import MemoryStore
 
-router = APIRouter(prefix="/api/memory", tags=["memory"])
+router = APIRouter(prefix="/api/memory", tags=["memory"], route_class=JSONRoute)
+
+MemoryId = Annotated[str, Path(min_length=1, max_length=200, description="a memory's id")]
 
 
 def _unavailable(store: MemoryStore) -> HTTPException | None:
@@ -20,11 +23,11 @@ def _unavailable(store: MemoryStore) -> HTTPException | None:
     return None
 
 
-@router.get("", response_model=list[MemoryHitPublic])
+@router.get("", response_model=list[MemoryHitPublic], responses=responses(422, 503))
 async def search_memory(
     store: MemoryDep,
-    q: str | None = None,
-    repo: str | None = None,
+    q: Annotated[str | None, Query(max_length=2_000)] = None,
+    repo: Annotated[str | None, Query(max_length=300)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[MemoryHitPublic]:
     """Memories matching `q` with their scores (the task's repo first), or the newest without `q`."""
@@ -37,8 +40,8 @@ async def search_memory(
     return [MemoryHitPublic.of_hit(h) for h in hits]
 
 
-@router.get("/{memory_id}", response_model=MemoryPublic)
-async def read_memory(memory_id: str, store: MemoryDep) -> MemoryPublic:
+@router.get("/{memory_id}", response_model=MemoryPublic, responses=responses(404, 422, 503))
+async def read_memory(memory_id: MemoryId, store: MemoryDep) -> MemoryPublic:
     """One memory by id."""
     record = await store.get(memory_id)
     if record is None:
@@ -46,7 +49,7 @@ async def read_memory(memory_id: str, store: MemoryDep) -> MemoryPublic:
     return MemoryPublic.of(memory_id, record)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=MemoryPublic)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=MemoryPublic, responses=responses(413, 422, 503))
 async def create_memory(note: NoteCreate, store: MemoryDep) -> MemoryPublic:
     """Add a note by hand; it is recalled like a task's memory."""
     content = note.content.strip()
@@ -61,8 +64,8 @@ async def create_memory(note: NoteCreate, store: MemoryDep) -> MemoryPublic:
     return MemoryPublic.of(memory_id, stored or record)
 
 
-@router.delete("/{memory_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_memory(memory_id: str, store: MemoryDep) -> None:
+@router.delete("/{memory_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404, 422, 503))
+async def delete_memory(memory_id: MemoryId, store: MemoryDep) -> None:
     """Delete a memory."""
     if not await store.delete(memory_id):
         raise _unavailable(store) or HTTPException(status.HTTP_404_NOT_FOUND, f"no memory {memory_id}")

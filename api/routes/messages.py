@@ -13,15 +13,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import WithJsonSchema
 from sqlalchemy.engine import Engine
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.deps import BoardDep, EngineDep, SessionDep
-from api.schemas import MessageCreate, MessagePublic, MessageType
+from api.deps import BoardDep, EngineDep, IdPath, IdQuery, SessionDep
+from api.errors import JSONRoute, responses
+from api.schemas import MAX_ID, MessageCreate, MessagePublic, MessageType
 from factory.store import views
 from factory.store.views import MessageFilter
 
-router = APIRouter(prefix="/api/messages", tags=["messages"])
+router = APIRouter(prefix="/api/messages", tags=["messages"], route_class=JSONRoute)
 
 POLL_SECONDS = 0.25  # how often an open stream looks for new rows: the board's latency bound
 PING_SECONDS = 15.0  # keep-alive comments, so proxies keep an idle stream open
@@ -37,7 +39,9 @@ def _disabled() -> HTTPException:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=MessagePublic)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=MessagePublic, responses=responses(404, 409, 413, 422)
+)
 async def create_message(body: MessageCreate, session: SessionDep, board: BoardDep) -> MessagePublic:
     """Post a message (a person or a tool); a reply takes its thread's task, a task its workflow."""
     if not board.enabled:
@@ -58,16 +62,18 @@ async def create_message(body: MessageCreate, session: SessionDep, board: BoardD
     return MessagePublic.of(msg)
 
 
-@router.get("", response_model=list[MessagePublic])
+@router.get("", response_model=list[MessagePublic], responses=responses(422))
 def list_messages(
     session: SessionDep,
-    task_id: int | None = None,
-    workflow_id: int | None = None,
+    task_id: IdQuery = None,
+    workflow_id: IdQuery = None,
     message_type: MessageType | None = None,
     agent: AgentQuery = None,
     search: SearchQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[int | None, Query(ge=1, description="only messages with an id below this (paging)")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="only messages with an id below this (paging)")
+    ] = None,
 ) -> list[MessagePublic]:
     """Messages, newest first, with filters and an id cursor (`before`)."""
     f = MessageFilter(task_id, workflow_id, message_type, agent, search)
@@ -91,25 +97,37 @@ async def _stream(request: Request, engine: Engine, f: MessageFilter, cursor: in
         await asyncio.sleep(POLL_SECONDS)
 
 
-@router.get("/stream/sse", response_class=EventSourceResponse)
+_SSE = {
+    200: {
+        "description": "an endless stream of `event: message` events (`id` = message id, data a MessagePublic)",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get("/stream/sse", response_class=EventSourceResponse, responses={**_SSE, **responses(422)})
 async def stream_messages(
     request: Request,
     engine: EngineDep,
-    task_id: int | None = None,
-    workflow_id: int | None = None,
+    task_id: IdQuery = None,
+    workflow_id: IdQuery = None,
     message_type: MessageType | None = None,
     agent: AgentQuery = None,
     search: SearchQuery = None,
-    last_id: Annotated[int | None, Query(ge=0, description="resume after this id (if no Last-Event-ID)")] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_id: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="resume after this id (if no Last-Event-ID)")
+    ] = None,
+    last_event_id: Annotated[
+        int | None,
+        Header(alias="Last-Event-ID", ge=0, le=MAX_ID, description="resume after this message id"),
+        WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_ID}),  # a header is never null
+    ] = None,
 ) -> EventSourceResponse:
     """Server-sent events of new messages (`event: message`, `id` = message id, data a MessagePublic), resumable."""
     f = MessageFilter(task_id, workflow_id, message_type, agent, search)
-    cursor: int | None = None
-    if last_event_id and last_event_id.strip().isdigit():
-        cursor = int(last_event_id.strip())
-    elif last_id is not None:
-        cursor = last_id
+    # Both cursors are validated as ids (0 to 2^63-1; "²" is no id) before the 200: once the
+    # stream has started, a bad one could only break it.
+    cursor = last_event_id if last_event_id is not None else last_id
     if cursor is None:  # a fresh client gets what is new from now on
         cursor = await asyncio.to_thread(views.last_message_id, engine)
     return EventSourceResponse(
@@ -119,13 +137,13 @@ async def stream_messages(
     )
 
 
-@router.get("/{message_id}", response_model=MessagePublic)
-def read_message(message_id: int, session: SessionDep) -> MessagePublic:
+@router.get("/{message_id}", response_model=MessagePublic, responses=responses(404, 422))
+def read_message(message_id: IdPath, session: SessionDep) -> MessagePublic:
     """One message."""
     return MessagePublic.of(views.get_message(session, message_id))
 
 
-@router.get("/{message_id}/thread", response_model=list[MessagePublic])
-def read_thread(message_id: int, session: SessionDep) -> list[MessagePublic]:
+@router.get("/{message_id}/thread", response_model=list[MessagePublic], responses=responses(404, 422))
+def read_thread(message_id: IdPath, session: SessionDep) -> list[MessagePublic]:
     """The whole thread the message belongs to: its root, then every reply, oldest first."""
     return [MessagePublic.of(m) for m in views.thread(session, message_id)]

@@ -8,13 +8,23 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session, or_, select
 
-from api.deps import LauncherDep, SessionDep
-from api.schemas import AnswerAccepted, AnswerBody, HandoffPublic, LogPublic, QuestionPublic, TaskCreate, TaskPublic
+from api.deps import IdPath, LauncherDep, SessionDep, temporal_call
+from api.errors import JSONRoute, responses
+from api.schemas import (
+    MAX_ID,
+    AnswerAccepted,
+    AnswerBody,
+    HandoffPublic,
+    LogPublic,
+    QuestionPublic,
+    TaskCreate,
+    TaskPublic,
+)
 from factory.launcher import Conflict, NewTask
 from factory.store.tables import FINISHED, Handoff, Question, Task, TaskLog, TaskStatus
 from factory.store.views import get_task, pending_question
 
-router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+router = APIRouter(prefix="/api/tasks", tags=["tasks"], route_class=JSONRoute)
 
 
 def _public(session: Session, task_id: int) -> TaskPublic:
@@ -23,75 +33,90 @@ def _public(session: Session, task_id: int) -> TaskPublic:
     return TaskPublic.of(task, pending_question(session, task))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskPublic)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskPublic, responses=responses(413, 422, 503))
 async def create_task(body: TaskCreate, launcher: LauncherDep, auto_run: bool = False) -> TaskPublic:
-    """Create a task (and start it with `?auto_run=true`)."""
+    """Create a task (and start it with `?auto_run=true`).
+
+    When Temporal is down the start fails with a 503 that names the task: its row is kept as
+    `queued` (nothing else was written), to be started with `POST /api/tasks/{id}/run`.
+    """
     new = NewTask(title=body.title, description=body.description, repo=body.repo, agent_type=body.agent_type)
-    task = await launcher.create_task(new, run=auto_run)
+    task = await launcher.create_task(new, run=False)
+    if auto_run:
+        kept = f"; task {task.id} was kept as queued and not started: start it with POST /api/tasks/{task.id}/run"
+        async with temporal_call(launcher, kept):
+            await launcher.start_task(task)
     return TaskPublic.of(task, None)
 
 
-@router.get("", response_model=list[TaskPublic])
+@router.get("", response_model=list[TaskPublic], responses=responses(422))
 def list_tasks(
     session: SessionDep,
-    status_: Annotated[str | None, Query(alias="status")] = None,
+    status_: Annotated[TaskStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[TaskPublic]:
     """List tasks, newest first (`?status=`)."""
     q = select(Task)
     if status_:
-        if status_ not in TaskStatus.__members__:
-            raise HTTPException(422, f"unknown status {status_!r} (one of {', '.join(TaskStatus.__members__)})")
         q = q.where(Task.status == status_)
     return [
         TaskPublic.of(t, pending_question(session, t)) for t in session.exec(q.order_by(Task.id.desc()).limit(limit))
     ]
 
 
-@router.get("/{task_id}", response_model=TaskPublic)
-def read_task(task_id: int, session: SessionDep) -> TaskPublic:
+@router.get("/{task_id}", response_model=TaskPublic, responses=responses(404, 422))
+def read_task(task_id: IdPath, session: SessionDep) -> TaskPublic:
     """One task."""
     task = get_task(session, task_id)
     return TaskPublic.of(task, pending_question(session, task))
 
 
-@router.post("/{task_id}/run", status_code=status.HTTP_202_ACCEPTED, response_model=TaskPublic)
-async def run_task(task_id: int, session: SessionDep, launcher: LauncherDep) -> TaskPublic:
+@router.post(
+    "/{task_id}/run", status_code=status.HTTP_202_ACCEPTED, response_model=TaskPublic,
+    responses=responses(404, 409, 422, 503),
+)  # fmt: skip
+async def run_task(task_id: IdPath, session: SessionDep, launcher: LauncherDep) -> TaskPublic:
     """Start a queued task."""
     task = await run_in_threadpool(get_task, session, task_id)
     if task.status != TaskStatus.queued:
         raise Conflict(f"task {task_id} is {task.status}, not queued")
-    await launcher.start_task(task)
+    async with temporal_call(launcher):
+        await launcher.start_task(task)
     return await run_in_threadpool(_public, session, task_id)
 
 
-@router.post("/{task_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=TaskPublic)
-async def cancel_task(task_id: int, session: SessionDep, launcher: LauncherDep) -> TaskPublic:
+@router.post(
+    "/{task_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=TaskPublic,
+    responses=responses(404, 409, 422, 503),
+)  # fmt: skip
+async def cancel_task(task_id: IdPath, session: SessionDep, launcher: LauncherDep) -> TaskPublic:
     """Cancel a task: its agent is killed, its branch kept."""
     task = await run_in_threadpool(get_task, session, task_id)
     if task.status in FINISHED:
         raise Conflict(f"task {task_id} is already {task.status}")
-    await launcher.cancel_task(task_id)
+    async with temporal_call(launcher):
+        await launcher.cancel_task(task_id)
     return await run_in_threadpool(_public, session, task_id)
 
 
-@router.post("/{task_id}/answer", response_model=AnswerAccepted)
-async def answer_task(task_id: int, body: AnswerBody, session: SessionDep, launcher: LauncherDep) -> AnswerAccepted:
+@router.post("/{task_id}/answer", response_model=AnswerAccepted, responses=responses(404, 409, 413, 422, 503))
+async def answer_task(task_id: IdPath, body: AnswerBody, session: SessionDep, launcher: LauncherDep) -> AnswerAccepted:
     """Answer the task's pending question; the agent resumes its session."""
     task = await run_in_threadpool(get_task, session, task_id)
     if not body.answer.strip():
         raise HTTPException(422, "answer must not be empty")
     if task.status in FINISHED:
         raise Conflict(f"task {task_id} is {task.status}; it asks nothing")
-    await launcher.deliver_answer(task_id, body.answer, body.answered_by, body.question_id)
+    async with temporal_call(launcher):
+        await launcher.deliver_answer(task_id, body.answer, body.answered_by, body.question_id)
     return AnswerAccepted(task=await run_in_threadpool(_public, session, task_id))
 
 
-@router.get("/{task_id}/logs", response_model=list[LogPublic])
+@router.get("/{task_id}/logs", response_model=list[LogPublic], responses=responses(404, 422))
 def task_logs(
-    task_id: int,
+    task_id: IdPath,
     session: SessionDep,
-    since: Annotated[int, Query(ge=0, description="return log entries with an id above this")] = 0,
+    since: Annotated[int, Query(ge=0, le=MAX_ID, description="return log entries with an id above this")] = 0,
     limit: Annotated[int, Query(ge=1, le=2000)] = 200,
 ) -> list[LogPublic]:
     """The task's log entries after the `since` cursor (a log id)."""
@@ -102,16 +127,16 @@ def task_logs(
     return [LogPublic.model_validate(r) for r in rows]
 
 
-@router.get("/{task_id}/questions", response_model=list[QuestionPublic])
-def task_questions(task_id: int, session: SessionDep) -> list[QuestionPublic]:
+@router.get("/{task_id}/questions", response_model=list[QuestionPublic], responses=responses(404, 422))
+def task_questions(task_id: IdPath, session: SessionDep) -> list[QuestionPublic]:
     """Every question the task asked, with answers and who answered."""
     get_task(session, task_id)
     rows = session.exec(select(Question).where(Question.task_id == task_id).order_by(Question.id))
     return [QuestionPublic.model_validate(q) for q in rows]
 
 
-@router.get("/{task_id}/handoffs", response_model=list[HandoffPublic])
-def task_handoffs(task_id: int, session: SessionDep) -> list[HandoffPublic]:
+@router.get("/{task_id}/handoffs", response_model=list[HandoffPublic], responses=responses(404, 422))
+def task_handoffs(task_id: IdPath, session: SessionDep) -> list[HandoffPublic]:
     """Handoffs from or to this task."""
     get_task(session, task_id)
     rows = session.exec(
