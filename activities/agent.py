@@ -5,17 +5,17 @@ every output line and a total timer both kill the agent's whole process group; t
 activity's heartbeat timeout is the backstop when the worker itself dies. A child
 gets SIGKILL when the worker dies (PR_SET_PDEATHSIG), and the next attempt kills any
 stale process group recorded in the task's pid file before it starts.
+
+Each run is contained (`activities/_agent_process.py`, docs/sandbox.md): a bubblewrap sandbox
+with its own PID namespace, only the worktree and the task's CLI home writable, an allow-listed
+environment and, by default, no network but Factory's egress proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import os
-import re
 import shutil
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,51 +25,21 @@ from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from factory.config import PACKAGE_ROOT, FactoryConfig
+from activities._agent_process import AgentSandbox, PidFile, kill_group, spawn
+from factory.config import FactoryConfig
 from factory.contracts import AgentRequest, AgentResult, QuestionAsked, TaskUpdate
 from factory.domain.redact import scrub
 from factory.domain.streamjson import parse_line, protocol_lines
+from factory.environments.broker import EnvironmentBroker
+from factory.sandbox.proxy import EgressProxy
+from factory.store.board import Board
 from factory.store.tables import AgentRun, TaskStatus, session_scope, utcnow
-from factory.store.writes import Board, add_log, update_task
-
-_SECRET_NAMES = {
-    "FACTORY_AUTH_TOKEN",
-    "GITHUB_TOKEN",
-    "GH_TOKEN",
-    "PLANE_API_KEY",
-    "TELEGRAM_BOT_TOKEN",
-    "SURREALDB_URL",
-    "SURREALDB_USER",
-    "SURREALDB_PASS",
-    "OPENAI_API_KEY",
-}
-_SECRET_PATTERN = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|_PASS$|_KEY$|CREDENTIAL|^GIT_CONFIG_", re.I)
-
-_PR_SET_PDEATHSIG = 1
+from factory.store.writes import add_log, add_logs, update_task
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def agent_environment(cfg: FactoryConfig, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The worker's environment minus Factory's own secrets, plus the agent's API key."""
-    env = {
-        k: v
-        for k, v in (base if base is not None else os.environ).items()
-        if k.startswith("ANTHROPIC_") or (k not in _SECRET_NAMES and not _SECRET_PATTERN.search(k))
-    }
-    if cfg.anthropic_api_key:
-        env["ANTHROPIC_API_KEY"] = cfg.anthropic_api_key.get_secret_value()
-    return env
-
-
-def _session_saved(session_id: str, env: dict[str, str] | None = None) -> bool:
-    """Whether the CLI has saved this session on disk (`<config dir>/projects/<cwd>/<id>.jsonl`)."""
-    env = env if env is not None else dict(os.environ)
-    config = Path(env.get("CLAUDE_CONFIG_DIR") or Path(env.get("HOME", "~")).expanduser() / ".claude")
-    return any((config / "projects").glob(f"*/{session_id}.jsonl"))
+def _session_saved(session_id: str, config_dir: Path) -> bool:
+    """Whether the CLI has saved this session in the task's home (`<config dir>/projects/<cwd>/<id>.jsonl`)."""
+    return any((config_dir / "projects").glob(f"*/{session_id}.jsonl"))
 
 
 @dataclass
@@ -79,8 +49,19 @@ class _Progress:
 
 
 class AgentActivities:
-    def __init__(self, cfg: FactoryConfig, engine: Engine, board: Board, host: str, memory: Any = None):
+    def __init__(
+        self,
+        cfg: FactoryConfig,
+        engine: Engine,
+        board: Board,
+        host: str,
+        memory: Any = None,
+        proxy: EgressProxy | None = None,
+        broker: EnvironmentBroker | None = None,
+    ):
         self.cfg = cfg
+        self.broker = broker  # Docker environments for the agent, through Factory (docker_toolkit)
+        self.sandbox = AgentSandbox(cfg, proxy)
         self.engine = engine
         self.board = board
         self.host = host
@@ -89,8 +70,8 @@ class AgentActivities:
         self.secrets = cfg.secret_values()
 
     # --- process bookkeeping -------------------------------------------------------
-    def _pidfile(self, task_id: int) -> Path:
-        return self.run_dir / f"task-{task_id}.pid"
+    def _pidfile(self, task_id: int) -> PidFile:
+        return PidFile(self.run_dir / f"task-{task_id}.pid")
 
     def _marker(self, task_id: int) -> Path:
         return self.run_dir / f"task-{task_id}.session"
@@ -102,31 +83,8 @@ class AgentActivities:
             return None
 
     def kill_stale(self, task_id: int) -> bool:
-        """Kill an agent process group left by an earlier attempt of this task (on this host)."""
-        pidfile = self._pidfile(task_id)
-        try:
-            pgid = int(pidfile.read_text().split()[0])
-        except (FileNotFoundError, ValueError, IndexError):
-            return False
-        killed = False
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-            killed = True
-        pidfile.unlink(missing_ok=True)
-        return killed
-
-    @staticmethod
-    async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 3)
-        except TimeoutError:
-            pass
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(proc.wait(), 5)
+        """Kill an agent process group left by an earlier attempt of this task (on this host), if still ours."""
+        return self._pidfile(task_id).kill_stale()
 
     # --- command -------------------------------------------------------------------
     def _command(self, req: AgentRequest, resume: bool) -> list[str]:
@@ -161,29 +119,18 @@ class AgentActivities:
             raise ApplicationError(f"cannot read system prompt {path}: {exc}", non_retryable=True) from exc
 
     def _env(self, req: AgentRequest) -> dict[str, str]:
-        env = agent_environment(self.cfg)
+        env = self.sandbox.environment(req.task_id)
         if not env.get("ANTHROPIC_API_KEY") and not env.get("ANTHROPIC_AUTH_TOKEN"):
             raise ApplicationError(
                 "ANTHROPIC_API_KEY is not set: put it in the environment or .env of the worker",
                 type="AgentUnavailable",
                 non_retryable=True,
             )
-        pv = self.cfg.previews
         env.update(
             {
-                "PYTHONPATH": os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p),
                 "FACTORY_TASK_ID": str(req.task_id),
                 "FACTORY_REPO": req.repo_name,
                 "FACTORY_WORKTREE": req.cwd,
-                "FACTORY_RUN_DIR": str(self.run_dir),
-                "FACTORY_PREVIEW_DOMAIN": pv.domain,
-                "FACTORY_PREVIEW_SCHEME": pv.scheme,
-                "FACTORY_PREVIEW_NETWORK": pv.network,
-                "FACTORY_PREVIEW_ENTRYPOINT": pv.entrypoint,
-                "FACTORY_PREVIEW_CERT_RESOLVER": pv.cert_resolver,
-                "FACTORY_ENV_MAX_RUNNING": str(pv.max_running),
-                "FACTORY_ENV_DEFAULT_MEMORY": pv.default_memory,
-                "FACTORY_ENV_DEFAULT_CPUS": str(pv.default_cpus),
                 "GIT_AUTHOR_NAME": self.cfg.git_author_name,
                 "GIT_AUTHOR_EMAIL": self.cfg.git_author_email,
                 "GIT_COMMITTER_NAME": self.cfg.git_author_name,
@@ -195,7 +142,7 @@ class AgentActivities:
             env["FACTORY_WORKFLOW_ID"] = str(req.workflow_run_id)
         return env
 
-    async def _context(self, req: AgentRequest) -> str:
+    async def _context(self, req: AgentRequest, got: list[int]) -> str:
         """Memory recall and board messages for this agent, added to a fresh prompt."""
         parts = []
         if self.memory is not None and req.with_context:
@@ -206,12 +153,17 @@ class AgentActivities:
                 section = ""
             if section:
                 parts.append(section)
-        parts.append(self._inbox_section(req))
+        parts.append(await self._inbox_section(req, got))
         return "\n\n".join(p for p in parts if p)
 
-    def _inbox_section(self, req: AgentRequest) -> str:
-        """Board messages to this agent type not yet delivered, marked delivered."""
-        inbox = self.board.inbox(req.agent.agent_type, req.task_id, req.workflow_run_id)
+    async def _inbox_section(self, req: AgentRequest, got: list[int]) -> str:
+        """Board messages to this agent type not yet delivered; their ids go to `got`.
+
+        They are marked delivered only when this run finishes (`run_agent`), so an attempt that
+        dies on the way leaves them for the retry.
+        """
+        inbox = await asyncio.to_thread(self.board.inbox, req.agent.agent_type, req.task_id, req.workflow_run_id)
+        got.extend(m.id for m in inbox if m.id is not None)
         if not inbox:
             return ""
         lines = [f"- from {m.sender} ({m.message_type}): {m.content}" for m in inbox]
@@ -222,8 +174,10 @@ class AgentActivities:
     async def run_agent(self, req: AgentRequest) -> AgentResult:
         """Run one agent turn (a fresh session or a resumed one) to its end, under the watchdog."""
         info = activity.info()
+        self.sandbox.check()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.kill_stale(req.task_id)
+        config_dir = self.sandbox.ensure_home(req.task_id) / ".claude"
         resume = req.resume
         prompt = req.prompt
         details = info.heartbeat_details
@@ -233,52 +187,52 @@ class AgentActivities:
         interrupted = info.attempt > 1 and (
             bool(prev.get("started")) or self._started_marker(req.task_id) == req.session_id
         )
-        if interrupted and not req.resume and not _session_saved(req.session_id):
+        if interrupted and not req.resume and not _session_saved(req.session_id, config_dir):
             interrupted = False  # the CLI died before it saved anything: start the session afresh
+        if resume and not interrupted and not _session_saved(req.session_id, config_dir):
+            resume = False  # a retried task whose session was never saved (here): start it afresh, same id
+        got: list[int] = []  # the board messages this run reads, marked delivered when it finishes
         if interrupted:
             resume = True
             prompt = (
                 "Your previous run was interrupted because the machine running you restarted. "
                 "Continue the task from where you left off; check the working tree first."
             )
+            # the interrupted attempt's messages were never marked delivered: repeated rather than lost
+            extra = await self._inbox_section(req, got)
+            if extra:
+                prompt = f"{prompt}\n\n{extra}"
         elif not resume:  # board messages always; memory recall only with req.with_context
-            extra = await self._context(req)
+            extra = await self._context(req, got)
             if extra:
                 prompt = f"{prompt}\n\n{extra}"
         else:  # resumed with an answer: also what was posted to this agent while it waited
-            extra = self._inbox_section(req)
+            extra = await self._inbox_section(req, got)
             if extra:
                 prompt = f"{prompt}\n\n{extra}"
         cmd = self._command(req, resume)
         env = self._env(req)
-        update_task(self.engine, TaskUpdate(task_id=req.task_id, status=TaskStatus.in_progress, host=self.host))
-        with session_scope(self.engine) as s:
-            run = AgentRun(task_id=req.task_id, agent_type=req.agent.agent_type, host=self.host)
-            s.add(run)
-            s.commit()
-            s.refresh(run)
-            run_id = run.id
+        # database writes run in threads: a SQLite lock wait must not stall the loop that heartbeats
+        started = TaskUpdate(task_id=req.task_id, status=TaskStatus.in_progress, host=self.host)
+        await asyncio.to_thread(update_task, self.engine, started)
+        run_id = await asyncio.to_thread(self._open_run, req)
         stderr_path = self.run_dir / f"task-{req.task_id}.stderr"
         progress = _Progress(session_id=req.session_id, started=resume)
-        started = time.monotonic()
-        with open(stderr_path, "ab") as stderr:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                cwd=req.cwd,
-                env=env,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-                limit=32 * 1024 * 1024,
-            )
-        self._pidfile(req.task_id).write_text(f"{proc.pid} {info.activity_id} {info.attempt}\n")
-        with session_scope(self.engine) as s:
-            run = s.get(AgentRun, run_id)
-            run.pid = proc.pid
-            s.add(run)
-            s.commit()
+        # the run's sandbox (and its proxy channel) lives until the process is gone
+        contained = contextlib.AsyncExitStack()
+        if self.broker is not None:  # the token is valid while this agent runs, for its task's environments
+            env["FACTORY_BROKER_SOCKET"] = self.sandbox.service_socket(self.broker.socket_path)
+            env["FACTORY_BROKER_TOKEN"] = self.broker.grant(req.task_id, req.cwd, req.repo_name)
+            contained.callback(self.broker.revoke, req.task_id)
+        try:
+            sockets = [self.broker.socket_path] if self.broker is not None else []
+            cmd = await contained.enter_async_context(self.sandbox.command(req.task_id, req.cwd, cmd, sockets))
+            proc = await spawn(cmd, req.cwd, env, stderr_path)
+        except BaseException:
+            await contained.aclose()
+            raise
+        self._pidfile(req.task_id).write(proc.pid, info.activity_id, info.attempt)
+        await asyncio.to_thread(self._update_run, run_id, pid=proc.pid)
         heartbeat = asyncio.create_task(self._heartbeat_loop(progress))
         try:
             assert proc.stdin is not None
@@ -287,23 +241,20 @@ class AgentActivities:
             proc.stdin.close()
             result = await self._read(req, proc, progress, run_id, info.attempt)
         except asyncio.CancelledError:
-            await self._kill_group(proc)
-            add_log(self.engine, req.task_id, "event", "agent cancelled; process group killed", info.attempt)
+            await kill_group(proc)
+            await asyncio.to_thread(
+                add_log, self.engine, req.task_id, "event", "agent cancelled; process group killed", info.attempt
+            )
             raise
         except BaseException:
-            await self._kill_group(proc)
+            await kill_group(proc)
             raise
         finally:
             heartbeat.cancel()
-            self._pidfile(req.task_id).unlink(missing_ok=True)
-            with session_scope(self.engine) as s:
-                run = s.get(AgentRun, run_id)
-                if run is not None:
-                    run.ended_at = utcnow()
-                    s.add(run)
-                    s.commit()
+            self._pidfile(req.task_id).remove()
+            await contained.aclose()
+            await asyncio.to_thread(self._update_run, run_id, ended_at=utcnow())
         self._marker(req.task_id).unlink(missing_ok=True)
-        result.duration_s = time.monotonic() - started
         if not result.is_error and not result.subtype:
             tail = stderr_path.read_text(errors="replace")[-1500:] if stderr_path.exists() else ""
             result.is_error = True
@@ -311,15 +262,12 @@ class AgentActivities:
             result.result_text = scrub(
                 f"the CLI exited ({proc.returncode}) without a result: {tail.strip()}", self.secrets
             ).strip()
-        update_task(
-            self.engine,
-            TaskUpdate(
-                task_id=req.task_id,
-                session_id=result.session_id,
-                add_cost_usd=result.cost_usd,
-                add_turns=result.num_turns,
-            ),
+        spent = TaskUpdate(
+            task_id=req.task_id, session_id=result.session_id, add_cost_usd=result.cost_usd, add_turns=result.num_turns
         )
+        await asyncio.to_thread(update_task, self.engine, spent)
+        if not result.is_error:
+            await asyncio.to_thread(self.board.mark_delivered, got)
         return result
 
     async def _heartbeat_loop(self, progress: _Progress) -> None:
@@ -349,7 +297,7 @@ class AgentActivities:
             try:
                 raw = await asyncio.wait_for(proc.stdout.readline(), max(0.0, min(idle_left, total_left)))
             except TimeoutError:
-                await self._kill_group(proc)
+                await kill_group(proc)
                 if idle_left <= total_left:
                     msg = (
                         f"agent timed out: no output for {spec.idle_timeout_s / 60:g} minutes "
@@ -360,7 +308,7 @@ class AgentActivities:
                         f"agent timed out: ran longer than {spec.total_timeout_s / 60:g} minutes "
                         "(agent_timeout_minutes); the agent was killed"
                     )
-                add_log(self.engine, req.task_id, "event", msg, attempt)
+                await asyncio.to_thread(add_log, self.engine, req.task_id, "event", msg, attempt)
                 raise ApplicationError(msg, type="AgentTimeout", non_retryable=True) from None
             if not raw:
                 break
@@ -372,11 +320,12 @@ class AgentActivities:
                 progress.started = True
                 self._marker(req.task_id).write_text(progress.session_id)
                 activity.heartbeat({"session_id": progress.session_id, "started": True})
-            for entry in parsed.logs:
-                add_log(self.engine, req.task_id, entry.kind, entry.content, attempt, self.secrets)
+            if parsed.logs:
+                entries = [(entry.kind, entry.content) for entry in parsed.logs]
+                await asyncio.to_thread(add_logs, self.engine, req.task_id, entries, attempt, self.secrets)
             for text in parsed.texts:
                 for obj in protocol_lines(text):
-                    q = self._protocol(req, obj, result)
+                    q = await self._protocol(req, obj, result)
                     if q is not None:
                         question = q
             if parsed.result is not None:
@@ -391,34 +340,42 @@ class AgentActivities:
                 result.subtype = r.get("subtype") or ""
                 result.num_turns = int(r.get("num_turns") or 0)
                 result.cost_usd = float(r.get("total_cost_usd") or 0.0)
-                result.usage = r.get("usage") or {}
-                result.permission_denials = r.get("permission_denials") or []
             if last - last_touch > 1.0:
                 last_touch = last
-                self._touch(run_id, parsed)
+                await asyncio.to_thread(self._touch, run_id, parsed)
         await proc.wait()
         if question is not None and not result.is_error:
             result.question = question
         return result
 
-    def _touch(self, run_id: int, parsed: Any) -> None:
+    def _open_run(self, req: AgentRequest) -> int:
         with session_scope(self.engine) as s:
-            run = s.get(AgentRun, run_id)
-            if run is None:
-                return
-            run.last_output_at = utcnow()
-            if parsed.logs:
-                run.last_output = parsed.logs[-1].content[:300]
+            run = AgentRun(task_id=req.task_id, agent_type=req.agent.agent_type, host=self.host)
             s.add(run)
             s.commit()
+            s.refresh(run)
+            return run.id
 
-    def _protocol(self, req: AgentRequest, obj: dict[str, Any], result: AgentResult) -> QuestionAsked | None:
+    def _update_run(self, run_id: int, **values: Any) -> None:
+        with session_scope(self.engine) as s:
+            run = s.get(AgentRun, run_id)
+            if run is not None:
+                for k, v in values.items():
+                    setattr(run, k, v)
+                s.add(run)
+                s.commit()
+
+    def _touch(self, run_id: int, parsed: Any) -> None:
+        last = {"last_output": parsed.logs[-1].content[:300]} if parsed.logs else {}
+        self._update_run(run_id, last_output_at=utcnow(), **last)
+
+    async def _protocol(self, req: AgentRequest, obj: dict[str, Any], result: AgentResult) -> QuestionAsked | None:
         kind = obj.get("type")
         if kind == "message":
             content = str(obj.get("content") or "").strip()
             if content:
                 reply_to = obj.get("reply_to")
-                self.board.post(
+                await self.board.publish(
                     sender=req.agent.agent_type,
                     content=content,
                     message_type=str(obj.get("message_type") or "info"),

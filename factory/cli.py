@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -30,6 +30,16 @@ def _load(config: Path | None, **overrides: object) -> FactoryConfig:
     except ConfigError as exc:
         typer.secho(f"invalid configuration:\n{exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
+
+
+def _warn_sandbox(cfg: FactoryConfig) -> None:
+    """Say it loudly when agents here are less contained than the default sandbox."""
+    from factory.sandbox import warning
+
+    text = warning(cfg)
+    if text:
+        logging.getLogger("factory.sandbox").warning(text)
+        typer.secho(f"\n{'!' * 78}\n{text}\n{'!' * 78}\n", fg="red", bold=True, err=True)
 
 
 def _install_signals(stop: asyncio.Event) -> None:
@@ -104,6 +114,7 @@ def up(
 ) -> None:
     """Run everything: the Temporal dev server (unless temporal.address is set), a worker and the API."""
     cfg = _load(config, data_dir=str(data_dir) if data_dir else None)
+    _warn_sandbox(cfg)
     asyncio.run(_up(cfg, host, api_port, temporal_port, ui_port))
 
 
@@ -111,6 +122,7 @@ def up(
 def worker(config: ConfigOpt = None) -> None:
     """Run a worker against temporal.address (several hosts can each run one)."""
     cfg = _load(config)
+    _warn_sandbox(cfg)
 
     async def main() -> None:
         from temporal.client import connect
@@ -165,6 +177,7 @@ def doctor(config: ConfigOpt = None) -> None:
             version = "(did not answer --version)"
     report(bool(claude), f"Claude Code CLI: {claude or cfg.claude_command} {version}", "npm install -g @anthropic-ai/claude-code, or set claude_command")
     report(bool(shutil.which("git")), "git", "install git")
+    _doctor_sandbox(cfg, report)
     has_key = bool(cfg.anthropic_api_key or os.environ.get("ANTHROPIC_API_KEY"))
     report(has_key, "ANTHROPIC_API_KEY", "put ANTHROPIC_API_KEY=... in .env or the environment")
     report(bool(cfg.github_token), "GITHUB_TOKEN (push and pull requests)", "put GITHUB_TOKEN=... in .env")
@@ -185,12 +198,63 @@ def doctor(config: ConfigOpt = None) -> None:
     except (OSError, ValueError):
         ok = False
     report(ok, f"Temporal at {address}", "run `factory up` (starts a dev server) or set temporal.address")
-    if cfg.factory_auth_token is None:
+    in_force = cfg.secrets_in_force()
+    typer.echo("  secrets in force (an empty variable counts as unset):")
+    typer.echo("         " + ", ".join(f"{name} {'set' if on else 'unset'}" for name, on in in_force.items()))
+    if not in_force["FACTORY_AUTH_TOKEN"]:
         typer.secho("  note FACTORY_AUTH_TOKEN is not set: /api is open to anyone who can reach it", fg="yellow")
+    else:
+        typer.echo("  note FACTORY_AUTH_TOKEN is set: every /api request needs Authorization: Bearer <token>")
     if problems:
         typer.secho(f"{problems} problem(s) found", fg="red")
         raise typer.Exit(1)
     typer.secho("all good", fg="green")
+
+
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None) -> None:
+    """Apply the schema migrations to database_url (once, under a lock; every process also does it at start)."""
+    from sqlalchemy import create_engine
+
+    from factory.store import schema
+
+    cfg = _load(config)
+    url = schema.sqlalchemy_url(cfg.db_url)
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    try:
+        before = schema.current_revision(engine)
+        schema.upgrade(engine)
+        after = schema.current_revision(engine)
+    finally:
+        engine.dispose()
+    typer.echo(f"database at {after}" + (f" (was {before or 'empty'})" if before != after else " (already current)"))
+
+
+def _doctor_sandbox(cfg: FactoryConfig, report: Any) -> None:
+    """bwrap and socat installed, and a real sandbox that starts and whose proxy refuses a stranger."""
+    from factory.sandbox import state
+    from factory.sandbox.bwrap import INSTALL_HINT
+    from factory.sandbox.check import self_test
+
+    if not cfg.sandbox.enabled:
+        typer.secho(f"  WARNING agent sandbox {state(cfg)}", fg="red", bold=True)
+        return
+    proxied = cfg.sandbox.network == "allowlist"
+    report(bool(shutil.which("bwrap")), "bubblewrap (bwrap): every agent run is sandboxed", INSTALL_HINT)
+    if proxied:
+        report(bool(shutil.which("socat")), "socat (bridges the sandbox to the egress proxy)", INSTALL_HINT)
+    if shutil.which("bwrap") and (shutil.which("socat") or not proxied):
+        problem = asyncio.run(self_test(proxied))
+        what = "a sandbox starts" + (" and the egress proxy refuses hosts off the allow-list" if proxied else "")
+        report(problem is None, what if problem is None else f"{what}: {problem}", "see docs/sandbox.md")
+    if not proxied:
+        typer.secho(f"  WARNING agent sandbox {state(cfg)}", fg="red", bold=True)
 
 
 def main() -> None:  # pragma: no cover

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v git >/dev/null || need_apt+=(git)
+command -v bwrap >/dev/null || need_apt+=(bubblewrap)  # every agent run is sandboxed
+command -v socat >/dev/null || need_apt+=(socat)       # bridges the sandbox to the egress proxy
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)

@@ -23,6 +23,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities._agent_process import refusal_logger
 from activities.agent import AgentActivities
 from activities.environments import EnvironmentActivities
 from activities.github import GithubActivities
@@ -30,9 +31,16 @@ from activities.records import Notifier, RecordActivities
 from activities.workflow_runs import WorkflowRunActivities
 from activities.workspace import WorkspaceActivities
 from factory.config import FactoryConfig
+from factory.environments.broker import EnvironmentBroker
+from factory.integrations.setup import build_integrations
+from factory.launcher import Launcher
+from factory.sandbox.proxy import EgressProxy
 from factory.search_attributes import SEARCH_ATTRIBUTES
+from factory.store.board import Board
+from factory.store.retention import retention_loop
 from factory.store.tables import make_engine
-from factory.store.writes import Board
+from temporal.launcher import TemporalLauncher
+from workflows.registry import WORKFLOWS
 
 log = logging.getLogger("factory.worker")
 
@@ -54,25 +62,41 @@ class Runtime:
     memory: Any = None
     notifiers: list[Notifier] = field(default_factory=list)
     background: list[asyncio.Task[Any]] = field(default_factory=list)
-    client: Any = None  # the worker's Temporal client (set by run_worker): Telegram answers use it
+    client: Any = None  # the worker's Temporal client (set by run_worker)
+    launcher: Launcher | None = None  # set by run_worker: Telegram answers go through it
+    proxy: EgressProxy | None = None  # the sandboxes' way out (sandbox.network: allowlist)
+    broker: EnvironmentBroker | None = None  # runs agents' Docker environments for them
 
     @classmethod
     async def create(cls, cfg: FactoryConfig, engine: Engine | None = None) -> Runtime:
         engine = engine or make_engine(cfg.db_url)
         board = Board(engine, cfg.message_board.enabled, cfg.secret_values())
         rt = cls(cfg=cfg, engine=engine, board=board, http=httpx.AsyncClient(timeout=30))
+        rt.broker = EnvironmentBroker(cfg)
+        await rt.broker.start()
+        if cfg.sandbox.enabled and cfg.sandbox.network == "allowlist":
+            rt.proxy = EgressProxy(
+                on_refused=refusal_logger(engine), extra_hosts=rt.broker.allowed_targets, workspace=cfg.workspace_path
+            )
         if cfg.memory.enabled:
             from factory.memory.store import MemoryStore
 
             rt.memory = await MemoryStore.open(cfg)  # never raises: an unreachable store is "degraded"
-        from factory.integrations.setup import install_integrations
-
-        install_integrations(rt)  # Plane/Telegram notifiers, board forwarding, Telegram and PR polling
-        from factory.environments.docker import install_pr_hook
-
-        install_pr_hook()  # the PR-state poll in this process closes previews too
+        found = build_integrations(cfg, engine, rt.http, lambda: rt.launcher)
+        rt.notifiers.extend(found.notifiers)
+        board.listeners.extend(found.board_listeners)
+        rt.background.extend(asyncio.create_task(loop, name=name) for name, loop in found.background.items())
         if cfg.previews.janitor_interval_minutes > 0:
             rt.background.append(asyncio.create_task(_janitor(rt)))
+        # prunes old records (retention_days) and closes agent runs a dead worker left open
+        retention = retention_loop(
+            engine,
+            retention_days=cfg.retention_days,
+            run_dir=cfg.workspace_path / "run",
+            host=queues(cfg)[0],
+            longest_run=timedelta(minutes=cfg.agent_timeout_minutes),
+        )
+        rt.background.append(asyncio.create_task(retention, name="retention"))
         return rt
 
     async def close(self) -> None:
@@ -85,11 +109,15 @@ class Runtime:
             except Exception:  # closing never matters more than shutting down
                 pass
         await self.http.aclose()
+        if self.proxy is not None:
+            await self.proxy.close()
+        if self.broker is not None:
+            await self.broker.stop()
 
 
 async def _janitor(rt: Runtime) -> None:
     """Remove Docker environments whose task is gone or finished, whose PR closed, or that are too old."""
-    from factory.environments.docker import Janitor, janitor_loop
+    from factory.environments.janitor import Janitor, janitor_loop
     from factory.store.tables import Task, session_scope
 
     def lookup(task_id: int) -> tuple[str, str | None] | None:
@@ -101,23 +129,20 @@ async def _janitor(rt: Runtime) -> None:
 
 
 def workflows() -> Sequence[type]:
-    from workflows.registry import all_workflows
-
-    return all_workflows()
+    return WORKFLOWS
 
 
 def build_workers(client: Client, rt: Runtime) -> list[Worker]:
     cfg = rt.cfg
     host, tq, host_queue, agent_queue = queues(cfg)
     ws = WorkspaceActivities(cfg, host=host, host_queue=host_queue, agent_queue=agent_queue)
-    agent = AgentActivities(cfg, rt.engine, rt.board, host=host, memory=rt.memory)
+    agent = AgentActivities(cfg, rt.engine, rt.board, host=host, memory=rt.memory, proxy=rt.proxy, broker=rt.broker)
     gh = GithubActivities(cfg, rt.http)
     rec = RecordActivities(rt.engine, rt.board, rt.notifiers)
     runs = WorkflowRunActivities(rt.engine, rt.board)
     shared_acts: list[Any] = [
         ws.prepare_workspace,
         gh.open_pull_request,
-        gh.comment_on_pull_request,
         rec.update_task,
         rec.update_workflow_run,
         rec.record_question,
@@ -128,7 +153,7 @@ def build_workers(client: Client, rt: Runtime) -> list[Worker]:
         runs.create_step_task,
         runs.record_handoff,
     ]
-    envs = EnvironmentActivities(cfg)
+    envs = EnvironmentActivities(cfg, rt.broker)
     if rt.memory is not None:
         from activities.memory import MemoryActivities
 
@@ -182,6 +207,7 @@ async def run_worker(cfg: FactoryConfig, client: Client, stop: asyncio.Event, rt
     own = rt is None
     rt = rt or await Runtime.create(cfg)
     rt.client = rt.client or client
+    rt.launcher = rt.launcher or TemporalLauncher(cfg, client, rt.engine)
     workers = build_workers(client, rt)
     try:
         async with _all(workers):

@@ -220,7 +220,7 @@ async def test_sse_delivers_within_a_second_resumes_and_keeps_alive(start_factor
 
                 # a message stored by another process (as a worker on another host would) arrives too
                 code = (
-                    "from factory.store.tables import make_engine; from factory.store.writes import Board; "
+                    "from factory.store.tables import make_engine; from factory.store.board import Board; "
                     f"Board(make_engine({h.cfg.db_url!r})).post(sender='devops', content='from another process', "
                     f"task_id={t['id']})"
                 )

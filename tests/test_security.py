@@ -119,7 +119,7 @@ async def test_no_secret_reaches_the_agent_logs_or_database(start_factory, model
         for name, value in secrets_env.items():
             assert value not in seen, f"{name} reached the agent"
         # the database holds no secret, even the one the agent typed out
-        db = sqlite3.connect(h.cfg.data_path / "factory.store.tables")
+        db = sqlite3.connect(h.cfg.data_path / "factory.db")
         dump = "\n".join(db.iterdump())
         assert "my key is" in dump
         for name, value in secrets_env.items():

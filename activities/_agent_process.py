@@ -1,0 +1,259 @@
+"""How an agent's process is contained, started and stopped (the private half of activities/agent.py).
+
+- `AgentSandbox`: the task's CLI home, the allow-listed environment, and the bubblewrap command
+  line around the CLI with, in `allowlist` mode, a proxy channel open for the run's duration.
+- `PidFile`: which process group a run left behind, checked (start time, program) before a later
+  attempt kills it, since pids are reused. It lives in the run dir, which no sandbox can see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from temporalio.exceptions import ApplicationError
+
+from factory.config import PACKAGE_ROOT, FactoryConfig
+from factory.sandbox.bwrap import INSTALL_HINT, TOOLKIT_ROOT, SandboxSpec, build_command, missing_tools
+from factory.sandbox.policy import allowed_destinations, sandbox_environment
+from factory.sandbox.proxy import EgressProxy
+from factory.store.writes import add_log
+
+_PR_SET_PDEATHSIG = 1
+_SYSTEM_PREFIXES = ("/usr/", "/bin/", "/lib/", "/lib64/", "/sbin/")
+SERVICE_DIR = "/run/factory"
+_SEEDED = ("settings.json",)  # the operator's CLI preferences; never credentials or other sessions
+
+
+def die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def process_start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), or None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
+
+
+def process_program(pid: int) -> str:
+    """The base name of the program a process runs (argv[0]), or "" if it is gone."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+    except OSError:
+        return ""
+    return os.path.basename(argv0.decode(errors="replace"))
+
+
+@dataclass
+class PidFile:
+    """`<run dir>/task-N.pid`: "<pid> <start time> <program> <activity id> <attempt>"."""
+
+    path: Path
+
+    def write(self, pid: int, activity_id: str, attempt: int) -> None:
+        start = process_start_time(pid) or "?"
+        self.path.write_text(f"{pid} {start} {process_program(pid) or '?'} {activity_id} {attempt}\n")
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def kill_stale(self) -> bool:
+        """SIGKILL the recorded process group if its leader is still the process that was recorded."""
+        try:
+            fields = self.path.read_text().split()
+            pid, start, program = int(fields[0]), fields[1], fields[2]
+        except (FileNotFoundError, ValueError, IndexError):
+            self.remove()
+            return False
+        killed = False
+        # a reused pid has another start time; a pid file from an older Factory has no start time
+        # and is not trusted at all
+        if process_start_time(pid) == start and process_program(pid) == program:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+                killed = True
+        self.remove()
+        return killed
+
+
+async def spawn(cmd: list[str], cwd: str, env: dict[str, str], stderr_path: Path) -> asyncio.subprocess.Process:
+    """Start an agent in its own process group (its pid is the group's), killed if the worker dies."""
+    with open(stderr_path, "ab") as stderr:
+        return await asyncio.create_subprocess_exec(
+            *cmd,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+            limit=32 * 1024 * 1024,
+        )
+
+
+async def kill_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the process group, SIGKILL it after 3 s; in the sandbox bwrap's death ends them all."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), 3)
+    except TimeoutError:
+        pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(proc.wait(), 5)
+
+
+def git_paths(worktree: Path, mirrors: Path) -> tuple[list[Path], list[Path]]:
+    """(read-only, writable) paths outside the worktree that its git needs, all under `mirrors`.
+
+    A clone borrowing objects (`objects/info/alternates`) reads the mirror's object store: it is
+    bound read-only, so the agent cannot change what other tasks read. A `git worktree` checkout
+    keeps its git dir in the repository it came from, which must then be writable. The agent
+    writes these files itself between runs, so only paths inside `mirrors` are ever bound: an
+    alternates line naming the data dir must not bring it into the next run's sandbox.
+    """
+    mirrors = mirrors.resolve()
+
+    def inside(p: Path) -> bool:
+        return p.is_dir() and p.is_relative_to(mirrors) and p != mirrors
+
+    dotgit = worktree / ".git"
+    ro: list[Path] = []
+    rw: list[Path] = []
+    gitdirs = [dotgit]
+    if dotgit.is_file() and not dotgit.is_symlink():
+        text = dotgit.read_text(errors="replace").strip()
+        if text.startswith("gitdir:"):
+            gitdir = (worktree / text.removeprefix("gitdir:").strip()).resolve()
+            common = gitdir / "commondir"
+            common_dir = (gitdir / common.read_text().strip()).resolve() if common.is_file() else None
+            gitdirs = [p for p in (gitdir, common_dir) if p is not None and inside(p)]
+            rw += gitdirs
+    for gd in gitdirs:
+        alternates = gd / "objects" / "info" / "alternates"
+        if not alternates.is_file():
+            continue
+        for line in alternates.read_text(errors="replace").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                target = (gd / "objects" / line).resolve()
+                if inside(target) and target.name == "objects":
+                    ro.append(target)
+    return ro, rw
+
+
+class AgentSandbox:
+    """One run's containment: its home, environment and command line (see the module docstring)."""
+
+    def __init__(self, cfg: FactoryConfig, proxy: EgressProxy | None = None) -> None:
+        self.cfg = cfg
+        self.proxy = proxy
+        self.enabled = cfg.sandbox.enabled
+        self.proxied = self.enabled and cfg.sandbox.network == "allowlist"
+
+    def check(self) -> None:
+        """Fail the task at once (not retried) when the sandbox cannot be built on this host."""
+        if not self.enabled:
+            return
+        missing = missing_tools(self.proxied)
+        if missing:
+            raise ApplicationError(
+                f"agents run in a sandbox and {', '.join(missing)} is not installed: {INSTALL_HINT}; "
+                "or set `sandbox.enabled: false` in config.yml (agents then reach all of Factory)",
+                type="SandboxUnavailable",
+                non_retryable=True,
+            )
+        if self.proxied and self.proxy is None:
+            raise ApplicationError(
+                "sandbox.network is allowlist but this worker runs no egress proxy",
+                type="SandboxUnavailable",
+                non_retryable=True,
+            )
+
+    def home(self, task_id: int) -> Path:
+        """The task's CLI home (HOME; its `.claude` is CLAUDE_CONFIG_DIR), kept between its runs."""
+        return self.cfg.workspace_path / "homes" / f"task-{task_id}"
+
+    def ensure_home(self, task_id: int) -> Path:
+        home = self.home(task_id)
+        config = home / ".claude"
+        if not config.is_dir():
+            config.mkdir(parents=True, exist_ok=True)
+            source = Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude")
+            for name in _SEEDED:
+                if (source / name).is_file():
+                    shutil.copyfile(source / name, config / name)
+        return home
+
+    def environment(self, task_id: int) -> dict[str, str]:
+        """The allow-listed base environment of a run (the caller adds the toolkit's variables)."""
+        env = sandbox_environment(self.cfg, str(self.home(task_id)), proxied=self.proxied)
+        env["PYTHONPATH"] = TOOLKIT_ROOT if self.enabled else str(PACKAGE_ROOT)
+        return env
+
+    def service_socket(self, host_path: str) -> str:
+        """Where a run sees one of Factory's service sockets (its host path when unsandboxed)."""
+        return f"{SERVICE_DIR}/{Path(host_path).name}" if self.enabled else host_path
+
+    @asynccontextmanager
+    async def command(
+        self, task_id: int, cwd: str, inner: Sequence[str], sockets: Sequence[str] = ()
+    ) -> AsyncIterator[list[str]]:
+        """The argv that runs `inner` for this task, sandboxed; its proxy channel lives as long as this.
+
+        `sockets`: unix sockets of Factory's services the run may use (the Docker broker's, which
+        wants a capability token), shown at `service_socket(path)`, not in the host's run dir.
+        """
+        if not self.enabled:
+            yield list(inner)
+            return
+        worktree = Path(cwd)
+        ro, rw = git_paths(worktree, self.cfg.workspace_path / "mirrors")
+        program = Path(os.path.realpath(inner[0]))
+        if not str(program).startswith(_SYSTEM_PREFIXES):  # a CLI installed outside /usr
+            ro.append(program.parent)
+        channel = None
+        if self.proxied:
+            assert self.proxy is not None
+            channel = await self.proxy.open(task_id, allowed_destinations(self.cfg))
+        spec = SandboxSpec(
+            worktree=worktree,
+            home=self.home(task_id),
+            read_only=ro,
+            writable=rw,
+            binds=[(Path(s), self.service_socket(s)) for s in sockets if Path(s).exists()],
+            toolkit=PACKAGE_ROOT / "docker_toolkit",
+            proxy_socket=channel.path if channel else None,
+        )
+        try:
+            yield build_command(spec, [str(program), *inner[1:]])
+        finally:
+            if channel is not None:
+                await self.proxy.close_channel(channel)  # type: ignore[union-attr]
+
+
+def refusal_logger(engine: Engine) -> Callable[[int, str, int, str], Awaitable[None]]:
+    """The proxy's `on_refused`: one "event" line in the task's log per refused connection."""
+
+    async def log_refusal(task_id: int, host: str, port: int, reason: str) -> None:
+        text = f"sandbox: refused a connection to {host}:{port} ({reason})"
+        await asyncio.to_thread(add_log, engine, task_id, "event", text)
+
+    return log_refusal

@@ -1,0 +1,155 @@
+"""The bubblewrap command line for one agent run.
+
+What the sandbox holds, and why each piece is there (docs/sandbox.md has the long form):
+
+- the system read-only: `/usr` (and the merged-usr links `/bin`, `/lib*`, `/sbin`), and of `/etc`
+  only what programs need to run, resolve names and check certificates; never `/etc/ssl/private`,
+  `/root`, `/home`, the Docker socket, the data dir or `workspace_root` as a whole;
+- writable: the task's worktree and its own CLI home (HOME and CLAUDE_CONFIG_DIR), each at its
+  host path so the CLI's session files name the same cwd inside and out and `--resume` finds them;
+- read-only at their host paths: the object stores the worktree's git borrows from (alternates),
+  and the docker toolkit under `/opt/factory/toolkit`;
+- its own PID, IPC and UTS namespaces, a private `/proc`, `/dev`, `/tmp` and `/run`, no
+  capabilities (bwrap drops them), and, with the egress proxy, its own network namespace whose
+  only way out is socat bridging a loopback port to the run's proxy socket.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+INSTALL_HINT = "install bubblewrap and socat (Debian/Ubuntu: `apt-get install bubblewrap socat`)"
+PROXY_PORT = 3128
+"""The loopback port inside the sandbox where socat forwards to Factory's egress proxy."""
+PROXY_SOCKET = "/run/factory/egress.sock"
+TOOLKIT_ROOT = "/opt/factory/toolkit"
+
+_SYSTEM_LINKS = ("/bin", "/lib", "/lib32", "/lib64", "/libx32", "/sbin")
+_ETC = (
+    "alternatives",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "ssl/certs",
+    "ssl/openssl.cnf",
+    "pki",
+    "resolv.conf",
+    "hosts",
+    "host.conf",
+    "gai.conf",
+    "nsswitch.conf",
+    "passwd",
+    "group",
+    "localtime",
+    "timezone",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "gitconfig",
+    "npmrc",
+    "pip.conf",
+    "mime.types",
+    "os-release",
+    "debian_version",
+    "protocols",
+    "services",
+)
+
+# socat must listen before the CLI makes its first request; /proc/net/tcp (this namespace's)
+# lists the port in state 0A (LISTEN) once it does
+_BRIDGE = (
+    "socat TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{sock} &\n"
+    "n=0\n"
+    "until grep -q ':{hexport} 00000000:0000 0A' /proc/net/tcp; do\n"
+    "  n=$((n+1)); if [ $n -gt 1000 ]; then echo 'factory sandbox: the egress bridge did not start' >&2; exit 70; fi\n"
+    "  sleep 0.005\n"
+    "done\n"
+    'exec "$@"\n'
+)
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap (or socat, for the proxied network) is not installed."""
+
+
+def missing_tools(proxied: bool) -> list[str]:
+    """The sandbox's programs not on PATH (`bwrap`, and `socat` when the network is proxied)."""
+    tools = ["bwrap", "socat"] if proxied else ["bwrap"]
+    return [t for t in tools if shutil.which(t) is None]
+
+
+@dataclass
+class SandboxSpec:
+    """One run's sandbox: what is writable, what is readable, and how it reaches out."""
+
+    worktree: Path
+    home: Path
+    read_only: list[Path] = field(default_factory=list)
+    """Extra paths bound read-only at their host path (the git object stores the worktree borrows)."""
+    writable: list[Path] = field(default_factory=list)
+    """Extra paths bound writable at their host path (the worktree's git dir, when it is elsewhere)."""
+    binds: list[tuple[Path, str]] = field(default_factory=list)
+    """(host path, sandbox path) pairs bound writable, e.g. a service socket the run may use."""
+    toolkit: Path | None = None
+    proxy_socket: Path | None = None
+    """The run's egress proxy socket; None shares the host's network (`sandbox.network: host`)."""
+
+
+def _exists(p: Path) -> bool:
+    return p.exists() or p.is_symlink()
+
+
+def build_command(spec: SandboxSpec, inner: Sequence[str], etc_root: Path = Path("/")) -> list[str]:
+    """The `bwrap ...` argv that runs `inner` inside the sandbox with cwd at the worktree.
+
+    The environment is not on this command line: the caller gives bwrap an allow-listed
+    environment, which it passes on, so no secret sits in an argv.
+    """
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable(f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}")
+    # no --new-session: the caller already starts bwrap in a session of its own with no terminal (so
+    # no TIOCSTI), and staying in bwrap's process group lets its SIGTERM reach the CLI itself
+    cmd = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    cmd += ["--unshare-cgroup-try", "--hostname", "factory-sandbox"]
+    if spec.proxy_socket is not None:
+        cmd.append("--unshare-net")
+    cmd += ["--ro-bind", "/usr", "/usr"]
+    for link in _SYSTEM_LINKS:
+        p = Path(link)
+        if p.is_symlink():
+            cmd += ["--symlink", str(p.readlink()), link]
+        elif p.is_dir():
+            cmd += ["--ro-bind", link, link]
+    for name in _ETC:
+        p = etc_root / "etc" / name
+        if _exists(p):
+            cmd += ["--ro-bind", str(p), f"/etc/{name}"]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/run"]
+    # the host paths below may sit under /tmp (tests) or /run: bind them after those tmpfs mounts
+    for p in _dedupe(spec.read_only):
+        if p.exists():
+            cmd += ["--ro-bind", str(p), str(p)]
+    for p in _dedupe([spec.worktree, spec.home, *spec.writable]):
+        cmd += ["--bind", str(p), str(p)]
+    for host, inside in spec.binds:
+        cmd += ["--bind", str(host), inside]
+    if spec.toolkit is not None and spec.toolkit.is_dir():
+        cmd += ["--ro-bind", str(spec.toolkit), f"{TOOLKIT_ROOT}/{spec.toolkit.name}"]
+    cmd += ["--chdir", str(spec.worktree)]
+    if spec.proxy_socket is None:
+        return [*cmd, "--", *inner]
+    cmd += ["--ro-bind", str(spec.proxy_socket), PROXY_SOCKET]
+    script = _BRIDGE.format(port=PROXY_PORT, sock=PROXY_SOCKET, hexport=f"{PROXY_PORT:04X}")
+    return [*cmd, "--", "/bin/sh", "-c", script, "factory-sandbox", *inner]
+
+
+def _dedupe(paths: Iterable[Path]) -> list[Path]:
+    seen: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p not in seen:
+            seen.append(p)
+    return seen
