@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -23,39 +22,15 @@ from sqlalchemy.engine import Engine
 from temporalio.exceptions import ApplicationError
 
 from factory.config import PACKAGE_ROOT, FactoryConfig
+from factory.processes import die_with_parent, process_program, process_start_time
 from factory.sandbox.bwrap import INSTALL_HINT, TOOLKIT_ROOT, SandboxSpec, build_command, missing_tools
 from factory.sandbox.policy import allowed_destinations, sandbox_environment
 from factory.sandbox.proxy import EgressProxy
 from factory.store.writes import add_log
 
-_PR_SET_PDEATHSIG = 1
 _SYSTEM_PREFIXES = ("/usr/", "/bin/", "/lib/", "/lib64/", "/sbin/")
 SERVICE_DIR = "/run/factory"
 _SEEDED = ("settings.json",)  # the operator's CLI preferences; never credentials or other sessions
-
-
-def die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def process_start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), or None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
-
-
-def process_program(pid: int) -> str:
-    """The base name of the program a process runs (argv[0]), or "" if it is gone."""
-    try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
-    except OSError:
-        return ""
-    return os.path.basename(argv0.decode(errors="replace"))
 
 
 @dataclass

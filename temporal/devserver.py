@@ -9,7 +9,6 @@ ended) is recognised by that record and replaced, never a stranger that reused t
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import shutil
@@ -21,9 +20,8 @@ import sysconfig
 import time
 from pathlib import Path
 
+from factory.processes import die_with_parent, process_cmdline, process_start_time
 from factory.search_attributes import SEARCH_ATTRIBUTES, kind_name
-
-_PR_SET_PDEATHSIG = 1
 
 
 def temporal_binary() -> str:
@@ -42,28 +40,6 @@ def port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
-
-
-def process_start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), or None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
-
-
-def process_cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
-
-
-def _die_with_parent() -> None:  # in the child, between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class DataDirBusy(RuntimeError):
@@ -164,7 +140,7 @@ class DevServer:
         log = open(self.data_dir / "temporal.log", "ab")
         self.proc = subprocess.Popen(
             self._command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=die_with_parent,
         )  # fmt: skip
         self.pidfile.write_text(f"{self.proc.pid} {process_start_time(self.proc.pid)}\n")
 

@@ -29,7 +29,7 @@ GOOD_STEPS = """\
         output: revision
         condition: has_issues
         loop_to: review
-        prompt_template: prompts/coder_revision.md
+        prompt_template: prompts/templates/review_to_address.md
 """
 
 
@@ -63,7 +63,7 @@ def _workflow(steps: str, extra: str = "") -> str:
         # a loop must jump back, never forward
         ("      - agent: coder\n        loop_to: later\n      - agent: reviewer\n        output: later\n", "",
          "workflows.wf.steps[0].loop_to: 'later' is not the output of an earlier step"),
-        (GOOD_STEPS.replace("prompts/coder_revision.md", "prompts/missing.md"), "",
+        (GOOD_STEPS.replace("prompts/templates/review_to_address.md", "prompts/missing.md"), "",
          "workflows.wf.steps[2].prompt_template: no such file prompts/missing.md"),
         (GOOD_STEPS, "    max_iterations: 0\n", "workflows.wf.max_iterations"),
         ("      []\n", "", "workflows.wf.steps"),
@@ -99,7 +99,7 @@ def test_workflow_input_resolves_agents_and_template_text(tmp_path):
     assert [s.agent.agent_type for s in inp.steps] == ["coder", "reviewer", "coder_revision"]
     assert inp.steps[1].agent.tools == ["Read", "Glob", "Grep"]
     assert "{issues}" in inp.steps[2].prompt_template and inp.steps[2].prompt_template_file.endswith(
-        "coder_revision.md"
+        "review_to_address.md"
     )
     assert (inp.run_id, inp.max_iterations, inp.steps[2].loop_to, inp.steps[2].condition) == (
         7,

@@ -12,9 +12,10 @@ from sqlmodel import select
 from factory.environments.docker import cleanup_task_environments
 from factory.store.tables import Message, session_scope
 from tests.conftest import make_remote
+from tests.fakes import github_webhooks as ghw
 from tests.fakes.anthropic import Text, ToolUse
 from tests.test_environments import other_networks, previews_network, traefik  # noqa: F401  (fixtures)
-from tests.test_integrations import CHAT, GH_SECRET, post_github, pr_closed_payload, telegram, tg_config  # noqa: F401
+from tests.test_integrations import CHAT, GH_SECRET, post_github, telegram, tg_config  # noqa: F401
 
 pytestmark = pytest.mark.docker
 DOMAIN = "preview.test"
@@ -122,9 +123,7 @@ async def _run(start_factory, model, github, telegram, traefik, previews_network
         assert _containers(t["id"])
         assert httpx.get(traefik + "/index.html", headers={"Host": host}).text == "the preview answers\n"
         # a signed pull_request closed webhook removes it
-        r = await post_github(
-            h, "pull_request", pr_closed_payload({k: v for k, v in pr.items() if not k.startswith("_")}, merged=True)
-        )
+        r = await post_github(h, "pull_request", ghw.pr_closed(ghw.from_fake(pr), merged=True))
         assert r.status_code in (200, 202), r.text
         await h.until(lambda: not _containers(t["id"]), timeout=60, what="the preview to be removed")
         deadline = time.monotonic() + 30

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from temporal.devserver import process_start_time
+from factory.processes import process_start_time
 from tests.conftest import remote_file, write_config
 from tests.fakes.anthropic import Text, ToolUse
 from tests.procs import FactoryUp, alive
