@@ -6,6 +6,10 @@ never delays or fails a task.
 
 The database activities are plain `def`: the worker runs them on its thread-pool executor
 (`activity_executor`), so a SQLite lock wait never stalls the event loop that heartbeats.
+
+Activities that insert rows (`record_question`, `publish_event`) key each write by the workflow
+run and the activity id: a retried attempt (or a local activity replayed after a lost workflow
+task) finds the first attempt's row and returns it instead of writing a second one.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from factory.contracts import PendingQuestion, TaskEvent, TaskUpdate
 from factory.store.board import Board
+from factory.store.kv import first_write, mark_written
 from factory.store.tables import FINISHED, Question, Task, TaskStatus, WorkflowRun, session_scope, utcnow
 from factory.store.writes import add_log, update_task
 
@@ -107,18 +114,32 @@ class RecordActivities:
 
     @activity.defn
     def record_question(self, inp: QuestionInput) -> PendingQuestion:
-        """Store the agent's question and mark the task awaiting_input (idempotent per attempt)."""
+        """Store the agent's question and mark the task awaiting_input; a retry returns the first row."""
+        key = write_key()
         with session_scope(self.engine) as s:
+            earlier = _earlier_question(s, key)
+            if earlier is not None:
+                return _pending(earlier)
             q = Question(task_id=inp.task_id, workflow_run_id=inp.workflow_run_id, text=inp.text, options=inp.options)
             s.add(q)
+            s.flush()
+            assert q.id is not None
+            mark_written(s, key, q.id)
             task = s.get(Task, inp.task_id)
             if task is not None and task.status not in FINISHED:
                 task.status = TaskStatus.awaiting_input
                 s.add(task)
-            s.commit()
+            try:
+                s.commit()
+            except IntegrityError:  # an earlier attempt, still running, committed first
+                s.rollback()
+                earlier = _earlier_question(s, key)
+                if earlier is None:
+                    raise
+                return _pending(earlier)
             s.refresh(q)
         add_log(self.engine, inp.task_id, "event", f"question #{q.id}: {inp.text}")
-        return PendingQuestion(id=q.id, text=q.text, options=q.options, asked_at=q.asked_at.isoformat())
+        return _pending(q)
 
     @activity.defn
     def record_answer(self, inp: AnswerRecord) -> None:
@@ -161,6 +182,7 @@ class RecordActivities:
                 recipient="user" if event.kind == "question" else None,
                 task_id=event.task_id,
                 workflow_run_id=event.workflow_run_id,
+                once_key=write_key(),
             )
         return [name for name, n in self.notifiers.items() if n.wants(event)]
 
@@ -176,6 +198,29 @@ class RecordActivities:
             raise
         except Exception as exc:
             raise ApplicationError(f"{inp.channel}: {exc}", type="NotifyError") from exc
+
+
+def write_key() -> str | None:
+    """This activity's write key: workflow id, run id and activity id, the same for every attempt.
+
+    The run id is part of it because activity ids restart at 1 in a continued-as-new run. None
+    outside an activity (a direct call writes as it always did).
+    """
+    try:
+        info = activity.info()
+    except RuntimeError:
+        return None
+    return f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"
+
+
+def _earlier_question(s: Session, key: str | None) -> Question | None:
+    qid = first_write(s, key)
+    return s.get(Question, qid) if qid is not None else None
+
+
+def _pending(q: Question) -> PendingQuestion:
+    assert q.id is not None
+    return PendingQuestion(id=q.id, text=q.text, options=q.options, asked_at=q.asked_at.isoformat())
 
 
 def _board_text(e: TaskEvent) -> tuple[str, str]:

@@ -7,10 +7,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
 
 from factory.domain.redact import scrub
+from factory.store.kv import first_write, mark_written
 from factory.store.tables import MESSAGE_TYPES, Message, session_scope, utcnow
 
 log = logging.getLogger(__name__)
@@ -43,8 +46,13 @@ class Board:
         task_id: int | None = None,
         workflow_run_id: int | None = None,
         reply_to: int | None = None,
+        once_key: str | None = None,
     ) -> Message | None:
-        """Store a message (secrets scrubbed) and tell the listeners; None when the board is off."""
+        """Store a message (secrets scrubbed) and tell the listeners; None when the board is off.
+
+        With `once_key` (a retried activity's key), a second call stores and tells nothing and
+        returns the message the first call stored.
+        """
         if not self.enabled:
             return None
         msg = Message(
@@ -57,8 +65,18 @@ class Board:
             reply_to=reply_to,
         )
         with session_scope(self.engine) as s:
+            earlier = _earlier(s, once_key)
+            if earlier is not None:
+                return earlier
             s.add(msg)
-            s.commit()
+            s.flush()
+            assert msg.id is not None
+            mark_written(s, once_key, msg.id)
+            try:
+                s.commit()
+            except IntegrityError:  # an earlier attempt, still running, committed first
+                s.rollback()
+                return _earlier(s, once_key)
             s.refresh(msg)
         self._notify(msg)
         return msg
@@ -69,23 +87,34 @@ class Board:
         return await asyncio.to_thread(self.post, sender, content, message_type, **where)
 
     def inbox(self, agent_type: str, task_id: int | None, workflow_run_id: int | None) -> list[Message]:
-        """Undelivered messages to this agent type in the same workflow (or task), marked delivered."""
+        """Undelivered messages to this agent type in the same workflow (or task).
+
+        They stay undelivered until `mark_delivered`, which the run that read them calls when it
+        finishes: a run that dies first leaves them for its retry.
+        """
         if not self.enabled:
             return []
         with session_scope(self.engine) as s:
-            q = select(Message).where(Message.recipient == agent_type, Message.delivered_at.is_(None))
+            q = select(Message).where(Message.recipient == agent_type, col(Message.delivered_at).is_(None))
             if workflow_run_id is not None:
                 q = q.where(Message.workflow_run_id == workflow_run_id)
             elif task_id is not None:
                 q = q.where(Message.task_id == task_id)
             else:
                 return []
-            msgs = list(s.exec(q.order_by(Message.id)))
-            for m in msgs:
-                m.delivered_at = utcnow()
-                s.add(m)
+            return list(s.exec(q.order_by(col(Message.id))))
+
+    def mark_delivered(self, ids: list[int]) -> None:
+        """Mark these messages delivered (those not marked yet): their reader's run has finished."""
+        if not ids:
+            return
+        with session_scope(self.engine) as s:
+            s.execute(
+                update(Message)
+                .where(col(Message.id).in_(ids), col(Message.delivered_at).is_(None))
+                .values(delivered_at=utcnow())
+            )
             s.commit()
-            return msgs
 
     def _notify(self, msg: Message) -> None:
         if not self.listeners:
@@ -109,6 +138,11 @@ class Board:
             await listener(msg)
         except Exception as exc:  # a listener (Telegram) never breaks posting
             log.warning("message listener failed: %s", exc)
+
+
+def _earlier(s: Session, once_key: str | None) -> Message | None:
+    msg_id = first_write(s, once_key)
+    return s.get(Message, msg_id) if msg_id is not None else None
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

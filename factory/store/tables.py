@@ -18,6 +18,9 @@ from sqlalchemy import JSON, Column, event
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
 
+from factory.store.schema import sqlalchemy_url
+from factory.store.schema import upgrade as upgrade_schema
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -118,7 +121,7 @@ class Message(SQLModel, table=True):
     message_type: str = Field(default="info", index=True)
     reply_to: int | None = Field(default=None, index=True)
     delivered_at: datetime | None = None
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, index=True)  # retention prunes by age
 
 
 class Handoff(SQLModel, table=True):
@@ -181,14 +184,16 @@ class WebhookDelivery(SQLModel, table=True):
     """Delivery ids already handled, so a redelivered webhook does nothing twice."""
 
     id: str = Field(primary_key=True)  # "<source>:<delivery id>"
-    received_at: datetime = Field(default_factory=utcnow)
+    received_at: datetime = Field(default_factory=utcnow, index=True)  # retention prunes by age
 
 
 class KeyValue(SQLModel, table=True):
-    """Small durable state (e.g. the Telegram update offset)."""
+    """Small durable state (e.g. the Telegram update offset) and dedup marks (`factory.store.kv`)."""
 
     key: str = Field(primary_key=True)
     value: str
+    # when the row was last written; retention prunes old dedup marks (NULL: written before the column)
+    updated_at: datetime | None = Field(default_factory=utcnow, index=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -200,18 +205,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """Create the engine and the tables (idempotent)."""
+    """Create the engine and bring the schema to the newest migration (`factory.store.schema`).
+
+    `postgresql://` URLs, as users write them, use the psycopg driver.
+    """
+    url = sqlalchemy_url(url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine)
-    # create_all makes the indexes of new tables only; an index added later reaches an existing database here
-    for table in SQLModel.metadata.sorted_tables:
-        for index in table.indexes:
-            index.create(engine, checkfirst=True)
+    upgrade_schema(engine)
     return engine
 
 
