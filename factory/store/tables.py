@@ -14,12 +14,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Column, event
+from sqlalchemy import JSON, Column, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
-
-from factory.store.schema import sqlalchemy_url
-from factory.store.schema import upgrade as upgrade_schema
 
 
 def utcnow() -> datetime:
@@ -205,18 +202,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """Create the engine and bring the schema to the newest migration (`factory.store.schema`).
-
-    `postgresql://` URLs, as users write them, use the psycopg driver.
-    """
-    url = sqlalchemy_url(url)
+    """Create the engine and the tables (idempotent)."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    upgrade_schema(engine)
+    SQLModel.metadata.create_all(engine)
+    # create_all makes new tables only: a nullable column or an index added later reaches an existing database here
+    have = {t: {c["name"] for c in inspect(engine).get_columns(t)} for t in inspect(engine).get_table_names()}
+    for table in SQLModel.metadata.sorted_tables:
+        for col in table.columns:
+            if col.nullable and col.name not in have.get(table.name, {col.name}):
+                with engine.begin() as conn:
+                    conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" {col.type.compile(engine.dialect)}'))
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
     return engine
 
 
