@@ -93,6 +93,7 @@ class Runtime:
             engine,
             retention_days=cfg.retention_days,
             run_dir=cfg.workspace_path / "run",
+            homes_dir=cfg.workspace_path / "homes",
             host=queues(cfg)[0],
             longest_run=timedelta(minutes=cfg.agent_timeout_minutes),
         )

@@ -109,7 +109,14 @@ def test_prune_removes_old_records_of_finished_work_and_keeps_the_rest(tmp_path:
         p.write_text("stderr\n")
         os.utime(p, (OLD.timestamp(), OLD.timestamp()))
 
-    out = prune(engine, DAYS, run_dir, batch=2)  # small batches: several transactions per table
+    homes = tmp_path / "homes"
+    for tid in (done_old, running, done_new, 424242):
+        home = homes / f"task-{tid}"
+        (home / "projects").mkdir(parents=True)
+        (home / "projects" / "s.jsonl").write_text("{}\n")
+        os.utime(home, (OLD.timestamp(), OLD.timestamp()))
+
+    out = prune(engine, DAYS, run_dir, batch=2, homes_dir=homes)  # small batches: several transactions per table
 
     assert _ids(engine, TaskLog) == {logs[3], *new_log}  # the running task's old line, and the recent ones
     assert _ids(engine, Message) == set(kept_msgs)
@@ -119,14 +126,16 @@ def test_prune_removes_old_records_of_finished_work_and_keeps_the_rest(tmp_path:
     # dedup marks go; state (the Telegram offset) and unknown keys stay whatever their age
     assert keys == {"plane:sent:b", "telegram:offset", "fresh:x", "telegram:question:1:2"}
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(f"task-{t}.stderr" for t in (running, done_new))
+    assert sorted(p.name for p in homes.iterdir()) == sorted(f"task-{t}" for t in (running, done_new))
     assert out.counts == {
         "task_logs": 3,
         "messages": 3,
         "webhook_deliveries": 1,
         "dedup_marks": 2,
         "stderr_files": 2,
+        "agent_homes": 2,
     }
-    assert not prune(engine, DAYS, run_dir)  # a second pass finds nothing
+    assert not prune(engine, DAYS, run_dir, homes_dir=homes)  # a second pass finds nothing
 
 
 def test_dedup_marks_of_an_older_database_get_a_timestamp_and_age_from_then(tmp_path: Path) -> None:

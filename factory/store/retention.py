@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,6 +48,7 @@ ORPHAN_SLACK = timedelta(minutes=10)
 """Beyond `agent_timeout_minutes`: the activity's own grace (2 min) and the kill itself."""
 
 _STDERR = re.compile(r"task-(\d+)\.stderr")
+_HOME = re.compile(r"task-(\d+)")
 
 
 @dataclass
@@ -89,7 +91,13 @@ def _batched(engine: Engine, table: Any, ids: Any, batch: int) -> int:
             return total
 
 
-def prune(engine: Engine, older_than: timedelta, run_dir: Path | None = None, batch: int = BATCH) -> Pruned:
+def prune(
+    engine: Engine,
+    older_than: timedelta,
+    run_dir: Path | None = None,
+    batch: int = BATCH,
+    homes_dir: Path | None = None,
+) -> Pruned:
     """Remove the records of work finished longer than `older_than` ago (blocking: run it in a thread).
 
     Args:
@@ -97,6 +105,7 @@ def prune(engine: Engine, older_than: timedelta, run_dir: Path | None = None, ba
         older_than: the retention period (`retention_days`).
         run_dir: the workers' run directory, whose `task-N.stderr` files are pruned with their task.
         batch: rows per delete transaction.
+        homes_dir: the agents' per-task CLI homes (`task-N`, sessions a retry may resume), pruned likewise.
 
     Returns:
         The counts removed, by kind.
@@ -124,7 +133,9 @@ def prune(engine: Engine, older_than: timedelta, run_dir: Path | None = None, ba
     dedup = or_(*(KeyValue.key.startswith(p) for p in DEDUP_PREFIXES))
     out.add("dedup_marks", _delete_keys(engine, KeyValue, and_(KeyValue.updated_at < cutoff, dedup), batch))
     if run_dir is not None:
-        out.add("stderr_files", _prune_stderr(engine, run_dir, cutoff))
+        out.add("stderr_files", _prune_task_files(engine, _per_task(run_dir, _STDERR), cutoff))
+    if homes_dir is not None:
+        out.add("agent_homes", _prune_task_files(engine, _per_task(homes_dir, _HOME), cutoff))
     return out
 
 
@@ -142,13 +153,18 @@ def _delete_keys(engine: Engine, model: Any, where: Any, batch: int) -> int:
             return total
 
 
-def _prune_stderr(engine: Engine, run_dir: Path, cutoff: datetime) -> int:
-    """Remove `task-N.stderr` of tasks finished before `cutoff` (or gone) that were not written since."""
-    files: dict[int, Path] = {}
-    for p in run_dir.glob("task-*.stderr"):
-        hit = _STDERR.fullmatch(p.name)
+def _per_task(folder: Path, pattern: re.Pattern[str]) -> dict[int, Path]:
+    """The entries of `folder` named for a task (`task-N...`), by task id."""
+    found: dict[int, Path] = {}
+    for p in folder.glob("task-*"):
+        hit = pattern.fullmatch(p.name)
         if hit:
-            files[int(hit[1])] = p
+            found[int(hit[1])] = p
+    return found
+
+
+def _prune_task_files(engine: Engine, files: dict[int, Path], cutoff: datetime) -> int:
+    """Remove the files or folders of tasks finished before `cutoff` (or gone) that were not written since."""
     if not files:
         return 0
     keep: set[int] = set()
@@ -163,7 +179,10 @@ def _prune_stderr(engine: Engine, run_dir: Path, cutoff: datetime) -> int:
         try:
             if tid in keep or p.stat().st_mtime >= cutoff.timestamp():
                 continue
-            p.unlink()
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
             removed += 1
         except FileNotFoundError:
             continue
@@ -230,13 +249,16 @@ async def retention_loop(
     host: str,
     longest_run: timedelta,
     interval: float = 3600.0,
+    homes_dir: Path | None = None,
 ) -> None:
     """Prune and close orphaned agent runs now, then every `interval` seconds, until cancelled."""
     worker_started = utcnow()
     while True:
         try:
             if retention_days > 0:
-                pruned = await asyncio.to_thread(prune, engine, timedelta(days=retention_days), run_dir)
+                pruned = await asyncio.to_thread(
+                    prune, engine, timedelta(days=retention_days), run_dir, BATCH, homes_dir
+                )
                 if pruned:
                     log.info("retention (%g days) removed %s", retention_days, pruned.counts)
             closed = await asyncio.to_thread(close_orphaned_runs, engine, host, worker_started, longest_run)
