@@ -46,6 +46,11 @@ class HandoffInput:
     diff_stat: str = ""
 
 
+def _of_step(model: Any, step_column: Any, run_id: int, step: int, iteration: int) -> Any:
+    """The rows of `model` made for one step run (a run, a step index, an iteration)."""
+    return select(model).where(model.workflow_run_id == run_id, step_column == step, model.iteration == iteration)
+
+
 class WorkflowRunActivities:
     """Step tasks and handoffs of configured workflows (register the bound methods)."""
 
@@ -57,13 +62,7 @@ class WorkflowRunActivities:
     def create_step_task(self, inp: StepTaskInput) -> int:
         """Create (or find, on retry) the Task row of one step run; link the handoff it consumes."""
         with session_scope(self.engine) as s:
-            task = s.exec(
-                select(Task).where(
-                    Task.workflow_run_id == inp.run_id,
-                    Task.workflow_step == inp.step,
-                    Task.iteration == inp.iteration,
-                )
-            ).first()
+            task = s.exec(_of_step(Task, Task.workflow_step, inp.run_id, inp.step, inp.iteration)).first()
             if task is None:
                 task = Task(
                     title=inp.title,
@@ -89,13 +88,7 @@ class WorkflowRunActivities:
     def record_handoff(self, inp: HandoffInput) -> int:
         """Store a step's output as a handoff (once per run, step and iteration)."""
         with session_scope(self.engine) as s:
-            existing = s.exec(
-                select(Handoff).where(
-                    Handoff.workflow_run_id == inp.run_id,
-                    Handoff.step == inp.step,
-                    Handoff.iteration == inp.iteration,
-                )
-            ).first()
+            existing = s.exec(_of_step(Handoff, Handoff.step, inp.run_id, inp.step, inp.iteration)).first()
             if existing is not None:
                 return existing.id
             h = Handoff(
