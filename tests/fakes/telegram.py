@@ -7,6 +7,8 @@
 - `fail_sends` makes the next `sendMessage` calls fail: a status (500) or `(429, retry_after)`,
   answered in the Bot API's error shape (`{"ok": false, "error_code", "description",
   "parameters": {"retry_after"}}`). `always_fail` fails every `sendMessage` with that status.
+- `down()` / `recover()`: an outage: every call (polls included) is answered 502 Bad Gateway, as a
+  proxy in front of a dead Bot API would, until `recover()`; `downtime` records when.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class FakeTelegram:
     _next_message: int = 100
     _next_update: int = 5000
     _closing: bool = False
+    outage: bool = False
+    downtime: list[tuple[float, float | None]] = field(default_factory=list)  # (from, until) monotonic
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -58,6 +62,10 @@ class FakeTelegram:
             body = json.loads(raw) if raw else {}
             if token != self.token:
                 return JSONResponse({"ok": False, "error_code": 401, "description": "Unauthorized"}, status_code=401)
+            with self.lock:
+                if self.outage:
+                    self.calls.append(Sent(method, body, time.monotonic(), False, status=502))
+                    return JSONResponse({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status_code=502)
             if method == "getUpdates":
                 return await self._get_updates(body, request)
             with self.lock:
@@ -108,6 +116,18 @@ class FakeTelegram:
         self.server = BackgroundServer(self.app())
         self.url = self.server.start()
         return self.url
+
+    def down(self) -> None:
+        """Start an outage: every call is answered 502 until `recover()`."""
+        with self.lock:
+            self.outage = True
+            self.downtime.append((time.monotonic(), None))
+
+    def recover(self) -> None:
+        """End the outage."""
+        with self.lock:
+            self.outage = False
+            self.downtime[-1] = (self.downtime[-1][0], time.monotonic())
 
     def stop(self) -> None:
         self._closing = True
