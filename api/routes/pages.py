@@ -1,7 +1,7 @@
-"""The web pages: `/messages` (the live board and the questions waiting for an answer).
+"""The web pages: the dashboard at `/` and `/messages` (the live board and the questions waiting for an answer).
 
-The pages hold no data: their script reads `/api` with the bearer token the person
-enters (kept in the browser's localStorage), so they are served without auth. A strict
+The pages hold no data: their scripts read `/api` with the bearer token the person
+enters (kept in the tab's sessionStorage), so they are served without auth. A strict
 Content-Security-Policy (no inline script, nothing from other origins) backs up the
 script's rule of putting agents' text into the page only as text.
 """
@@ -38,6 +38,12 @@ def _file(name: str) -> FileResponse:
     if path.suffix not in _TYPES or path.parent != STATIC or not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
     return FileResponse(path, media_type=_TYPES[path.suffix], headers=_HEADERS)
+
+
+@router.get("/", include_in_schema=False)
+def dashboard_page() -> FileResponse:
+    """The dashboard: tasks, a task's page, workflow runs, agents, environments, memory, analytics, settings."""
+    return _file("index.html")
 
 
 @router.get("/messages", include_in_schema=False)
