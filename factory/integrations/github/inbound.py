@@ -13,6 +13,9 @@ Only Factory's own PRs count: the head repository is the base repository (a fork
 branch `factory/task-N-...`) and the PR number is the one recorded on the branch's tasks. Only a
 review by someone with write access (`author_association` OWNER, MEMBER or COLLABORATOR, or a login
 in `github.allowed_users`) starts a revision. Anything else is logged and ignored.
+
+Issues, issue comments (answers and `@factory` mentions), check suites, workflow runs and pushes
+are handled by `issues`, `mentions` and `checks` beside this module.
 """
 
 from __future__ import annotations
@@ -28,17 +31,28 @@ from sqlmodel import select
 
 from factory.config import FactoryConfig
 from factory.environments.janitor import remove_previews_of_closed_pr
-from factory.git.repos import RepoError, resolve_repo
-from factory.integrations.claims import claimed, start_or_forget
+from factory.integrations.github import checks, issues, mentions
 from factory.integrations.github.client import GitHubClient
+from factory.integrations.github.links import set_threads
+from factory.integrations.github.prs import (
+    BRANCH_PREFIX,
+    FollowUp,
+    factory_pr,
+    github_of,
+    may_write,
+    obj,
+    pr_work,
+    start_follow_up,
+)
 from factory.integrations.plane.client import PlaneClient, PlaneError
-from factory.launcher import Launcher, NewTask, TaskStart
-from factory.store.tables import FINISHED, Task, WorkflowRun, session_scope
+from factory.launcher import Launcher
+from factory.store.tables import Task, WorkflowRun, session_scope
 
 log = logging.getLogger("factory.github")
 
-BRANCH_PREFIX = "factory/"
-WRITE_ACCESS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
+_obj = obj
+_github_of = github_of
+_pr_work = pr_work
 
 
 @dataclass
@@ -62,44 +76,6 @@ def _tear_down_previews(task_ids: list[int]) -> None:
     task = asyncio.get_running_loop().create_task(remove_previews_of_closed_pr(task_ids))
     _teardowns.add(task)
     task.add_done_callback(_teardowns.discard)
-
-
-def _obj(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _github_of(cfg: FactoryConfig, repo: str) -> str | None:
-    try:
-        return resolve_repo(cfg, repo).github
-    except RepoError:
-        return None
-
-
-def _tasks_of(engine: Engine, cfg: FactoryConfig, repo_full: str, branch: str) -> list[Task]:
-    with session_scope(engine) as s:
-        rows = s.exec(select(Task).where(Task.branch == branch).order_by(Task.id)).all()
-    return [t for t in rows if (_github_of(cfg, t.repo) or "").lower() == repo_full.lower()]
-
-
-def _runs_of(engine: Engine, cfg: FactoryConfig, repo_full: str, branch: str, run_ids: set[int]) -> list[WorkflowRun]:
-    with session_scope(engine) as s:
-        on_branch = s.exec(select(WorkflowRun).where(WorkflowRun.branch == branch)).all()
-        ids = run_ids | {r.id for r in on_branch if (_github_of(cfg, r.repo) or "").lower() == repo_full.lower()}
-        return [r for r in (s.get(WorkflowRun, i) for i in sorted(ids)) if r is not None]
-
-
-def _pr_work(
-    cfg: FactoryConfig, engine: Engine, repo_full: str, number: int, branch: str
-) -> tuple[list[Task], list[WorkflowRun]]:
-    """The branch's tasks and runs that belong to PR `number`: none unless one of them recorded that number.
-
-    Rows that recorded no PR yet (a handoff's task before its PR step) go with the PR of the branch.
-    """
-    tasks = _tasks_of(engine, cfg, repo_full, branch)
-    runs = _runs_of(engine, cfg, repo_full, branch, {t.workflow_run_id for t in tasks if t.workflow_run_id})
-    if not any(r.pr_number == number for r in [*tasks, *runs]):
-        return [], []
-    return [t for t in tasks if t.pr_number in (None, number)], [r for r in runs if r.pr_number in (None, number)]
 
 
 def _record_state(
@@ -175,6 +151,16 @@ async def handle_github_event(
         return {"status": "pong"}
     pr = payload.get("pull_request")
     repo_full = str(_obj(payload.get("repository")).get("full_name") or "")
+    if event in ("issues", "issue_comment", "check_suite", "workflow_run", "push") and not repo_full:
+        raise ValueError("'repository.full_name' is required")
+    if event == "issues":
+        return await issues.handle_issue_event(cfg, engine, launcher, http, repo_full, payload)
+    if event == "issue_comment":
+        return await mentions.handle_comment(cfg, engine, launcher, http, repo_full, payload)
+    if event in ("check_suite", "workflow_run"):
+        return await checks.handle_ci_event(cfg, engine, launcher, http, event, repo_full, payload)
+    if event == "push":
+        return await checks.handle_push(cfg, engine, launcher, http, repo_full, payload)
     if event not in ("pull_request", "pull_request_review"):
         return {"status": "ignored", "reason": f"event {event!r} is not used by Factory"}
     if not isinstance(pr, dict) or not repo_full:
@@ -182,12 +168,11 @@ async def handle_github_event(
     head = _obj(pr.get("head"))
     branch = str(head.get("ref") or "")
     number = pr.get("number")
-    if not branch.startswith(BRANCH_PREFIX) or not isinstance(number, int):
-        return {"status": "ignored", "reason": "not a Factory branch"}
-    head_repo = str(_obj(head.get("repo")).get("full_name") or "")
-    if head_repo.lower() != repo_full.lower():
-        log.warning("ignored %s on %s#%s: its head is %r, not the repository", event, repo_full, number, head_repo)
-        return {"status": "ignored", "reason": "the pull request's head is another repository (a fork)"}
+    why_not = factory_pr(repo_full, {**pr, "head": {**head, "repo": head.get("repo") or {"full_name": ""}}})
+    if why_not is not None:
+        if "fork" in why_not:
+            log.warning("ignored %s on %s#%s: its head is another repository", event, repo_full, number)
+        return {"status": "ignored", "reason": why_not}
     action = payload.get("action")
     if event == "pull_request":
         if action != "closed":
@@ -213,10 +198,7 @@ async def handle_github_event(
 
 def may_request_changes(cfg: FactoryConfig, review: dict[str, Any]) -> bool:
     """Whether the review's author may drive a revision: write access, or listed in `github.allowed_users`."""
-    if str(review.get("author_association") or "").upper() in WRITE_ACCESS:
-        return True
-    login = str(_obj(review.get("user")).get("login") or "").lower()
-    return bool(login) and login in {u.lower() for u in cfg.github.allowed_users}
+    return may_write(cfg, review.get("author_association"), _obj(review.get("user")).get("login"))
 
 
 def review_context(pr: dict[str, Any], review: dict[str, Any], comments: list[dict[str, Any]]) -> str:
@@ -249,43 +231,32 @@ async def start_revision(
     pr: dict[str, Any],
     review: dict[str, Any],
 ) -> dict[str, Any]:
-    """Start a coder_revision task on the PR's branch with the review as its context (once per review)."""
-    branch = str(pr["head"]["ref"])
+    """Start a coder_revision task on the PR's branch with the review as its context (once per review).
+
+    The review's line comments are remembered with the task, so that its end replies in each thread.
+    """
     number = int(pr["number"])
-    tasks, runs = await asyncio.to_thread(_pr_work, cfg, engine, repo_full, number, branch)
-    if not tasks and not runs:
-        return {"status": "ignored", "reason": "no Factory task has this pull request"}
-    busy = [f"task #{t.id}" for t in tasks if t.status not in FINISHED]
-    busy += [f"workflow run #{r.id}" for r in runs if r.status in ("pending", "running")]
-    if busy:
-        return {"status": "ignored", "reason": f"{busy[-1]} is still working on this branch"}
+    branch = str(pr["head"]["ref"])
     review_id = review.get("id")
-    async with claimed(engine, "github-review", str(review_id) if review_id is not None else None) as first:
-        if not first:
-            return {"status": "ignored", "reason": "a revision for this review was started already"}
-        run = runs[0] if runs else None
-        root_title = run.title if run else tasks[0].title
-        parent_id = tasks[-1].id if tasks else None
-        issue = (run.plane_issue_id if run else None) or next(
-            (t.plane_issue_id for t in tasks if t.plane_issue_id), None
-        )
-        comments = await GitHubClient(cfg, http).review_comments(repo_full, number, review_id)
-        new = NewTask(
-            title=f"Revise PR #{number}: {root_title}"[:500],
-            description=f"Revise pull request #{number} ({pr.get('html_url') or branch}) as the review below asks.",
-            repo=tasks[-1].repo if tasks else run.repo,
-            agent_type="coder_revision",
-            parent_task_id=parent_id,
-            plane_issue_id=issue,
-            pr_url=pr.get("html_url"),
-            pr_number=number,
-            pr_state="open",
-        )
-        start = TaskStart(branch=branch, context=review_context(pr, review, comments), parent_task_id=parent_id)
-        task = await launcher.create_task(new, run=False)
-        await start_or_forget(launcher, engine, task, start)  # a failed start leaves no queued row behind
-    log.info("review on %s#%s started revision task #%s", repo_full, number, task.id)
-    return {"status": "started", "task_id": task.id, "branch": branch}
+    comments = await GitHubClient(cfg, http).review_comments(repo_full, number, review_id)
+    tasks, runs = await asyncio.to_thread(pr_work, cfg, engine, repo_full, number, branch)
+    title = runs[0].title if runs else (tasks[0].title if tasks else branch)
+    follow = FollowUp(
+        title=f"Revise PR #{number}: {title}",
+        description=f"Revise pull request #{number} ({pr.get('html_url') or branch}) as the review below asks.",
+        context=review_context(pr, review, comments),
+        claim_kind="github-review",
+        claim_key=str(review_id) if review_id is not None else "",
+    )
+    out = await start_follow_up(cfg, engine, launcher, repo_full, pr, follow)
+    if out.get("status") == "started":
+        ids = [int(c["id"]) for c in comments if isinstance(c.get("id"), int)]
+        if ids:
+            await asyncio.to_thread(set_threads, engine, out["task_id"], repo_full, number, ids)
+        log.info("review on %s#%s started revision task #%s", repo_full, number, out["task_id"])
+    elif "started already" in str(out.get("reason")):
+        out["reason"] = "a revision for this review was started already"
+    return out
 
 
 async def poll_pr_states(cfg: FactoryConfig, engine: Engine, http: httpx.AsyncClient) -> None:

@@ -1,0 +1,132 @@
+"""Schedules: recurring tasks or workflow runs, kept as Temporal Schedules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, status
+from pydantic import BaseModel, Field
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import CfgDep, LauncherDep, temporal_call
+from api.errors import JSONRoute, responses
+from factory.config import FactoryConfig
+from factory.config_sections import ScheduleConfig
+from factory.git.repos import RepoError, resolve_repo
+from factory.launcher import Launcher, LaunchError
+from temporal import schedules as sched
+from temporal.launcher import TemporalLauncher
+
+router = APIRouter(prefix="/api/schedules", tags=["schedules"], route_class=JSONRoute)
+
+NamePath = Annotated[str, Path(pattern=sched.NAME.pattern, description="the schedule's name")]
+
+
+class ScheduleCreate(ScheduleConfig):
+    """A new schedule: its name, cron expression, time zone and the task or workflow it starts."""
+
+    name: str = Field(pattern=sched.NAME.pattern)
+
+
+class SchedulePublic(BaseModel):
+    name: str
+    cron: str
+    timezone: str
+    repo: str
+    title: str
+    description: str
+    agent_type: str | None
+    workflow: str | None
+    paused: bool
+    next_runs: list[datetime]
+    recent_runs: list[datetime]
+    temporal_id: str
+
+
+class ScheduleAction(BaseModel):
+    name: str
+    status: str
+
+
+def _client(launcher: Launcher) -> Client:
+    if not isinstance(launcher, TemporalLauncher):
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "schedules need a Temporal connection")
+    return launcher.client
+
+
+def _check(cfg: FactoryConfig, body: ScheduleCreate) -> None:
+    try:
+        resolve_repo(cfg, body.repo)
+    except RepoError as exc:
+        raise LaunchError(f"repo: {exc}") from exc
+    if body.workflow and body.workflow not in cfg.workflows:
+        raise LaunchError(f"workflow: unknown workflow {body.workflow!r}")
+    if body.agent_type and body.agent_type not in cfg.agent_templates:
+        raise LaunchError(f"agent_type: unknown agent type {body.agent_type!r}")
+
+
+@router.get("", response_model=list[SchedulePublic], responses=responses(503))
+async def list_schedules(cfg: CfgDep, launcher: LauncherDep) -> list[SchedulePublic]:
+    """Every schedule, with its next and recent firings."""
+    async with temporal_call(launcher):
+        found = await sched.list_schedules(_client(launcher), cfg)
+    return [SchedulePublic(**vars(s)) for s in found]
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=SchedulePublic, responses=responses(409, 413, 422, 503)
+)
+async def create_schedule(body: ScheduleCreate, cfg: CfgDep, launcher: LauncherDep) -> SchedulePublic:
+    """Create a schedule (409 when the name is taken)."""
+    _check(cfg, body)
+    spec = ScheduleConfig(**body.model_dump(exclude={"name"}))
+    client = _client(launcher)
+    async with temporal_call(launcher):
+        try:
+            await sched.create_schedule(client, cfg, body.name, spec)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+                raise LaunchError(f"Temporal refused the schedule: {exc.message}") from exc
+            raise
+        return SchedulePublic(**vars(await sched.describe_schedule(client, cfg, body.name)))
+
+
+@router.get("/{name}", response_model=SchedulePublic, responses=responses(404, 422, 503))
+async def get_schedule(name: NamePath, cfg: CfgDep, launcher: LauncherDep) -> SchedulePublic:
+    """One schedule."""
+    async with temporal_call(launcher):
+        return SchedulePublic(**vars(await sched.describe_schedule(_client(launcher), cfg, name)))
+
+
+@router.post("/{name}/pause", response_model=ScheduleAction, responses=responses(404, 422, 503))
+async def pause_schedule(name: NamePath, cfg: CfgDep, launcher: LauncherDep) -> ScheduleAction:
+    """Pause a schedule (it keeps its place; a restart does not unpause it)."""
+    async with temporal_call(launcher):
+        await sched.pause_schedule(_client(launcher), cfg, name, paused=True)
+    return ScheduleAction(name=name, status="paused")
+
+
+@router.post("/{name}/unpause", response_model=ScheduleAction, responses=responses(404, 422, 503))
+async def unpause_schedule(name: NamePath, cfg: CfgDep, launcher: LauncherDep) -> ScheduleAction:
+    """Unpause a schedule."""
+    async with temporal_call(launcher):
+        await sched.pause_schedule(_client(launcher), cfg, name, paused=False)
+    return ScheduleAction(name=name, status="active")
+
+
+@router.post("/{name}/trigger", response_model=ScheduleAction, responses=responses(404, 422, 503))
+async def trigger_schedule(name: NamePath, cfg: CfgDep, launcher: LauncherDep) -> ScheduleAction:
+    """Fire a schedule now (skipped when its last work is still running)."""
+    async with temporal_call(launcher):
+        await sched.trigger_schedule(_client(launcher), cfg, name)
+    return ScheduleAction(name=name, status="triggered")
+
+
+@router.delete("/{name}", response_model=ScheduleAction, responses=responses(404, 422, 503))
+async def delete_schedule(name: NamePath, cfg: CfgDep, launcher: LauncherDep) -> ScheduleAction:
+    """Delete a schedule (one from config.yml returns at the next start unless removed there)."""
+    async with temporal_call(launcher):
+        await sched.delete_schedule(_client(launcher), cfg, name)
+    return ScheduleAction(name=name, status="deleted")
