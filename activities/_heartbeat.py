@@ -29,6 +29,10 @@ async def heartbeating(interval: float = INTERVAL_S) -> AsyncIterator[None]:
         yield
         return
 
+    timeout = activity.info().heartbeat_timeout
+    if timeout:  # a caller with a short heartbeat timeout (a few seconds) gets beats well inside it
+        interval = min(interval, timeout.total_seconds() / 3)
+
     async def beat() -> None:
         while True:
             activity.heartbeat()

@@ -26,6 +26,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._agent_process import AgentSandbox, PidFile, kill_group, spawn
+from activities.budgets import BudgetKeeper
 from factory.config import FactoryConfig
 from factory.contracts import AgentRequest, AgentResult, QuestionAsked, TaskUpdate
 from factory.domain.redact import scrub
@@ -33,8 +34,8 @@ from factory.domain.streamjson import parse_line, protocol_lines
 from factory.environments.broker import EnvironmentBroker
 from factory.sandbox.proxy import EgressProxy
 from factory.store.board import Board
-from factory.store.tables import AgentRun, TaskStatus, session_scope, utcnow
-from factory.store.writes import add_log, add_logs, update_task
+from factory.store.tables import AgentRun, TaskStatus, utcnow
+from factory.store.writes import add_log, add_logs, insert, update_agent_run, update_task
 
 
 def _session_saved(session_id: str, config_dir: Path) -> bool:
@@ -46,6 +47,7 @@ def _session_saved(session_id: str, config_dir: Path) -> bool:
 class _Progress:
     session_id: str
     started: bool = False
+    final: dict[str, Any] | None = None  # the CLI's result line, as it came
 
 
 class AgentActivities:
@@ -68,6 +70,7 @@ class AgentActivities:
         self.memory = memory
         self.run_dir = cfg.workspace_path / "run"
         self.secrets = cfg.secret_values()
+        self.budgets = BudgetKeeper(cfg, engine, board)
 
     # --- process bookkeeping -------------------------------------------------------
     def _pidfile(self, task_id: int) -> PidFile:
@@ -87,7 +90,7 @@ class AgentActivities:
         return self._pidfile(task_id).kill_stale()
 
     # --- command -------------------------------------------------------------------
-    def _command(self, req: AgentRequest, resume: bool) -> list[str]:
+    def _command(self, req: AgentRequest, resume: bool, budget_usd: float | None = None) -> list[str]:
         claude = shutil.which(self.cfg.claude_command)
         if not claude:
             raise ApplicationError(
@@ -108,6 +111,8 @@ class AgentActivities:
             cmd += ["--model", spec.model]
         if spec.max_turns:
             cmd += ["--max-turns", str(spec.max_turns)]
+        if budget_usd is not None:  # the CLI stops itself once a request takes it past this
+            cmd += ["--max-budget-usd", f"{budget_usd:.6f}"]
         cmd += list(spec.extra_args)
         return cmd
 
@@ -153,6 +158,8 @@ class AgentActivities:
                 section = ""
             if section:
                 parts.append(section)
+                # the dashboard shows a task the memories it was given (log kind "memory")
+                await asyncio.to_thread(add_log, self.engine, req.task_id, "memory", section, 1, self.secrets)
         parts.append(await self._inbox_section(req, got))
         return "\n\n".join(p for p in parts if p)
 
@@ -210,12 +217,17 @@ class AgentActivities:
             extra = await self._inbox_section(req, got)
             if extra:
                 prompt = f"{prompt}\n\n{extra}"
-        cmd = self._command(req, resume)
+        gate = await asyncio.to_thread(self.budgets.gate, req)
+        if gate.refused is not None:  # nothing left: the run does not start, and the task asks
+            await asyncio.to_thread(add_log, self.engine, req.task_id, "event", gate.refused.result_text, info.attempt)
+            return gate.refused
+        cmd = self._command(req, resume, gate.cap.left if gate.cap is not None else None)
         env = self._env(req)
         # database writes run in threads: a SQLite lock wait must not stall the loop that heartbeats
         started = TaskUpdate(task_id=req.task_id, status=TaskStatus.in_progress, host=self.host)
         await asyncio.to_thread(update_task, self.engine, started)
-        run_id = await asyncio.to_thread(self._open_run, req)
+        run = AgentRun(task_id=req.task_id, agent_type=req.agent.agent_type, host=self.host)
+        run_id = (await asyncio.to_thread(insert, self.engine, run)).id
         stderr_path = self.run_dir / f"task-{req.task_id}.stderr"
         progress = _Progress(session_id=req.session_id, started=resume)
         # the run's sandbox (and its proxy channel) lives until the process is gone
@@ -232,7 +244,7 @@ class AgentActivities:
             await contained.aclose()
             raise
         self._pidfile(req.task_id).write(proc.pid, info.activity_id, info.attempt)
-        await asyncio.to_thread(self._update_run, run_id, pid=proc.pid)
+        await asyncio.to_thread(update_agent_run, self.engine, run_id, pid=proc.pid)
         heartbeat = asyncio.create_task(self._heartbeat_loop(progress))
         try:
             assert proc.stdin is not None
@@ -253,8 +265,10 @@ class AgentActivities:
             heartbeat.cancel()
             self._pidfile(req.task_id).remove()
             await contained.aclose()
-            await asyncio.to_thread(self._update_run, run_id, ended_at=utcnow())
+            await asyncio.to_thread(update_agent_run, self.engine, run_id, ended_at=utcnow())
         self._marker(req.task_id).unlink(missing_ok=True)
+        if progress.final is not None:  # the ledger, the 80% warnings, and which budget stopped the run
+            await self.budgets.settle(req, gate, progress.final, run_id, result)
         if not result.is_error and not result.subtype:
             tail = stderr_path.read_text(errors="replace")[-1500:] if stderr_path.exists() else ""
             result.is_error = True
@@ -320,6 +334,9 @@ class AgentActivities:
                 progress.started = True
                 self._marker(req.task_id).write_text(progress.session_id)
                 activity.heartbeat({"session_id": progress.session_id, "started": True})
+                # on the row at once: a cancelled or failed task is retried in this session
+                upd = TaskUpdate(task_id=req.task_id, session_id=progress.session_id)
+                await asyncio.to_thread(update_task, self.engine, upd)
             if parsed.logs:
                 entries = [(entry.kind, entry.content) for entry in parsed.logs]
                 await asyncio.to_thread(add_logs, self.engine, req.task_id, entries, attempt, self.secrets)
@@ -330,6 +347,7 @@ class AgentActivities:
                         question = q
             if parsed.result is not None:
                 r = parsed.result
+                progress.final = r
                 result.session_id = r.get("session_id") or progress.session_id
                 errors = r.get("errors") or []
                 text = r.get("result") or (
@@ -348,26 +366,9 @@ class AgentActivities:
             result.question = question
         return result
 
-    def _open_run(self, req: AgentRequest) -> int:
-        with session_scope(self.engine) as s:
-            run = AgentRun(task_id=req.task_id, agent_type=req.agent.agent_type, host=self.host)
-            s.add(run)
-            s.commit()
-            s.refresh(run)
-            return run.id
-
-    def _update_run(self, run_id: int, **values: Any) -> None:
-        with session_scope(self.engine) as s:
-            run = s.get(AgentRun, run_id)
-            if run is not None:
-                for k, v in values.items():
-                    setattr(run, k, v)
-                s.add(run)
-                s.commit()
-
     def _touch(self, run_id: int, parsed: Any) -> None:
         last = {"last_output": parsed.logs[-1].content[:300]} if parsed.logs else {}
-        self._update_run(run_id, last_output_at=utcnow(), **last)
+        update_agent_run(self.engine, run_id, last_output_at=utcnow(), **last)
 
     async def _protocol(self, req: AgentRequest, obj: dict[str, Any], result: AgentResult) -> QuestionAsked | None:
         kind = obj.get("type")

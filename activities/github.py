@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -27,5 +29,9 @@ class GithubActivities:
         try:
             pr = await self.github.open_pull_request(inp.repo.github, inp.branch, inp.base_branch, inp.title, inp.body)
         except GitHubError as exc:
-            raise ApplicationError(str(exc), type="GitHubError", non_retryable=not exc.retryable) from None
+            # a rate limit's Retry-After sets the next attempt; otherwise the caller's backoff does
+            delay = timedelta(seconds=exc.retry_after) if exc.retry_after is not None else None
+            raise ApplicationError(
+                str(exc), type="GitHubError", non_retryable=not exc.retryable, next_retry_delay=delay
+            ) from None
         return PullRequestResult(url=pr.url, number=pr.number, created=pr.created)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from temporalio import activity
 
 from factory.memory.records import MemoryRecord
+from factory.memory.service import MemoryCall, MemoryReply, serve
 from factory.memory.store import MemoryStore
 
 
@@ -70,3 +71,8 @@ class MemoryActivities:
         return await self.store.recall_section(
             inp.title, inp.description, inp.repo, inp.top_k, exclude_task_id=inp.task_id
         )
+
+    @activity.defn
+    async def serve_memory(self, call: MemoryCall) -> MemoryReply:
+        """Run another process's memory call on this process's store (the memory owner's queue)."""
+        return await serve(self.store, call)

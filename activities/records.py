@@ -14,6 +14,7 @@ task) finds the first attempt's row and returns it instead of writing a second o
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +25,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from factory.contracts import PendingQuestion, TaskEvent, TaskUpdate
+from factory.store import ledger
 from factory.store.board import Board
 from factory.store.kv import first_write, mark_written
 from factory.store.tables import FINISHED, Question, Task, TaskStatus, WorkflowRun, session_scope, utcnow
@@ -192,12 +194,21 @@ class RecordActivities:
         notifier = self.notifiers.get(inp.channel)
         if notifier is None:
             return
+        event = inp.event
+        if event.kind in ("completed", "failed") and event.cost_usd is None:  # what it cost, from the ledger
+            event.cost_usd = await asyncio.to_thread(_cost_of, self.engine, event)
         try:
             await notifier.send(inp.event)
         except ApplicationError:
             raise
         except Exception as exc:
             raise ApplicationError(f"{inp.channel}: {exc}", type="NotifyError") from exc
+
+
+def _cost_of(engine: Engine, e: TaskEvent) -> float:
+    if e.task_id is not None:
+        return ledger.task_total(engine, e.task_id)
+    return ledger.workflow_total(engine, e.workflow_run_id) if e.workflow_run_id is not None else 0.0
 
 
 def write_key() -> str | None:

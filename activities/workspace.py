@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from activities._heartbeat import heartbeats
 from factory.config import FactoryConfig
 from factory.contracts import ChangesResult, RepoRef, WorkspaceInfo
+from factory.domain.text import clip
 from factory.environments.docker import preview_url_of
 from factory.git.clones import TaskClone, UnsafeCloneError, mirror_path, sync_mirror
 from factory.git.commands import GitError, file_lock, git, slugify
@@ -27,6 +28,8 @@ class PrepareInput:
     title: str
     repo: RepoRef
     branch: str | None = None  # continue an existing branch
+    # failover: continue `branch` from the remote where it was pushed, else start it afresh from the base
+    moved: bool = False
 
 
 @dataclass
@@ -99,11 +102,16 @@ class WorkspaceActivities:
             else:
                 start = f"refs/remotes/origin/{branch}" if inp.branch else base_ref
                 found = await git("rev-parse", "--verify", "--quiet", start, cwd=mirror, check=False)
+                if inp.moved and not found.strip():  # nothing was pushed before the host was lost
+                    start, found = base_ref, base_sha
                 if inp.branch and not found.strip():
                     raise ApplicationError(f"branch {branch!r} does not exist", type="GitError", non_retryable=True)
                 await clone.create(branch, start)
         except GitError as exc:
             raise _failure(exc) from exc
+        carried = ""
+        if inp.moved:
+            carried = await git("log", "--oneline", "--stat", "-n", "30", f"{base_sha}..HEAD", cwd=path, check=False)
         return WorkspaceInfo(
             path=str(path),
             branch=branch,
@@ -113,7 +121,13 @@ class WorkspaceActivities:
             agent_queue=self.agent_queue,
             base_sha=base_sha,
             shared_objects=str(clone.shared_objects),
+            carried=clip(carried.strip(), 4000),
         )
+
+    @activity.defn
+    async def ping_host(self) -> str:
+        """Answer on this host's queue: a task's workflow asks whether the host holding its worktree is alive."""
+        return self.host
 
     @activity.defn
     @heartbeats

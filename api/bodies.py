@@ -7,7 +7,7 @@ lone surrogates), and a `filled` field must hold more than whitespace. The same 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -53,3 +53,88 @@ class Body(BaseModel):
     @classmethod
     def _storable_text(cls, v: Any) -> Any:
         return _storable(v)
+
+
+MessageType = Literal["info", "question", "handoff", "status", "error"]
+
+MAX_ID = 2**63 - 1
+"""The largest id a row can have: SQLite's INTEGER (and PostgreSQL's BIGINT) is a signed 64-bit number."""
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+"""A row id in a request body (a larger number would overflow the database's query)."""
+
+
+# --- request bodies -------------------------------------------------------------------------------------
+
+
+class TaskCreate(Body):
+    title: str = filled(500)
+    description: str = Field(default="", max_length=100_000)
+    repo: str = filled(300)
+    agent_type: str | None = Field(default=None, max_length=100)
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("title must not be empty")
+        return v
+
+
+class AnswerBody(Body):
+    answer: str = filled(50_000)
+    question_id: Id | None = None
+    answered_by: str = Field(default="user", max_length=200)
+
+
+class HandoffCreate(Body):
+    from_task_id: Id
+    to_agent: str = filled(100)
+    context: str = Field(default="", max_length=50_000, description="what the next agent should do or know")
+    title: str | None = Field(default=None, max_length=500)
+
+
+class CodeReviewCreate(Body):
+    title: str = filled(500)
+    description: str = Field(default="", max_length=100_000)
+    repo: str = filled(300)
+
+
+class WorkflowCreate(CodeReviewCreate):
+    name: str = filled(200)
+
+
+class MessageCreate(Body):
+    sender: str = Field(default="user", min_length=1, max_length=100)
+    to: str | None = Field(default=None, max_length=100)
+    content: str = filled(50_000)
+    message_type: MessageType = "info"
+    task_id: Id | None = None
+    workflow_id: Id | None = None
+    reply_to: Id | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("content must not be empty")
+        return v
+
+    @field_validator("sender", "to")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return v.strip() or None if v is not None else None
+
+
+class NoteCreate(Body):
+    repo: str = filled(300)
+    title: str | None = Field(default=None, max_length=500)
+    content: str = filled(50_000)
+    learnings: list[Annotated[str, Field(max_length=2_000)]] = Field(default_factory=list, max_length=50)
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v

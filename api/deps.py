@@ -14,8 +14,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from api.bodies import MAX_ID
 from api.middleware import token_problem
-from api.schemas import MAX_ID
 from factory.config import FactoryConfig
 from factory.domain.text import clip
 from factory.launcher import Conflict, Launcher, LaunchError, NotFound

@@ -19,7 +19,20 @@ from temporalio.client import Client
 from api.deps import known_query, require_token
 from api.errors import responses, status_handler, validation_error
 from api.middleware import BodyLimit, TokenGate
-from api.routes import agents, environments, handoffs, messages, pages, tasks, webhooks, workflows
+from api.routes import (
+    agents,
+    analytics,
+    costs,
+    environments,
+    handoffs,
+    messages,
+    pages,
+    schedules,
+    settings,
+    tasks,
+    webhooks,
+    workflows,
+)
 from api.routes import memory as memory_routes
 from api.schemas import HealthPublic
 from factory.config import FactoryConfig
@@ -31,6 +44,7 @@ from factory.store.board import Board
 from factory.store.tables import make_engine
 from temporal.client import connect
 from temporal.launcher import TemporalLauncher
+from temporal.memory import RemoteMemory
 
 log = logging.getLogger("factory.api")
 
@@ -60,8 +74,11 @@ def create_app(
             except Exception as exc:
                 log.warning("Temporal is not reachable: %s", exc)
         own_memory = app.state.memory is None and cfg.memory.enabled and connect_temporal
-        if own_memory:
+        if own_memory and cfg.surrealdb_url:
             app.state.memory = await MemoryStore.open(cfg)
+        elif own_memory:  # the embedded store is the memory owner's: ask it over Temporal
+            launcher = app.state.launcher
+            app.state.memory = RemoteMemory(cfg, launcher.client if isinstance(launcher, TemporalLauncher) else None)
         if cfg.factory_auth_token is None:
             log.warning("FACTORY_AUTH_TOKEN is not set: /api is open to anyone who can reach this port")
         yield
@@ -81,7 +98,9 @@ def create_app(
     # bearer scheme in /openapi.json (only when a token is set: without one /api is open).
     auth = [Security(require_token)] if cfg.factory_auth_token else []
     denied = responses(401) if cfg.factory_auth_token else {}
-    for r in (tasks, agents, workflows, handoffs, messages, memory_routes, environments):
+    for r in (
+        tasks, agents, workflows, handoffs, messages, memory_routes, environments, analytics, settings, costs, schedules,
+    ):  # fmt: skip
         app.include_router(r.router, dependencies=auth, responses=denied)
     # webhooks prove themselves (signatures); pages hold no data
     app.include_router(webhooks.router, responses=responses(400, 403, 404, 413, 422, 503))

@@ -1,4 +1,4 @@
-"""What the API takes and returns: request bodies and the `...Public` response models.
+"""What the API returns: the `...Public` response models (request bodies are in `api/bodies.py`).
 
 The response models describe the JSON exactly as the API has always sent it, so `/openapi.json`
 tells the truth. Timestamps are ISO 8601 strings as `datetime.isoformat()` writes them (board
@@ -10,9 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
-from api.bodies import Body, filled
 from factory.memory.records import MemoryHit, MemoryRecord
 from factory.store.tables import AgentRun, Handoff, Message, Question, Task, WorkflowRun
 from factory.store.views import SUMMARY_CHARS, RunDetail
@@ -29,93 +28,9 @@ def _aware(d: datetime) -> str:
 AwareTime = Annotated[datetime, PlainSerializer(_aware, return_type=str, when_used="json"), _DATE_TIME]
 """A timestamp with its UTC offset (stored naive values are UTC)."""
 
-MessageType = Literal["info", "question", "handoff", "status", "error"]
-
-MAX_ID = 2**63 - 1
-"""The largest id a row can have: SQLite's INTEGER (and PostgreSQL's BIGINT) is a signed 64-bit number."""
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-"""A row id in a request body (a larger number would overflow the database's query)."""
-
 
 class _FromRow(BaseModel):
     model_config = ConfigDict(from_attributes=True)
-
-
-# --- requests -------------------------------------------------------------------------------------
-
-
-class TaskCreate(Body):
-    title: str = filled(500)
-    description: str = Field(default="", max_length=100_000)
-    repo: str = filled(300)
-    agent_type: str | None = Field(default=None, max_length=100)
-
-    @field_validator("title")
-    @classmethod
-    def _title(cls, v: str) -> str:
-        v = v.strip()
-        if not v:
-            raise ValueError("title must not be empty")
-        return v
-
-
-class AnswerBody(Body):
-    answer: str = filled(50_000)
-    question_id: Id | None = None
-    answered_by: str = Field(default="user", max_length=200)
-
-
-class HandoffCreate(Body):
-    from_task_id: Id
-    to_agent: str = filled(100)
-    context: str = Field(default="", max_length=50_000, description="what the next agent should do or know")
-    title: str | None = Field(default=None, max_length=500)
-
-
-class CodeReviewCreate(Body):
-    title: str = filled(500)
-    description: str = Field(default="", max_length=100_000)
-    repo: str = filled(300)
-
-
-class WorkflowCreate(CodeReviewCreate):
-    name: str = filled(200)
-
-
-class MessageCreate(Body):
-    sender: str = Field(default="user", min_length=1, max_length=100)
-    to: str | None = Field(default=None, max_length=100)
-    content: str = filled(50_000)
-    message_type: MessageType = "info"
-    task_id: Id | None = None
-    workflow_id: Id | None = None
-    reply_to: Id | None = None
-
-    @field_validator("content")
-    @classmethod
-    def _content(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("content must not be empty")
-        return v
-
-    @field_validator("sender", "to")
-    @classmethod
-    def _name(cls, v: str | None) -> str | None:
-        return v.strip() or None if v is not None else None
-
-
-class NoteCreate(Body):
-    repo: str = filled(300)
-    title: str | None = Field(default=None, max_length=500)
-    content: str = filled(50_000)
-    learnings: list[Annotated[str, Field(max_length=2_000)]] = Field(default_factory=list, max_length=50)
-
-    @field_validator("content")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be empty")
-        return v
 
 
 # --- tasks ----------------------------------------------------------------------------------------
@@ -165,6 +80,28 @@ class TaskPublic(_FromRow):
         out = cls.model_validate(task)
         out.pending_question = PendingQuestion.model_validate(question) if question else None
         return out
+
+
+class TaskStage(BaseModel):
+    stage: str | None = Field(description="the workflow's Stage; null before it started")
+
+
+class DiffFilePublic(BaseModel):
+    path: str
+    additions: int | None = Field(description="lines added; null for a binary file")
+    deletions: int | None = Field(description="lines deleted; null for a binary file")
+
+
+class DiffPublic(BaseModel):
+    """What a task's branch changed since it left its base (`git diff base...branch`)."""
+
+    branch: str
+    base: str
+    files: list[DiffFilePublic]
+    additions: int
+    deletions: int
+    patch: str
+    truncated: bool = Field(description="the patch was cut at its size limit (the file list is whole)")
 
 
 class AnswerAccepted(BaseModel):
@@ -294,6 +231,7 @@ class RunQuestion(PendingQuestion):
 class RunPublic(RunSummary):
     steps: list[RunStepPublic]
     pending_question: RunQuestion | None
+    cost_usd: float = Field(default=0.0, description="what all the run's agent runs cost (the ledger's sum)")
 
     @classmethod
     def of(cls, run: WorkflowRun, workflow_id: str, detail: RunDetail) -> RunPublic:
@@ -316,7 +254,8 @@ class RunPublic(RunSummary):
         ]
         question = RunQuestion.model_validate(detail.question) if detail.question else None
         base = RunSummary.of(run, workflow_id).__dict__
-        return cls.model_validate({**base, "steps": steps, "pending_question": question})
+        cost = round(sum(s.task.cost_usd or 0.0 for s in detail.steps), 6)
+        return cls.model_validate({**base, "steps": steps, "pending_question": question, "cost_usd": cost})
 
 
 # --- the message board ----------------------------------------------------------------------------

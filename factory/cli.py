@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -119,22 +120,70 @@ def up(
 
 
 @app.command()
-def worker(config: ConfigOpt = None) -> None:
-    """Run a worker against temporal.address (several hosts can each run one)."""
+def worker(
+    config: ConfigOpt = None,
+    memory_owner: Annotated[
+        bool, typer.Option("--memory-owner", help="open the embedded memory store here and serve it to the others")
+    ] = False,
+    drain: Annotated[
+        bool, typer.Option("--drain", help="tell this config's running worker to drain, and wait until it exits")
+    ] = False,
+) -> None:
+    """Run a worker against temporal.address (several hosts can each run one).
+
+    SIGTERM (or `factory worker --drain`) drains it: no new tasks or agent runs, the running ones
+    finish (bounded by workers.drain_timeout_seconds), then it exits. SIGINT stops it at once.
+    """
+    from temporal.drain import pid_file, write_pid
+    from temporal.worker import queues
+
     cfg = _load(config)
+    pids = pid_file(cfg, queues(cfg)[0])
+    if drain:
+        raise typer.Exit(_ask_to_drain(pids))
     _warn_sandbox(cfg)
 
     async def main() -> None:
         from temporal.client import connect
         from temporal.worker import ensure_search_attributes, run_worker
 
-        stop = asyncio.Event()
-        _install_signals(stop)
+        stop, draining = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        # systemd stops a service with SIGTERM: drain; a second SIGTERM stops at once
+        loop.add_signal_handler(signal.SIGTERM, lambda: (stop if draining.is_set() else draining).set())
         client = await connect(cfg)
         await ensure_search_attributes(client)
-        await run_worker(cfg, client, stop)
+        write_pid(pids)
+        try:
+            await run_worker(cfg, client, stop, memory_owner=memory_owner, drain=draining)
+        finally:
+            pids.unlink(missing_ok=True)
 
     asyncio.run(main())
+
+
+def _ask_to_drain(pids: Path) -> int:
+    """SIGTERM the worker whose pid file this is and wait for it to exit; the exit code of this command."""
+    try:
+        pid = int(pids.read_text().strip())
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        typer.secho(f"no running worker found ({pids})", fg="red", err=True)
+        return 1
+    typer.echo(f"worker {pid} is draining: no new runs; waiting for its running ones to end")
+    while _running(pid):
+        time.sleep(0.5)
+    typer.echo(f"worker {pid} drained and exited")
+    return 0
+
+
+def _running(pid: int) -> bool:
+    try:  # an exited process its parent has not reaped yet (a zombie) counts as exited
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(") ")[2][:1] != "Z"
+    except OSError:
+        return False
 
 
 @app.command()
@@ -188,6 +237,7 @@ def doctor(config: ConfigOpt = None) -> None:
         report(True, f"database {cfg.db_url.split('://')[0]}")
     except Exception as exc:
         report(False, f"database: {exc}", "check database_url")
+    _doctor_repos(cfg, report)
     from temporal.client import address_of
 
     address = address_of(cfg)
@@ -234,6 +284,23 @@ def db_upgrade(config: ConfigOpt = None) -> None:
     finally:
         engine.dispose()
     typer.echo(f"database at {after}" + (f" (was {before or 'empty'})" if before != after else " (already current)"))
+
+
+def _doctor_repos(cfg: FactoryConfig, report: Any) -> None:
+    """Each configured repo, and whether `git ls-remote` reaches it with Factory's credentials."""
+    from dataclasses import replace
+
+    from factory.git.repos import RepoError, check_reachable, resolve_repo
+
+    if not cfg.repos:
+        typer.secho("  note no repos configured: add one under `repos:` in config.yml (see the README's quickstart)", fg="yellow")
+    for name in sorted(cfg.repos):
+        try:
+            # check_reachable skips configured repos (tasks trust config.yml); here they are what is checked
+            check_reachable(cfg, replace(resolve_repo(cfg, name), configured=False))
+            report(True, f"repo {name} reachable")
+        except RepoError as exc:
+            report(False, f"repo {name}: {exc}", f"check repos.{name}.url and GITHUB_TOKEN")
 
 
 def _doctor_sandbox(cfg: FactoryConfig, report: Any) -> None:

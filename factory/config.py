@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from factory.config_sections import (
     AGENT_TYPES,
     AgentTemplate,
+    BudgetsConfig,
     GithubConfig,
     MemoryConfig,
     MessageBoardConfig,
@@ -28,8 +29,10 @@ from factory.config_sections import (
     PreviewsConfig,
     RepoConfig,
     SandboxConfig,
+    ScheduleConfig,
     TelegramConfig,
     TemporalConfig,
+    WorkersConfig,
     WorkflowConfig,
     default_templates,
 )
@@ -44,7 +47,7 @@ class ConfigError(Exception):
 
 SECRET_FIELDS = frozenset(
     "anthropic_api_key github_token factory_auth_token plane_api_key telegram_bot_token surrealdb_url surrealdb_user "
-    "surrealdb_pass openai_api_key".split()
+    "surrealdb_pass openai_api_key temporal_api_key".split()
 )
 """Settings read only from the environment or `.env`, never from config.yml: the one list of Factory's secrets."""
 
@@ -82,9 +85,12 @@ class FactoryConfig(BaseSettings):
     plane: PlaneConfig = Field(default_factory=PlaneConfig)
     github: GithubConfig = Field(default_factory=GithubConfig)
     temporal: TemporalConfig = Field(default_factory=TemporalConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     previews: PreviewsConfig = Field(default_factory=PreviewsConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+    schedules: dict[str, ScheduleConfig] = Field(default_factory=dict)  # name -> a Temporal Schedule
     claude_command: str = "claude"
     workspace_root: str = "./workspaces"
     data_dir: str = "./data"
@@ -104,6 +110,7 @@ class FactoryConfig(BaseSettings):
     surrealdb_user: str | None = None
     surrealdb_pass: SecretStr | None = None
     openai_api_key: SecretStr | None = None
+    temporal_api_key: SecretStr | None = None  # Temporal Cloud's API key (temporal.* in docs/deploy.md)
 
     # where this config came from; set by load_config, and the file the YAML source reads
     config_file: str | None = None
@@ -134,6 +141,11 @@ class FactoryConfig(BaseSettings):
                 raise ValueError(f"repos.{name}.default_agent: unknown agent type {repo.default_agent!r}")
         for wf_name, wf in self.workflows.items():
             validate_workflow(wf_name, wf, set(self.agent_templates))
+        for name, sched in self.schedules.items():
+            if sched.workflow and sched.workflow not in self.workflows:
+                raise ValueError(f"schedules.{name}.workflow: unknown workflow {sched.workflow!r}")
+            if sched.agent_type and sched.agent_type not in self.agent_templates:
+                raise ValueError(f"schedules.{name}.agent_type: unknown agent type {sched.agent_type!r}")
         if self.plane.default_repo and self.plane.default_repo not in self.repos and "/" not in self.plane.default_repo:
             if not self.default_org:
                 raise ValueError("plane.default_repo: not a configured repo and no default_org is set")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -43,6 +44,7 @@ class AgentTemplate(_Model):
     model: str | None = None
     max_turns: int | None = None
     extra_args: list[str] = Field(default_factory=list)
+    max_budget_usd: float | None = Field(default=None, gt=0)  # the most one run of this agent may spend
 
     @field_validator("allowed_tools")
     @classmethod
@@ -105,6 +107,39 @@ class GithubConfig(_Model):
     pr_poll_minutes: float = 10
     # logins whose reviews drive revisions besides the repo's owners, members and collaborators
     allowed_users: list[str] = Field(default_factory=list)
+    # an issue with this label starts a task (agent:<type> / workflow:<name> labels choose what runs)
+    trigger_label: str = "factory"
+    # `@<handle> <instruction>` in a writer's comment starts work
+    mention_handle: str = "factory"
+    # fix runs per PR for failed CI (and, separately, for merge conflicts) before a person is asked
+    ci_fix_rounds: int = Field(default=2, ge=0)
+    # where people open Factory's dashboard (links in issue comments and check runs); empty: no link
+    dashboard_url: str = ""
+    # report Factory's state as a check run on its PRs' head commits (needs a GitHub App's token)
+    check_runs: bool = False
+
+
+class ScheduleConfig(_Model):
+    """One entry of `schedules:`: a cron expression, its time zone, and the task or workflow it starts."""
+
+    # five fields (minute hour day-of-month month day-of-week), or @daily, @every 6h, ...
+    cron: str = Field(min_length=1, max_length=200, pattern=r"^(@\w+( .+)?|\S+( \S+){4})$")
+    timezone: str = "UTC"
+    repo: str = Field(min_length=1)
+    title: str = Field(min_length=1, max_length=500)
+    description: str = ""
+    agent_type: str | None = None
+    workflow: str | None = None  # a configured workflow's name; else one task of `agent_type`
+    paused: bool = False
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
 
 
 class TemporalConfig(_Model):
@@ -114,6 +149,45 @@ class TemporalConfig(_Model):
     worker_id: str | None = None
     heartbeat_timeout_seconds: float = 30
     id_prefix: str = ""
+    # a TLS cluster or Temporal Cloud (docs/deploy.md): TLS on, with a client certificate and key for
+    # mTLS (PEM files), or an API key (TEMPORAL_API_KEY in the environment or .env, which turns TLS on)
+    tls: bool = False
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None  # a private CA's certificate (default: the system's roots)
+    tls_server_name: str | None = None  # the name the server's certificate carries, if not the address's
+    # the Temporal web UI the dashboard links to; unset: port 8233 on the dashboard's host (the dev server's)
+    ui_url: str | None = None
+
+
+class BudgetsConfig(_Model):
+    """Spending limits in USD (each optional); the smallest remaining one caps each agent run."""
+
+    per_task_usd: float | None = Field(default=None, gt=0)
+    per_workflow_usd: float | None = Field(default=None, gt=0)
+    per_repo_daily_usd: float | None = Field(default=None, gt=0)
+    daily_usd: float | None = Field(default=None, gt=0)
+    timezone: str = "UTC"  # where a day begins and ends for the daily budgets
+    # how often a task held by a daily budget checks whether the day has rolled over
+    hold_check_seconds: float = Field(default=300, gt=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+class WorkersConfig(_Model):
+    # a task whose worktree host polls nothing for this long is prepared again on another host
+    # from its pushed branch (0: never; the task waits for its host to come back)
+    failover_after_seconds: float = Field(default=300, ge=0)
+    # `factory worker --drain` / SIGTERM: how long running agents may go on before their work is
+    # pushed and they are handed back to the queue for another host
+    drain_timeout_seconds: float = Field(default=600, ge=0)
 
 
 class EmbeddingsConfig(_Model):

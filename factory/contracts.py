@@ -33,6 +33,7 @@ class AgentSpec:
     model: str | None = None
     max_turns: int | None = None
     extra_args: list[str] = field(default_factory=list)
+    max_budget_usd: float | None = None  # the template's cap on one run
 
 
 @dataclass
@@ -49,6 +50,8 @@ class WorkspaceInfo:
     # The mirror's objects directory, which the task's clone borrows (objects/info/alternates):
     # the one path outside `path` a sandboxed agent needs, and only read-only.
     shared_objects: str = ""
+    # when the task was moved here from a lost host: the commits its branch already held (git log)
+    carried: str = ""
 
 
 @dataclass
@@ -71,6 +74,9 @@ class TaskInput:
     memory: bool = True
     require_verdict: bool = False  # a reviewer step: remind once, then fail, without a JSON verdict
     instructions: str = ""  # replaces the closing instruction of the prompt (e.g. for a reviewer)
+    resume_session_id: str | None = None  # a retried task resumes its agent's CLI session
+    budget_hold_s: float = 0  # > 0: a daily budget is set; re-check a held start this often (seconds)
+    failover_after_s: float = 0  # > 0: prepare the task again elsewhere when its host is gone this long
 
 
 @dataclass
@@ -93,6 +99,17 @@ class AgentRequest:
     description: str = ""
     branch: str = ""
     with_context: bool = True  # add memory recall and board messages to the prompt
+    budget_limits: dict[str, float] = field(default_factory=dict)  # budgets raised by an answer, by key
+
+
+@dataclass
+class BudgetStop:
+    """The budget that stopped (or would not start) a run: its key, what it is, its limit and what was spent."""
+
+    key: str  # run | task | workflow | repo_daily | daily (factory.domain.budgets)
+    label: str
+    limit: float
+    spent: float
 
 
 @dataclass
@@ -107,6 +124,7 @@ class AgentResult:
     cost_usd: float = 0.0
     question: QuestionAsked | None = None
     learnings: list[str] = field(default_factory=list)
+    budget_stop: BudgetStop | None = None  # set when a budget ended the run (or kept it from starting)
 
 
 @dataclass
@@ -208,6 +226,7 @@ class TaskResult:
     changes: ChangesResult | None = None
     learnings: list[str] = field(default_factory=list)
     preview_url: str | None = None
+    workspace: WorkspaceInfo | None = None  # set when the task moved to another host: the parent's worktree now
 
 
 @dataclass
@@ -239,6 +258,7 @@ class WorkflowRunInput:
     heartbeat_timeout_s: float = 30
     clarification_timeout_s: float = 72 * 3600
     memory: bool = True
+    failover_after_s: float = 0  # see TaskInput.failover_after_s
 
 
 @dataclass

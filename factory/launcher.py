@@ -62,6 +62,7 @@ class TaskStart:
     branch: str | None = None
     context: str = ""
     parent_task_id: int | None = None
+    resume_session: str | None = None  # a retry resumes the agent's CLI session where it was saved
 
 
 @dataclass
@@ -99,6 +100,20 @@ class Launcher(Protocol):
 
         Raises:
             AlreadyRunning: it was started before.
+            LaunchError: its repo or agent type is no longer valid.
+        """
+        ...
+
+    async def task_stage(self, task_id: int) -> str | None:
+        """Where the task's workflow stands (preparing, agent, awaiting_input, pushing, ...); None before it starts."""
+        ...
+
+    async def retry_task(self, task_id: int) -> Task:
+        """Start a failed or cancelled task again from its pushed branch, resuming its agent's session.
+
+        Raises:
+            NotFound: no such task.
+            Conflict: the task is not failed or cancelled, or its last run has not wound down yet.
             LaunchError: its repo or agent type is no longer valid.
         """
         ...

@@ -44,7 +44,14 @@ def agent_spec(cfg: FactoryConfig, agent_type: str) -> AgentSpec:
         model=tpl.model,
         max_turns=tpl.max_turns,
         extra_args=list(tpl.extra_args),
+        max_budget_usd=tpl.max_budget_usd,
     )
+
+
+def budget_hold_s(cfg: FactoryConfig) -> float:
+    """How often a task held by a daily budget re-checks it; 0 when no daily budget is set."""
+    b = cfg.budgets
+    return b.hold_check_seconds if (b.daily_usd or b.per_repo_daily_usd) else 0
 
 
 def default_agent(cfg: FactoryConfig, repo: str) -> str:
@@ -81,6 +88,9 @@ def task_input(cfg: FactoryConfig, task: Task, ref: RepoRef, start: TaskStart | 
         branch=start.branch,
         context=start.context,
         memory=cfg.memory.enabled,
+        resume_session_id=start.resume_session,
+        budget_hold_s=budget_hold_s(cfg),
+        failover_after_s=cfg.workers.failover_after_seconds,
     )
 
 
@@ -160,4 +170,5 @@ def workflow_input(cfg: FactoryConfig, run: WorkflowRun, wf: WorkflowConfig, ref
         max_iterations=wf.max_iterations, id_prefix=cfg.temporal.id_prefix,
         heartbeat_timeout_s=cfg.temporal.heartbeat_timeout_seconds,
         clarification_timeout_s=cfg.clarification_timeout_hours * 3600, memory=cfg.memory.enabled,
+        failover_after_s=cfg.workers.failover_after_seconds,
     )  # fmt: skip

@@ -13,6 +13,9 @@ command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)  # tests/pg.py: multi-host tests on PostgreSQL
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx)                          # tests/test_nginx.py: the shipped site
+command -v openssl >/dev/null || need_apt+=(openssl)                 # its self-signed test certificate
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

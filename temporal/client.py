@@ -9,6 +9,7 @@ from pydantic import TypeAdapter
 from temporalio.client import Client
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter, PydanticPayloadConverter
 from temporalio.converter import CompositePayloadConverter, DataConverter
+from temporalio.service import TLSConfig
 
 from factory.config import FactoryConfig
 
@@ -48,6 +49,30 @@ def address_of(cfg: FactoryConfig) -> str:
     return cfg.temporal.address or DEFAULT_ADDRESS
 
 
+def tls_of(cfg: FactoryConfig) -> TLSConfig | bool:
+    """The TLS settings of `temporal:` (False: plain gRPC, as the dev server speaks)."""
+    t = cfg.temporal
+    if not (t.tls or t.tls_cert_file or t.tls_ca_file or cfg.temporal_api_key):
+        return False
+
+    def read(path: str | None) -> bytes | None:
+        return cfg.path(path).read_bytes() if path else None
+
+    return TLSConfig(
+        client_cert=read(t.tls_cert_file),
+        client_private_key=read(t.tls_key_file),
+        server_root_ca_cert=read(t.tls_ca_file),
+        domain=t.tls_server_name,
+    )
+
+
 async def connect(cfg: FactoryConfig, address: str | None = None) -> Client:
-    """Connect with Factory's data converter (dataclasses and datetimes round-trip)."""
-    return await Client.connect(address or address_of(cfg), namespace=cfg.temporal.namespace, data_converter=data_converter)
+    """Connect with Factory's data converter (dataclasses and datetimes round-trip), TLS and API key."""
+    key = cfg.temporal_api_key.get_secret_value() if cfg.temporal_api_key else None
+    return await Client.connect(
+        address or address_of(cfg),
+        namespace=cfg.temporal.namespace,
+        data_converter=data_converter,
+        tls=tls_of(cfg),
+        api_key=key,
+    )

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -17,7 +19,18 @@ from temporalio.service import RPCError, RPCStatusCode
 from factory.config import FactoryConfig
 from factory.contracts import AnswerInput, RepoRef
 from factory.domain.text import clip
-from factory.launcher import AlreadyRunning, AnswerRefused, Cancelled, LaunchError, NewTask, TaskStart
+from factory.git.commands import git
+from factory.git.repos import git_env
+from factory.launcher import (
+    AlreadyRunning,
+    AnswerRefused,
+    Cancelled,
+    Conflict,
+    LaunchError,
+    NewTask,
+    NotFound,
+    TaskStart,
+)
 from factory.search_attributes import AGENT_TYPE, REPO, STAGE, TASK_ID
 from factory.specs import (
     agent_spec,
@@ -35,6 +48,8 @@ from workflows.step_interpreter import ConfiguredWorkflow
 from workflows.task import TaskWorkflow
 
 RUN_ACTIVE = (WorkflowStatus.pending, WorkflowStatus.running)
+RETRY_WIND_DOWN_S = 30
+"""How long a retry waits for the last run's cleanup (it pushes what the agent left) before a 409."""
 
 
 class TemporalLauncher:
@@ -72,7 +87,59 @@ class TemporalLauncher:
         """Start the workflow of an existing queued task row."""
         await self._start(task, start, None)
 
-    async def _start(self, task: Task, start: TaskStart | None, ref: RepoRef | None) -> None:
+    async def task_stage(self, task_id: int) -> str | None:
+        """The Stage search attribute of the task's workflow (no worker needed to answer)."""
+        try:
+            desc = await self.client.get_workflow_handle(self.task_workflow_id(task_id)).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        return desc.typed_search_attributes.get(STAGE)
+
+    async def retry_task(self, task_id: int) -> Task:
+        """Start a failed or cancelled task again: a new run of its TaskWorkflow on its pushed branch.
+
+        The last run is given up to `RETRY_WIND_DOWN_S` to finish its cleanup (which pushes the work
+        it left); the new run resumes the agent's CLI session when one was saved.
+        """
+        task = await asyncio.to_thread(_get_task, self.engine, task_id)
+        if task.status not in (TaskStatus.failed, TaskStatus.cancelled):
+            raise Conflict(f"task {task_id} is {task.status}; only a failed or cancelled task can be retried")
+        if task.workflow_run_id is not None:
+            raise Conflict(f"task {task_id} is a step of workflow run {task.workflow_run_id}; start a new run instead")
+        ref = await resolve_checked(self.cfg, task.repo)
+        agent_spec(self.cfg, task.agent_type)
+        handle = self.client.get_workflow_handle(self.task_workflow_id(task_id))
+        try:
+            await asyncio.wait_for(handle.result(), RETRY_WIND_DOWN_S)
+        except TimeoutError as exc:
+            raise Conflict(f"task {task_id}'s last run is still winding down; retry in a moment") from exc
+        except Exception:  # a failed or cancelled run (or none at all) is what a retry follows
+            pass
+        branch = task.branch if task.branch and await _on_remote(self.cfg, ref, task.branch) else None
+        why = f"was {task.status}" + (f": {clip(task.error, 500)}" if task.error else "")
+        context = (
+            f"## This is a retry\nThe previous attempt at this task {why}.\n"
+            + ("Its work so far is on this branch, checked out for you: " if branch else "Nothing was pushed; ")
+            + "check the working tree and `git log`, then finish the task."
+        )
+        start = TaskStart(branch=branch, context=context, resume_session=task.session_id)
+        previous = await asyncio.to_thread(_reopen, self.engine, task_id)
+        try:
+            await self._start(previous, start, ref, WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY)
+        except BaseException:
+            await asyncio.to_thread(_restore, self.engine, task)
+            raise
+        return await asyncio.to_thread(_get_task, self.engine, task_id)
+
+    async def _start(
+        self,
+        task: Task,
+        start: TaskStart | None,
+        ref: RepoRef | None,
+        reuse: WorkflowIDReusePolicy = WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    ) -> None:
         ref = ref or await resolve_checked(self.cfg, task.repo)
         inp = task_input(self.cfg, task, ref, start)
         try:
@@ -81,7 +148,7 @@ class TemporalLauncher:
                 inp,
                 id=self.task_workflow_id(task.id),
                 task_queue=self.cfg.temporal.task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_reuse_policy=reuse,
                 static_summary=task.title[:200],
                 static_details=f"{task.agent_type} on {ref.name}",
                 search_attributes=TypedSearchAttributes(
@@ -191,3 +258,43 @@ def _mark_run_failed(engine: Engine, run_id: int, error: str) -> None:
             row.finished_at = utcnow()
             s.add(row)
             s.commit()
+
+
+def _get_task(engine: Engine, task_id: int) -> Task:
+    with session_scope(engine) as s:
+        task = s.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    return task
+
+
+def _reopen(engine: Engine, task_id: int) -> Task:
+    """Put a failed or cancelled task back to queued, in one conditional UPDATE: of two retries at once, one wins."""
+    with engine.begin() as conn:
+        done = conn.execute(
+            update(Task)
+            .where(col(Task.id) == task_id, col(Task.status).in_([TaskStatus.failed, TaskStatus.cancelled]))
+            .values(status=TaskStatus.queued, error=None, finished_at=None)
+        )
+    if done.rowcount != 1:
+        raise Conflict(f"task {task_id} is already being retried")
+    return _get_task(engine, task_id)
+
+
+def _restore(engine: Engine, before: Task) -> None:
+    """Undo `_reopen` when the new run could not start."""
+    with session_scope(engine) as s:
+        task = s.get(Task, before.id)
+        if task is not None and task.status == TaskStatus.queued:
+            task.status, task.error, task.finished_at = before.status, before.error, before.finished_at
+            s.add(task)
+            s.commit()
+
+
+async def _on_remote(cfg: FactoryConfig, ref: RepoRef, branch: str) -> bool:
+    """Whether the remote has `branch` (a task that failed before its first push has none)."""
+    out = await git(
+        "ls-remote", "--heads", "--end-of-options", ref.url, f"refs/heads/{branch}", env=git_env(cfg, ref.url),
+        timeout=60,
+    )  # fmt: skip
+    return bool(out.strip())

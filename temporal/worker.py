@@ -25,22 +25,35 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities._agent_process import refusal_logger
 from activities.agent import AgentActivities
+from activities.budgets import BudgetActivities
 from activities.environments import EnvironmentActivities
 from activities.github import GithubActivities
+from activities.memory import MemoryActivities
 from activities.records import Notifier, RecordActivities
+from activities.schedules import ScheduleActivities
 from activities.workflow_runs import WorkflowRunActivities
 from activities.workspace import WorkspaceActivities
 from factory.config import FactoryConfig
 from factory.environments.broker import EnvironmentBroker
+from factory.git.orphans import remove_orphaned_checkouts
 from factory.integrations.setup import build_integrations
 from factory.launcher import Launcher
+from factory.memory.service import memory_queue
 from factory.sandbox.proxy import EgressProxy
 from factory.search_attributes import SEARCH_ATTRIBUTES
 from factory.store.board import Board
 from factory.store.retention import retention_loop
 from factory.store.tables import make_engine
+from temporal.drain import HostWork
+from temporal.drain import drain as drain_host
 from temporal.launcher import TemporalLauncher
+from temporal.memory import RemoteMemory
+from temporal.schedules import sync_schedules
+from workflows.memory_service import MemoryServiceWorkflow
 from workflows.registry import WORKFLOWS
+
+# a finished task's own cleanup retries for hours (workflows/common.py): only after that is a checkout orphaned
+ORPHAN_GRACE = timedelta(hours=12)
 
 log = logging.getLogger("factory.worker")
 
@@ -66,9 +79,16 @@ class Runtime:
     launcher: Launcher | None = None  # set by run_worker: Telegram answers go through it
     proxy: EgressProxy | None = None  # the sandboxes' way out (sandbox.network: allowlist)
     broker: EnvironmentBroker | None = None  # runs agents' Docker environments for them
+    serves_memory: bool = False  # this process owns the embedded memory store and serves the others
 
     @classmethod
-    async def create(cls, cfg: FactoryConfig, engine: Engine | None = None) -> Runtime:
+    async def create(cls, cfg: FactoryConfig, engine: Engine | None = None, memory_owner: bool = True) -> Runtime:
+        """Open what a worker shares.
+
+        `memory_owner`: open the embedded memory store here and serve it to other processes;
+        otherwise memory is reached through the owner (`run_worker` sets it up). With
+        `SURREALDB_URL` every process opens the server itself.
+        """
         engine = engine or make_engine(cfg.db_url)
         board = Board(engine, cfg.message_board.enabled, cfg.secret_values())
         rt = cls(cfg=cfg, engine=engine, board=board, http=httpx.AsyncClient(timeout=30))
@@ -78,10 +98,11 @@ class Runtime:
             rt.proxy = EgressProxy(
                 on_refused=refusal_logger(engine), extra_hosts=rt.broker.allowed_targets, workspace=cfg.workspace_path
             )
-        if cfg.memory.enabled:
+        if cfg.memory.enabled and (memory_owner or cfg.surrealdb_url):
             from factory.memory.store import MemoryStore
 
             rt.memory = await MemoryStore.open(cfg)  # never raises: an unreachable store is "degraded"
+            rt.serves_memory = not cfg.surrealdb_url
         found = build_integrations(cfg, engine, rt.http, lambda: rt.launcher)
         rt.notifiers.extend(found.notifiers)
         board.listeners.extend(found.board_listeners)
@@ -98,6 +119,7 @@ class Runtime:
             longest_run=timedelta(minutes=cfg.agent_timeout_minutes),
         )
         rt.background.append(asyncio.create_task(retention, name="retention"))
+        rt.background.append(asyncio.create_task(_checkout_janitor(rt), name="orphaned-checkouts"))
         return rt
 
     async def close(self) -> None:
@@ -129,19 +151,35 @@ async def _janitor(rt: Runtime) -> None:
     await janitor_loop(Janitor(rt.cfg, lookup), rt.cfg.previews.janitor_interval_minutes * 60)
 
 
+async def _checkout_janitor(rt: Runtime, interval: float = 3600.0) -> None:
+    """Push and remove checkouts whose task ended long ago but whose cleanup never ran (now, then hourly)."""
+    while True:
+        try:
+            removed = await remove_orphaned_checkouts(rt.cfg, rt.engine, ORPHAN_GRACE)
+            if removed:
+                log.info("removed %d orphaned checkouts (their work pushed first)", removed)
+        except Exception as exc:  # the next pass tries again
+            log.warning("orphaned-checkout pass failed: %s", exc)
+        await asyncio.sleep(interval)
+
+
 def workflows() -> Sequence[type]:
     return WORKFLOWS
 
 
-def build_workers(client: Client, rt: Runtime) -> list[Worker]:
+def build_workers(client: Client, rt: Runtime, work: HostWork | None = None) -> list[Worker]:
+    """This host's workers (`work`: what is running here, recorded for draining)."""
     cfg = rt.cfg
+    tracked = [work.interceptor()] if work is not None else []
     host, tq, host_queue, agent_queue = queues(cfg)
     ws = WorkspaceActivities(cfg, host=host, host_queue=host_queue, agent_queue=agent_queue)
     agent = AgentActivities(cfg, rt.engine, rt.board, host=host, memory=rt.memory, proxy=rt.proxy, broker=rt.broker)
     gh = GithubActivities(cfg, rt.http)
     rec = RecordActivities(rt.engine, rt.board, rt.notifiers)
     runs = WorkflowRunActivities(rt.engine, rt.board)
+    budget = BudgetActivities(cfg, rt.engine)
     shared_acts: list[Any] = [
+        budget.check_budget_hold,
         ws.prepare_workspace,
         gh.open_pull_request,
         rec.update_task,
@@ -153,38 +191,54 @@ def build_workers(client: Client, rt: Runtime) -> list[Worker]:
         rec.send_notification,
         runs.create_step_task,
         runs.record_handoff,
+        ScheduleActivities(rt.engine, lambda: rt.launcher).start_scheduled_work,
     ]
     envs = EnvironmentActivities(cfg, rt.broker)
     if rt.memory is not None:
-        from activities.memory import MemoryActivities
-
         shared_acts.append(MemoryActivities(rt.memory).remember_task)
     host_acts: list[Any] = [
         ws.finalize_changes,
         ws.cleanup_workspace,
+        ws.ping_host,
         envs.cleanup_task_environments,
     ]
     executor = ThreadPoolExecutor(max_workers=8)
-    return [
+    served: list[Worker] = []
+    if rt.serves_memory:
+        served.append(
+            Worker(
+                client,
+                task_queue=memory_queue(tq),
+                workflows=[MemoryServiceWorkflow],
+                activities=[MemoryActivities(rt.memory).serve_memory],
+                workflow_runner=SandboxedWorkflowRunner(
+                    restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
+                ),
+            )
+        )
+    return served + [
         Worker(
             client,
             task_queue=tq,
             workflows=list(workflows()),
             activities=shared_acts,
             activity_executor=executor,
+            interceptors=tracked,
             # the workflow modules import only dataclasses and pass their imports through; letting
             # every module through spares a re-import of them for each run (bench/PIPELINE.md)
             workflow_runner=SandboxedWorkflowRunner(
                 restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
             ),
         ),
-        Worker(client, task_queue=host_queue, activities=host_acts, activity_executor=executor),
+        Worker(client, task_queue=host_queue, activities=host_acts, activity_executor=executor, interceptors=tracked),
         Worker(
             client,
             task_queue=agent_queue,
             activities=[agent.run_agent],
             max_concurrent_activities=cfg.max_concurrent_agents,
-            graceful_shutdown_timeout=timedelta(seconds=5),
+            interceptors=tracked,
+            # a drain lets runs go on this long; a plain stop cancels them itself (run_worker)
+            graceful_shutdown_timeout=timedelta(seconds=cfg.workers.drain_timeout_seconds + 30),
         ),
     ]
 
@@ -203,20 +257,49 @@ async def ensure_search_attributes(client: Client) -> None:
         log.debug("search attributes not added: %s", exc)
 
 
-async def run_worker(cfg: FactoryConfig, client: Client, stop: asyncio.Event, rt: Runtime | None = None) -> None:
-    """Run this host's workers until `stop` is set."""
+async def run_worker(
+    cfg: FactoryConfig,
+    client: Client,
+    stop: asyncio.Event,
+    rt: Runtime | None = None,
+    memory_owner: bool = True,
+    drain: asyncio.Event | None = None,
+) -> None:
+    """Run this host's workers until `stop` is set, or until `drain` is set and the running work is done.
+
+    `memory_owner`: see `Runtime.create`. Draining: see `temporal.drain`.
+    """
     own = rt is None
-    rt = rt or await Runtime.create(cfg)
+    rt = rt or await Runtime.create(cfg, memory_owner=memory_owner)
     rt.client = rt.client or client
+    if rt.memory is None and cfg.memory.enabled:
+        rt.memory = RemoteMemory(cfg, client)
     rt.launcher = rt.launcher or TemporalLauncher(cfg, client, rt.engine)
-    workers = build_workers(client, rt)
+    work = HostWork()
+    workers = build_workers(client, rt, work)
+    drain = drain or asyncio.Event()
     try:
         async with _all(workers):
+            await sync_schedules(client, cfg)  # config.yml's schedules, created or updated in Temporal
             log.info("worker %s polling %s", queues(cfg)[0], [w.task_queue for w in workers])
-            await stop.wait()
+            await _first(stop, drain)
+            if drain.is_set() and not stop.is_set():
+                agents = next(w for w in workers if w.task_queue == queues(cfg)[3])
+                await drain_host(cfg, work, agents, stop)
+                log.info("worker %s drained", queues(cfg)[0])
+            else:  # a plain stop: runs ending within seconds end; the others are cancelled and retried later
+                await work.wait(lambda: not work.running, asyncio.get_running_loop().time() + 5, asyncio.Event())
+                work.cancel_runs()
     finally:
         if own:
             await rt.close()
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for w in waiters:
+        w.cancel()
 
 
 class _all:

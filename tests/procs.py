@@ -90,10 +90,11 @@ class WorkerProcess:
         self.config = config
         self.log = log
         self.env = env
+        self.args: list[str] = []  # more options of `factory worker` (--drain, --memory-owner)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        self.proc = _spawn(["worker", "--config", str(self.config)], self.log, self.env)
+        self.proc = _spawn(["worker", "--config", str(self.config), *self.args], self.log, self.env)
         return self
 
     def kill(self) -> None:
@@ -103,13 +104,18 @@ class WorkerProcess:
         self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        _interrupt(self.proc)
+
+
+def _interrupt(proc: subprocess.Popen[bytes] | None) -> None:
+    """Ctrl-C, then SIGKILL to the process group if it has not exited within 30 s."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def alive(pid: int | None) -> bool:
@@ -124,3 +130,36 @@ def alive(pid: int | None) -> bool:
             return f.read().split(") ")[1][0] != "Z"
     except OSError:
         return False
+
+
+class ApiProcess:
+    """`factory api` alone on a free port, against an existing Temporal server and database."""
+
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None):
+        self.config = config
+        self.log = log
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> ApiProcess:
+        self.proc = _spawn(["api", "--config", str(self.config), "--port", str(self.port)], self.log, self.env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"factory api exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                r = httpx.get(f"{self.url}/health", timeout=2)
+                if r.status_code == 200 and r.json().get("temporal") == "ok":
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"factory api did not become healthy:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        _interrupt(self.proc)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)

@@ -21,8 +21,8 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
 from activities._agent_process import PidFile
-from factory.processes import process_start_time
 from factory.config import PACKAGE_ROOT, ConfigError, load_config
+from factory.processes import process_start_time
 from factory.sandbox.policy import allowed_destinations, sandbox_environment
 from factory.sandbox.proxy import Destination, EgressProxy, split_host_port
 from tests.fakes.anthropic import FAKE_API_KEY, Text, ToolUse

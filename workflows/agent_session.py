@@ -13,18 +13,29 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities.agent import AgentActivities
     from activities.records import AnswerRecord, QuestionInput, RecordActivities
-    from factory.contracts import AgentRequest, AgentResult, AnswerInput, PendingQuestion, TaskInput, WorkspaceInfo
+    from factory.contracts import (
+        AgentRequest,
+        AgentResult,
+        AnswerInput,
+        BudgetStop,
+        PendingQuestion,
+        TaskInput,
+        WorkspaceInfo,
+    )
+    from factory.domain.budgets import decide, question, usd
     from factory.domain.prompts import task_prompt
     from factory.domain.review import VERDICT_REMINDER, parse_verdict
     from factory.domain.text import clip
-    from workflows.common import QUICK
+    from workflows.budget_steps import push_wip, timed_out
+    from workflows.common import QUICK, error_text
     from workflows.events import Notifications, task_event
+    from workflows.failover import HostLost, watch_host
 
 
 class AgentFailed(Exception):
@@ -71,21 +82,32 @@ class AgentSession:
         self.notes = notes
         self.stage_to = stage_to
         self.label = inp.step_label or inp.agent.agent_type
+        self.limits: dict[str, float] = {}  # budgets raised by people's answers, by key
 
     async def run(self) -> AgentResult:
         """The agent's last reply and everything it learned along the way."""
-        session_id = str(workflow.uuid4())
+        # a retried task goes on in its earlier CLI session (the activity starts afresh if none was saved)
+        session_id = self.inp.resume_session_id or str(workflow.uuid4())
         prompt = task_prompt(self.inp, self.ws.branch)
-        resume = False
+        resume = bool(self.inp.resume_session_id)
         reminded = False
         total = AgentResult(session_id=session_id)
         while True:
             self.stage_to("agent", f"{self.label} running" + (" (resumed with an answer)" if resume else ""))
-            res = await self._run_agent(prompt, session_id, resume)
+            try:
+                res = await self._run_agent(prompt, session_id, resume)
+            except HostLost as lost:
+                lost.session_id = session_id  # resumed where the session's files travelled, else begun afresh
+                raise
             session_id = res.session_id or session_id
             total.session_id = session_id
             total.result_text = res.result_text
             total.learnings += res.learnings
+            if res.budget_stop is not None:
+                again = await self._budget_reached(res.budget_stop)
+                if res.subtype != "budget_exhausted":  # it ran: resume the session where the budget stopped it
+                    prompt, resume = again, True
+                continue
             if res.is_error:
                 raise AgentFailed(f"agent failed ({res.subtype}): {res.result_text or 'no error text'}")
             if res.question is not None:
@@ -104,33 +126,73 @@ class AgentSession:
             resume = True
 
     async def _run_agent(self, prompt: str, session_id: str, resume: bool) -> AgentResult:
+        if not self.inp.failover_after_s:
+            return await self._agent_activity(prompt, session_id, resume)
+        # while the run waits for a slot or goes on, its host is checked now and then (workflows/failover.py)
+        run = asyncio.ensure_future(self._agent_activity(prompt, session_id, resume))
+        try:
+            await watch_host(run, self.inp, self.ws)
+        except asyncio.CancelledError:  # the task is cancelled: so is its run, as an awaited run would be
+            run.cancel()
+        return await run
+
+    async def _agent_activity(self, prompt: str, session_id: str, resume: bool) -> AgentResult:
         inp, ws = self.inp, self.ws
-        return await workflow.execute_activity_method(
-            AgentActivities.run_agent,
-            AgentRequest(
-                task_id=inp.task_id, agent=inp.agent, cwd=ws.path, prompt=prompt, session_id=session_id,
-                resume=resume, workflow_run_id=inp.workflow_run_id, repo_name=inp.repo.name,
-                title=inp.title, description=inp.description, branch=ws.branch,
-                with_context=inp.memory,
-            ),
-            task_queue=ws.agent_queue,
-            start_to_close_timeout=timedelta(seconds=inp.agent.total_timeout_s + 120),
-            heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout_s),
-            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary=self.label,
-        )  # fmt: skip
+        try:
+            return await workflow.execute_activity_method(
+                AgentActivities.run_agent,
+                AgentRequest(
+                    task_id=inp.task_id, agent=inp.agent, cwd=ws.path, prompt=prompt, session_id=session_id,
+                    resume=resume, workflow_run_id=inp.workflow_run_id, repo_name=inp.repo.name,
+                    title=inp.title, description=inp.description, branch=ws.branch,
+                    with_context=inp.memory, budget_limits=dict(self.limits),
+                ),
+                task_queue=ws.agent_queue,
+                start_to_close_timeout=timedelta(seconds=inp.agent.total_timeout_s + 120),
+                heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout_s),
+                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=self.label,
+            )  # fmt: skip
+        except ActivityError as exc:
+            # a timed-out agent's work is saved before the task fails (histories from before: as they were)
+            if timed_out(exc) and workflow.patched("push-wip-on-timeout"):
+                pushed = await push_wip(inp, ws, "agent timed out")
+                raise AgentFailed(f"{error_text(exc)}; {pushed}") from exc
+            raise
+
+    async def _budget_reached(self, stop: BudgetStop) -> str:
+        """Push the work, ask whether to raise the budget; the prompt to go on with, or AgentFailed on stop."""
+        pushed = await push_wip(self.inp, self.ws, "budget reached")
+        text, options = question(stop.key, stop.label, stop.limit, stop.spent)
+        while True:
+            answer = await self._question(text, options)
+            choice = decide(answer, stop.limit, stop.spent)
+            if choice is None:  # neither a stop nor an amount above what was spent: ask again
+                text = f"{clip(answer, 80)!r} is neither 'Stop' nor an amount above {usd(stop.spent)}. " + question(
+                    stop.key, stop.label, stop.limit, stop.spent
+                )[0]
+                continue
+            if choice.stop:
+                raise AgentFailed(f"stopped at the budget, {pushed}")
+            assert choice.limit is not None
+            self.limits[stop.key] = choice.limit
+            return (
+                f"The budget for {stop.label} was raised to {usd(choice.limit)}. Continue the task where you "
+                "stopped; check the working tree first."
+            )
 
     async def _ask(self, res: AgentResult) -> str:
         """Record the agent's question, tell people, and wait for the answer; the answer's text."""
-        inp = self.inp
         assert res.question is not None
+        return await self._question(res.question.text, res.question.options)
+
+    async def _question(self, text: str, options: list[str] | None) -> str:
+        """Record a question, tell people, and wait for the answer; the answer's text."""
+        inp = self.inp
         pq = await workflow.execute_activity_method(
             RecordActivities.record_question,
-            QuestionInput(
-                task_id=inp.task_id, text=res.question.text, options=res.question.options,
-                workflow_run_id=inp.workflow_run_id,
-            ),
+            QuestionInput(task_id=inp.task_id, text=text, options=options, workflow_run_id=inp.workflow_run_id),
             summary="record question",
             **QUICK,
         )  # fmt: skip

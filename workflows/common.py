@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -47,6 +48,15 @@ NOTIFY = {
     "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5)),
 }
 ENVIRONMENTS = {"start_to_close_timeout": timedelta(minutes=5), "heartbeat_timeout": HEARTBEAT}
+
+
+def noticing(options: dict[str, Any], heartbeat_timeout_s: float) -> dict[str, Any]:
+    """`options` with the run's heartbeat timeout (`temporal.heartbeat_timeout_seconds`) where it is
+    shorter than 30 s: an operator who wants a dead worker noticed sooner gets that for git and
+    GitHub steps too, not only for agents."""
+    if heartbeat_timeout_s <= 0 or timedelta(seconds=heartbeat_timeout_s) >= options["heartbeat_timeout"]:
+        return options
+    return {**options, "heartbeat_timeout": timedelta(seconds=heartbeat_timeout_s)}
 
 
 def error_text(exc: BaseException) -> str:

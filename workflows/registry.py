@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from workflows.scheduled import ScheduledWorkWorkflow
 from workflows.step_interpreter import ConfiguredWorkflow
 from workflows.task import TaskWorkflow
 
-WORKFLOWS: list[type] = [TaskWorkflow, ConfiguredWorkflow]
+WORKFLOWS: list[type] = [TaskWorkflow, ConfiguredWorkflow, ScheduledWorkWorkflow]

@@ -25,7 +25,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from factory.domain.handoffs import REVIEW_INSTRUCTIONS, consumer_of, step_context
     from factory.domain.pull_request import workflow_pr_body
-    from workflows.common import GIT, GITHUB, QUICK
+    from workflows import failover
+    from workflows.common import GIT, GITHUB, QUICK, noticing
     from workflows.task import TaskWorkflow
     from workflows.task_steps import best_effort
 
@@ -59,7 +60,7 @@ async def prepare(inp: WorkflowRunInput, task_id: int) -> WorkspaceInfo:
         WorkspaceActivities.prepare_workspace,
         PrepareInput(task_id=task_id, title=inp.title, repo=inp.repo),
         summary="prepare the shared worktree",
-        **GIT,
+        **noticing(GIT, inp.heartbeat_timeout_s),
     )
 
 
@@ -77,7 +78,7 @@ async def run_step_task(
             heartbeat_timeout_s=inp.heartbeat_timeout_s, clarification_timeout_s=inp.clarification_timeout_s,
             context=step_context(inp, step, iteration, source, review), workspace=ws,
             workflow_run_id=inp.run_id, step_label=label, open_pr=False, memory=inp.memory,
-            require_verdict=is_review,
+            require_verdict=is_review, failover_after_s=inp.failover_after_s,
             instructions=REVIEW_INSTRUCTIONS.replace("{base}", ws.base_branch) if is_review else "",
         ),
         id=f"{inp.id_prefix}task-{task_id}",
@@ -110,7 +111,7 @@ async def open_pr(inp: WorkflowRunInput, ws: WorkspaceInfo, result: WorkflowRunR
             title=inp.title, body=workflow_pr_body(inp, result), workflow_run_id=inp.run_id,
         ),
         summary="open pull request",
-        **GITHUB,
+        **noticing(GITHUB, inp.heartbeat_timeout_s),
     )  # fmt: skip
 
 
@@ -123,7 +124,8 @@ async def clean_up(inp: WorkflowRunInput, ws: WorkspaceInfo, task_id: int, statu
             WorkspaceActivities.cleanup_workspace,
             CleanupInput(task_id=task_id, workspace=ws, repo=inp.repo, wip_message=wip),
             task_queue=ws.host_queue,
+            schedule_to_start_timeout=failover.start_timeout(inp),  # a lost host's: given up, not waited for
             summary="clean up the shared worktree",
-            **GIT,
+            **noticing(GIT, inp.heartbeat_timeout_s),
         ),
     )

@@ -143,6 +143,8 @@ class ConfiguredWorkflow:
         task_id = await run_steps.create_step_task(inp, step, iteration, title, source)
         ws = await self._workspace(inp, task_id)
         res = await run_steps.run_step_task(inp, step, iteration, task_id, title, ws, source, review)
+        if res.workspace is not None:  # its host was lost: the step moved the worktree to another host
+            self._ws = res.workspace
         out = StepOutput(
             step=step.index, agent_type=agent, iteration=iteration, task_id=task_id, status=res.status,
             output_key=step.output, summary=res.result_text, error=res.error, preview_url=res.preview_url,

@@ -8,12 +8,14 @@ worktree (`TaskInput.workspace`), the task only runs the agent and pushes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from factory.contracts import (
+        AgentResult,
         AnswerInput,
         ChangesResult,
         PendingQuestion,
@@ -25,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from factory.domain.pull_request import NO_CHANGES_NOTE
     from factory.domain.text import clip
-    from workflows import task_steps
+    from workflows import budget_steps, failover, task_steps
     from workflows.agent_session import AgentFailed, AgentSession, Questions
     from workflows.common import AGENT_TYPE, REPO, TASK_ID, error_text, set_stage
     from workflows.events import Notifications, task_event
@@ -37,6 +39,8 @@ class TaskWorkflow:
         self._questions = Questions()
         self._stage = "queued"
         self._notes = Notifications()
+        self._moved_to: WorkspaceInfo | None = None  # the worktree on another host, once its host was lost
+        self._lost_hosts: set[str] = set()
 
     @workflow.query
     def pending_question(self) -> PendingQuestion | None:
@@ -67,6 +71,8 @@ class TaskWorkflow:
         result = TaskResult(status="failed")
         try:
             if ws is None:
+                if inp.budget_hold_s and workflow.patched("budget-hold"):  # a daily budget keeps it queued
+                    await budget_steps.wait_for_budget(inp, self._stage_to)
                 self._stage_to("preparing", "preparing the worktree")
                 ws = await task_steps.prepare(inp)
             # independent steps run side by side: each activity round trip is latency a person waits for
@@ -76,10 +82,9 @@ class TaskWorkflow:
                 ),
                 self._notes.emit(task_event(inp, "started", branch=ws.branch, agent_type=inp.agent.agent_type)),
             )
-            agent = await AgentSession(inp, ws, self._questions, self._notes, self._stage_to).run()
+            agent, changes = await self._run_and_push(inp, ws)
+            ws = self._moved_to or ws
             result.result_text, result.learnings = agent.result_text, agent.learnings
-            self._stage_to("pushing", "committing and pushing")
-            changes = await task_steps.finalize(inp, ws)
             result.changes, result.preview_url = changes, changes.preview_url
             pr = None
             if changes.commits_ahead > 0 and inp.workspace is None and inp.open_pr and inp.repo.github:
@@ -90,7 +95,8 @@ class TaskWorkflow:
         except (asyncio.CancelledError, ActivityError, AgentFailed) as exc:
             await self._report_stopped(inp, ws, exc, result)
         finally:
-            await self._wind_down(inp, ws, result)
+            result.workspace = self._moved_to
+            await self._wind_down(inp, self._moved_to or ws, result)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if result.status == "cancelled":
             raise asyncio.CancelledError()
@@ -141,9 +147,32 @@ class TaskWorkflow:
             await task_steps.record(TaskUpdate(task_id=inp.task_id, status="failed", error=result.error, finished=True))
             await self._notes.emit(task_event(inp, "failed", error=result.error, branch=ws.branch if ws else None))
 
+    async def _run_and_push(self, inp: TaskInput, ws: WorkspaceInfo) -> tuple[AgentResult, ChangesResult]:
+        """Run the agent and push its work; when the host is lost before the push, prepare the task on
+        another host from its pushed branch and run the agent there (workflows/failover.py)."""
+        first = inp
+        while True:
+            try:
+                agent = await AgentSession(inp, ws, self._questions, self._notes, self._stage_to).run()
+                self._stage_to("pushing", "committing and pushing")
+                return agent, await task_steps.finalize(first, ws)
+            except failover.HostLost as lost:
+                self._lost_hosts.add(lost.host)
+                self._stage_to("preparing", f"{lost}: preparing the worktree on another host")
+                moved = await failover.relocate(inp, ws)
+                # the agent resumes its session where the session's files travelled with the host's
+                # workspace (shared storage), else starts it afresh and is told what the branch holds
+                inp = dataclasses.replace(
+                    inp, resume_session_id=lost.session_id, context=inp.context + failover.moved_note(ws, moved)
+                )
+                ws = self._moved_to = moved
+                await task_steps.record(
+                    TaskUpdate(task_id=inp.task_id, host=ws.host, note=f"{lost}: the task moved to {ws.host}")
+                )
+
     async def _wind_down(self, inp: TaskInput, ws: WorkspaceInfo | None, result: TaskResult) -> None:
         """Remove what the task made (never failing it), leave a memory, wait for notifications."""
-        if ws is not None:
+        if ws is not None and ws.host not in self._lost_hosts:
             worktree = " and the worktree" if inp.workspace is None else ""
             self._stage_to("cleanup", "removing test environments" + worktree)
             await task_steps.clean_up(inp, ws, result.status)

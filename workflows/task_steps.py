@@ -29,7 +29,8 @@ with workflow.unsafe.imports_passed_through():
         WorkspaceInfo,
     )
     from factory.domain.pull_request import commit_message, pr_body
-    from workflows.common import ENVIRONMENTS, GIT, GITHUB, QUICK, error_text
+    from workflows import failover
+    from workflows.common import ENVIRONMENTS, GIT, GITHUB, QUICK, error_text, noticing
 
 
 async def prepare(inp: TaskInput) -> WorkspaceInfo:
@@ -38,19 +39,27 @@ async def prepare(inp: TaskInput) -> WorkspaceInfo:
         WorkspaceActivities.prepare_workspace,
         PrepareInput(task_id=inp.task_id, title=inp.title, repo=inp.repo, branch=inp.branch),
         summary="prepare worktree",
-        **GIT,
+        **noticing(GIT, inp.heartbeat_timeout_s),
     )
 
 
 async def finalize(inp: TaskInput, ws: WorkspaceInfo) -> ChangesResult:
-    """Commit what the agent left and push the branch."""
-    return await workflow.execute_activity_method(
-        WorkspaceActivities.finalize_changes,
-        FinalizeInput(task_id=inp.task_id, workspace=ws, repo=inp.repo, message=commit_message(inp)),
-        task_queue=ws.host_queue,
-        summary="commit and push",
-        **GIT,
-    )
+    """Commit what the agent left and push the branch (`failover.HostLost` when its host is gone)."""
+    while True:
+        try:
+            return await workflow.execute_activity_method(
+                WorkspaceActivities.finalize_changes,
+                FinalizeInput(task_id=inp.task_id, workspace=ws, repo=inp.repo, message=commit_message(inp)),
+                task_queue=ws.host_queue,
+                schedule_to_start_timeout=failover.start_timeout(inp),
+                summary="commit and push",
+                **noticing(GIT, inp.heartbeat_timeout_s),
+            )
+        except ActivityError as exc:
+            if not failover.not_started(exc):
+                raise
+            if not await failover.host_alive(inp, ws):
+                raise failover.HostLost(ws.host) from exc
 
 
 async def open_pr(inp: TaskInput, ws: WorkspaceInfo, result: TaskResult) -> PullRequestResult:
@@ -63,7 +72,7 @@ async def open_pr(inp: TaskInput, ws: WorkspaceInfo, result: TaskResult) -> Pull
             workflow_run_id=inp.workflow_run_id,
         ),
         summary="open pull request",
-        **GITHUB,
+        **noticing(GITHUB, inp.heartbeat_timeout_s),
     )  # fmt: skip
 
 
@@ -81,8 +90,9 @@ async def clean_up(inp: TaskInput, ws: WorkspaceInfo, status: str) -> None:
                 EnvironmentActivities.cleanup_task_environments,
                 CleanupEnvInput(task_id=inp.task_id, kinds=["test"]),
                 task_queue=ws.host_queue,
+                schedule_to_start_timeout=failover.start_timeout(inp),  # a lost host's: given up, not waited for
                 summary="remove test environments",
-                **ENVIRONMENTS,
+                **noticing(ENVIRONMENTS, inp.heartbeat_timeout_s),
             ),
         )
     ]
@@ -95,8 +105,9 @@ async def clean_up(inp: TaskInput, ws: WorkspaceInfo, status: str) -> None:
                     WorkspaceActivities.cleanup_workspace,
                     CleanupInput(task_id=inp.task_id, workspace=ws, repo=inp.repo, wip_message=wip),
                     task_queue=ws.host_queue,
+                    schedule_to_start_timeout=failover.start_timeout(inp),
                     summary="clean up worktree",
-                    **GIT,
+                    **noticing(GIT, inp.heartbeat_timeout_s),
                 ),
             )
         )

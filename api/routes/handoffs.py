@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlmodel import select
 
+from api.bodies import HandoffCreate
 from api.deps import EngineDep, IdPath, IdQuery, LauncherDep, SessionDep, temporal_call
 from api.errors import JSONRoute, responses
-from api.schemas import HandoffCreate, HandoffCreated, HandoffPublic
+from api.schemas import HandoffCreated, HandoffPublic
 from factory.launcher import hand_off
 from factory.store.tables import Handoff
 

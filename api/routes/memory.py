@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
+from api.bodies import NoteCreate
 from api.deps import MemoryDep
 from api.errors import JSONRoute, responses
-from api.schemas import MemoryHitPublic, MemoryPublic, NoteCreate
+from api.schemas import MemoryHitPublic, MemoryPublic
 from factory.memory.records import MemoryRecord
 from factory.memory.store import MemoryStore
 

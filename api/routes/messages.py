@@ -17,9 +17,10 @@ from pydantic import WithJsonSchema
 from sqlalchemy.engine import Engine
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from api.bodies import MAX_ID, MessageCreate, MessageType
 from api.deps import BoardDep, EngineDep, IdPath, IdQuery, SessionDep
 from api.errors import JSONRoute, responses
-from api.schemas import MAX_ID, MessageCreate, MessagePublic, MessageType
+from api.schemas import MessagePublic
 from factory.store import views
 from factory.store.views import MessageFilter
 

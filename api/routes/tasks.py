@@ -1,4 +1,4 @@
-"""Tasks: create, list, run, cancel, answer, logs, questions, handoffs."""
+"""Tasks: create, list, run, cancel, retry, answer, logs, questions, handoffs, the branch diff."""
 
 from __future__ import annotations
 
@@ -8,18 +8,13 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session, or_, select
 
-from api.deps import IdPath, LauncherDep, SessionDep, temporal_call
+from api.bodies import MAX_ID, AnswerBody, TaskCreate
+from api.deps import CfgDep, IdPath, LauncherDep, SessionDep, temporal_call
 from api.errors import JSONRoute, responses
-from api.schemas import (
-    MAX_ID,
-    AnswerAccepted,
-    AnswerBody,
-    HandoffPublic,
-    LogPublic,
-    QuestionPublic,
-    TaskCreate,
-    TaskPublic,
-)
+from api.schemas import AnswerAccepted, DiffPublic, HandoffPublic, LogPublic, QuestionPublic, TaskPublic, TaskStage
+from factory.git.commands import GitError
+from factory.git.diff import branch_diff
+from factory.git.repos import RepoError, resolve_repo
 from factory.launcher import Conflict, NewTask
 from factory.store.tables import FINISHED, Handoff, Question, Task, TaskLog, TaskStatus
 from factory.store.views import get_task, pending_question
@@ -97,6 +92,38 @@ async def cancel_task(task_id: IdPath, session: SessionDep, launcher: LauncherDe
     async with temporal_call(launcher):
         await launcher.cancel_task(task_id)
     return await run_in_threadpool(_public, session, task_id)
+
+
+@router.post(
+    "/{task_id}/retry", status_code=status.HTTP_202_ACCEPTED, response_model=TaskPublic,
+    responses=responses(404, 409, 422, 503),
+)  # fmt: skip
+async def retry_task(task_id: IdPath, session: SessionDep, launcher: LauncherDep) -> TaskPublic:
+    """Start a failed or cancelled task again from its pushed branch, resuming its agent's session (409 otherwise)."""
+    async with temporal_call(launcher):
+        await launcher.retry_task(task_id)
+    return await run_in_threadpool(_public, session, task_id)
+
+
+@router.get("/{task_id}/stage", response_model=TaskStage, responses=responses(404, 422, 503))
+async def task_stage(task_id: IdPath, session: SessionDep, launcher: LauncherDep) -> TaskStage:
+    """Where the task's workflow stands now (from Temporal): preparing, agent, awaiting_input, pushing, ..."""
+    await run_in_threadpool(get_task, session, task_id)
+    async with temporal_call(launcher):
+        return TaskStage(stage=await launcher.task_stage(task_id))
+
+
+@router.get("/{task_id}/diff", response_model=DiffPublic, responses=responses(404, 409, 422))
+async def task_diff(task_id: IdPath, session: SessionDep, cfg: CfgDep) -> DiffPublic:
+    """The task branch's diff against its base, from the repo's mirror (409 before the branch is pushed)."""
+    task = await run_in_threadpool(get_task, session, task_id)
+    if not task.branch or not task.base_branch:
+        raise Conflict(f"task {task_id} has no branch yet")
+    try:
+        diff = await branch_diff(cfg, resolve_repo(cfg, task.repo), task.branch, task.base_branch)
+    except (GitError, RepoError) as exc:
+        raise Conflict(f"no diff for task {task_id}: {exc}") from exc
+    return DiffPublic.model_validate(diff, from_attributes=True)
 
 
 @router.post("/{task_id}/answer", response_model=AnswerAccepted, responses=responses(404, 409, 413, 422, 503))

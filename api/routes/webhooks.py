@@ -88,7 +88,7 @@ async def plane_webhook(request: Request, cfg: CfgDep, engine: EngineDep) -> Web
 
 @router.post("/github", response_model=WebhookOutcome)
 async def github_webhook(request: Request, cfg: CfgDep, engine: EngineDep) -> WebhookOutcome:
-    """GitHub: Factory PRs closed or merged, and reviews that request changes."""
+    """GitHub: Factory PRs closed or merged, reviews, labelled issues, comments (mentions, answers), CI, pushes."""
     body = await request.body()
     secret = cfg.github.webhook_secret
     if not secret:

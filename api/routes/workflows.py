@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query, status
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session, select
 
+from api.bodies import CodeReviewCreate, WorkflowCreate
 from api.deps import CfgDep, IdPath, LauncherDep, SessionDep, temporal_call
 from api.errors import JSONRoute, responses
-from api.schemas import CodeReviewCreate, HandoffPublic, RunPublic, RunSummary, WorkflowCreate
+from api.schemas import HandoffPublic, RunPublic, RunSummary
 from factory.config import WorkflowConfig
 from factory.launcher import Conflict, Launcher
 from factory.specs import run_workflow_id, workflow_definitions

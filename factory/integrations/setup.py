@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from factory.config import FactoryConfig
 from factory.integrations.github.inbound import poll_pr_states
+from factory.integrations.github.notifier import GitHubNotifier
 from factory.integrations.plane.notifier import PlaneNotifier
 from factory.integrations.telegram.inbound import poll_updates
 from factory.integrations.telegram.notifier import TelegramNotifier
@@ -22,7 +23,7 @@ from factory.store.tables import Message
 class Integrations:
     """What the configured integrations add to a worker; the caller wires and runs it."""
 
-    notifiers: list[PlaneNotifier | TelegramNotifier] = field(default_factory=list)
+    notifiers: list[PlaneNotifier | TelegramNotifier | GitHubNotifier] = field(default_factory=list)
     board_listeners: list[Callable[[Message], Awaitable[None]]] = field(default_factory=list)
     background: dict[str, Coroutine[Any, Any, None]] = field(default_factory=dict)  # task name -> loop
 
@@ -32,7 +33,7 @@ def build_integrations(
 ) -> Integrations:
     """The integrations config.yml turns on.
 
-    - Plane and Telegram notifiers (each send is its own retried activity).
+    - Plane, Telegram and GitHub notifiers (each send is its own retried activity).
     - Board messages whose type is in `message_board.forward_types` are forwarded to Telegram.
     - Telegram long polling runs when a bot token is set, `telegram.polling` is on and no
       `telegram.webhook_secret` is set (then updates arrive at `POST /webhooks/telegram`);
@@ -53,6 +54,8 @@ def build_integrations(
             out.board_listeners.append(telegram.forward_board_message)
         if cfg.telegram.polling and not cfg.telegram.webhook_secret:
             out.background["telegram-getUpdates"] = poll_updates(cfg, engine, http, get_launcher)
+    # it speaks only of issues and PRs Factory works on: status comments, check runs, thread replies
+    out.notifiers.append(GitHubNotifier(cfg, engine, http))
     if not cfg.github.webhook_secret and cfg.github.pr_poll_minutes > 0:
         out.background["pr-state-poll"] = poll_pr_states(cfg, engine, http)
     return out

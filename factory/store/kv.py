@@ -11,7 +11,10 @@ from factory.store.tables import KeyValue, WebhookDelivery, session_scope, utcno
 ONCE_PREFIX = "once:"
 """Keys of activity writes already made (`first_write`), so a retried activity writes nothing twice."""
 
-DEDUP_PREFIXES = ("telegram:sent:", "telegram:question:", "plane:comment:", "plane:sent:", ONCE_PREFIX)
+DEDUP_PREFIXES = (
+    "telegram:sent:", "telegram:question:", "plane:comment:", "plane:sent:", ONCE_PREFIX,
+    "github:sent:", "github:own-comment:", "github:gave-up:", "github:ci-fix:", "github:ci-green:", "schedule:fired:",
+)  # fmt: skip
 """Keys that only de-duplicate (retention prunes them after `retention_days`). Any other key is state
 (an offset, say) and is kept: a new kind of dedup mark is pruned only once its prefix is listed here."""
 

@@ -14,9 +14,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Column, event, inspect, text
+from sqlalchemy import JSON, Column, UniqueConstraint, event
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
+
+from factory.store.schema import sqlalchemy_url
+from factory.store.schema import upgrade as upgrade_schema
 
 
 def utcnow() -> datetime:
@@ -89,7 +92,7 @@ class TaskLog(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     task_id: int = Field(index=True)
     attempt: int = 1
-    kind: str  # assistant | tool_use | tool_result | result | system | stderr | event
+    kind: str  # assistant | tool_use | tool_result | result | system | stderr | event | memory
     content: str
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -177,6 +180,28 @@ class AgentRun(SQLModel, table=True):
     ended_at: datetime | None = Field(default=None, index=True)
 
 
+class CostEntry(SQLModel, table=True):
+    """The ledger: what one agent run spent on one model, from the CLI's own result (`factory.store.ledger`)."""
+
+    __table_args__ = (UniqueConstraint("agent_run_id", "model"),)  # a run's result is recorded once
+
+    id: int | None = Field(default=None, primary_key=True)
+    agent_run_id: int | None = Field(default=None, index=True)
+    task_id: int = Field(index=True)
+    workflow_run_id: int | None = Field(default=None, index=True)
+    repo: str = Field(index=True)
+    agent_type: str
+    session_id: str | None = None
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    day: str = Field(index=True)  # YYYY-MM-DD in budgets.timezone: what the daily budgets count
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class WebhookDelivery(SQLModel, table=True):
     """Delivery ids already handled, so a redelivered webhook does nothing twice."""
 
@@ -202,23 +227,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """Create the engine and the tables (idempotent)."""
+    """Create the engine and bring the schema to the newest migration (`factory.store.schema`).
+
+    `postgresql://` URLs, as users write them, use the psycopg driver.
+    """
+    url = sqlalchemy_url(url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine)
-    # create_all makes new tables only: a nullable column or an index added later reaches an existing database here
-    have = {t: {c["name"] for c in inspect(engine).get_columns(t)} for t in inspect(engine).get_table_names()}
-    for table in SQLModel.metadata.sorted_tables:
-        for col in table.columns:
-            if col.nullable and col.name not in have.get(table.name, {col.name}):
-                with engine.begin() as conn:
-                    conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" {col.type.compile(engine.dialect)}'))
-        for index in table.indexes:
-            index.create(engine, checkfirst=True)
+    upgrade_schema(engine)
     return engine
 
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
 from factory.contracts import TaskUpdate
 from factory.domain.redact import scrub
 from factory.domain.text import clip_noted
-from factory.store.tables import FINISHED, Task, TaskLog, TaskStatus, session_scope, utcnow
+from factory.store.tables import FINISHED, AgentRun, Task, TaskLog, TaskStatus, session_scope, utcnow
 
 Row = TypeVar("Row")
 
@@ -80,3 +80,14 @@ def add_logs(
                 )
             )
         s.commit()
+
+
+def update_agent_run(engine: Engine, run_id: int, **values: Any) -> None:
+    """Set fields of an agent run's row (pid, last output, end)."""
+    with session_scope(engine) as s:
+        run = s.get(AgentRun, run_id)
+        if run is not None:
+            for k, v in values.items():
+                setattr(run, k, v)
+            s.add(run)
+            s.commit()

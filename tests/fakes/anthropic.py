@@ -157,6 +157,8 @@ class RecordedRequest:
     scenario: str | None = None  # set for main-conversation requests carrying a marker
     turn: int | None = None  # number of assistant messages already in the conversation (main requests)
     time: float = field(default_factory=time.time)
+    # the usage this server reported for the request (tokens), which the CLI prices: set once answered
+    usage: dict[str, int] | None = None
 
     @property
     def session_id(self) -> str | None:
@@ -515,6 +517,7 @@ class ScriptedModel:
         content = [_block_json(b) for b in blocks]
         stop_reason = "tool_use" if any(c["type"] == "tool_use" for c in content) else "end_turn"
         output_tokens = _estimate_tokens(json.dumps(content))
+        rec.usage = {"input_tokens": input_tokens, "output_tokens": output_tokens}
 
         if not rec.stream:
             return self._json_reply(

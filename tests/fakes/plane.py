@@ -4,7 +4,8 @@ REST (`X-API-Key` required): `GET`/`PATCH .../issues/{id}/` (state), `POST .../i
 (`comment_html`, `external_source`, `external_id`; 409 with the existing id for a repeated
 external id, as Plane does), `GET .../labels/`, `GET .../members/` (the project's members, as
 Plane's UserLite list), `GET /api/v1/users/me/`. `fail_next` answers the next calls with an error
-status (a `(status, retry_after)` tuple for 429).
+status (a `(status, retry_after)` tuple for 429). `down()` stops the server (connections refused)
+until `recover()` serves again on the same port.
 
 Webhooks come in both of Plane's formats: v1 (`issue_payload`, `comment_payload`) and v2
 (`workitem_payload`, `workitem_comment_payload`: dot-notation events, `event_id`, `previous_attributes`).
@@ -18,6 +19,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +74,7 @@ class FakePlane:
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: BackgroundServer | None = None
     url: str = ""
+    downtime: list[tuple[float, float | None]] = field(default_factory=list)  # (from, until) monotonic
 
     def __post_init__(self) -> None:
         self.add_member(self.user["display_name"], self.user["id"])
@@ -187,6 +190,19 @@ class FakePlane:
     def stop(self) -> None:
         if self.server:
             self.server.stop()
+
+    def down(self) -> None:
+        """Start an outage: the port stops listening, so every call is refused until `recover()`."""
+        assert self.server is not None
+        self.server.stop()
+        self.downtime.append((time.monotonic(), None))
+
+    def recover(self) -> None:
+        """Serve again, on the same port (the URL in Factory's config stays right)."""
+        assert self.server is not None
+        self.server = BackgroundServer(self.app(), port=self.server.port)
+        self.server.start()
+        self.downtime[-1] = (self.downtime[-1][0], time.monotonic())
 
     # --- what a test reads ----------------------------------------------------------------------
     def config(self, **extra: Any) -> dict[str, Any]:

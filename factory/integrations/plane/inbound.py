@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import defaultdict
+import weakref
 from typing import Any
 
 import httpx
@@ -43,7 +43,16 @@ AGENT_LABELS = ("coder", "reviewer", "researcher", "devops")
 V2_ISSUE_EVENTS = {"workitem.created": "created", "workitem.updated": "updated"}
 V2_COMMENT_EVENT = "workitem.comment.created"
 STATE_FIELDS = ("state", "state_id")
-_issue_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+# one lock per Plane issue while someone holds or waits for it; a lock nobody refers to any more
+# drops out by itself, so the map does not grow with every issue ever seen
+_issue_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def _issue_lock(issue_id: str) -> asyncio.Lock:
+    lock = _issue_locks.get(issue_id)
+    if lock is None:
+        lock = _issue_locks[issue_id] = asyncio.Lock()
+    return lock
 
 
 class BadPayload(ValueError):
@@ -178,7 +187,7 @@ async def _queue(
     http: httpx.AsyncClient,
 ) -> dict[str, Any]:
     issue_id = str(data["id"])
-    async with _issue_locks[issue_id]:  # two deliveries for one move must not start two tasks
+    async with _issue_lock(issue_id):  # two deliveries for one move must not start two tasks
         tasks, runs = await asyncio.to_thread(_active, engine, issue_id)
         if tasks or runs:
             what = f"task #{tasks[0].id}" if tasks else f"workflow run #{runs[0].id}"

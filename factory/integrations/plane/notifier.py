@@ -96,7 +96,9 @@ class PlaneNotifier:
             await self.client.set_state(issue, "failed")
             error = scrub(e.error or "unknown error", self.cfg.secret_values())
             html = Markup("<p><strong>Factory: {} failed</strong>: {}</p>").format(self._who(e), e.title)
-            await self._comment_once(issue, e, html + paragraph(clip(error, 3000)))
+            cost, turns = self._cost(e)
+            html += paragraph(clip(error, 3000)) + Markup("<p>Cost: ${} ({} turns)</p>").format(f"{cost:.4f}", turns)
+            await self._comment_once(issue, e, html)
         elif e.kind == "cancelled":
             await self.client.set_state(issue, "cancelled")
         elif e.kind == "question":

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from factory.config import FactoryConfig
 from factory.contracts import TaskEvent
+from factory.domain.budgets import usd
 from factory.domain.redact import scrub
 from factory.integrations.telegram.client import TelegramBot, TelegramError, clip_escaped
 from factory.store.kv import kv_get, kv_set
@@ -62,6 +63,8 @@ def format_event(e: TaskEvent, secrets: list[str] = ()) -> str | None:
         )
     else:
         return None
+    if e.kind in ("completed", "failed") and e.cost_usd is not None:
+        text += Markup("\nCost: {}").format(usd(e.cost_usd))
     return str(text)
 
 
