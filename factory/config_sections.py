@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 AGENT_TYPES = ("coder", "coder_revision", "reviewer", "researcher", "devops")
 
@@ -18,6 +18,18 @@ KNOWN_TOOLS = frozenset(
     "Skill SlashCommand Task TodoWrite WebFetch WebSearch Write".split()
 )
 
+
+
+def _known_zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {v!r}") from exc
+    return v
+
+
+TimeZone = Annotated[str, AfterValidator(_known_zone)]
+"""An IANA time zone name the machine knows (e.g. `Europe/Berlin`)."""
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -124,22 +136,13 @@ class ScheduleConfig(_Model):
 
     # five fields (minute hour day-of-month month day-of-week), or @daily, @every 6h, ...
     cron: str = Field(min_length=1, max_length=200, pattern=r"^(@\w+( .+)?|\S+( \S+){4})$")
-    timezone: str = "UTC"
+    timezone: TimeZone = "UTC"
     repo: str = Field(min_length=1)
     title: str = Field(min_length=1, max_length=500)
     description: str = ""
     agent_type: str | None = None
     workflow: str | None = None  # a configured workflow's name; else one task of `agent_type`
     paused: bool = False
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r}") from exc
-        return v
 
 
 class TemporalConfig(_Model):
@@ -167,18 +170,9 @@ class BudgetsConfig(_Model):
     per_workflow_usd: float | None = Field(default=None, gt=0)
     per_repo_daily_usd: float | None = Field(default=None, gt=0)
     daily_usd: float | None = Field(default=None, gt=0)
-    timezone: str = "UTC"  # where a day begins and ends for the daily budgets
+    timezone: TimeZone = "UTC"  # where a day begins and ends for the daily budgets
     # how often a task held by a daily budget checks whether the day has rolled over
     hold_check_seconds: float = Field(default=300, gt=0)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r}") from exc
-        return v
 
 
 class WorkersConfig(_Model):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, status
@@ -30,19 +29,7 @@ class ScheduleCreate(ScheduleConfig):
     name: str = Field(pattern=sched.NAME.pattern)
 
 
-class SchedulePublic(BaseModel):
-    name: str
-    cron: str
-    timezone: str
-    repo: str
-    title: str
-    description: str
-    agent_type: str | None
-    workflow: str | None
-    paused: bool
-    next_runs: list[datetime]
-    recent_runs: list[datetime]
-    temporal_id: str
+SchedulePublic = sched.ScheduleInfo  # shown as Temporal reports it
 
 
 class ScheduleAction(BaseModel):
@@ -72,7 +59,7 @@ async def list_schedules(cfg: CfgDep, launcher: LauncherDep) -> list[SchedulePub
     """Every schedule, with its next and recent firings."""
     async with temporal_call(launcher):
         found = await sched.list_schedules(_client(launcher), cfg)
-    return [SchedulePublic(**vars(s)) for s in found]
+    return [s for s in found]
 
 
 @router.post(
@@ -90,14 +77,14 @@ async def create_schedule(body: ScheduleCreate, cfg: CfgDep, launcher: LauncherD
             if exc.status == RPCStatusCode.INVALID_ARGUMENT:
                 raise LaunchError(f"Temporal refused the schedule: {exc.message}") from exc
             raise
-        return SchedulePublic(**vars(await sched.describe_schedule(client, cfg, body.name)))
+        return await sched.describe_schedule(client, cfg, body.name)
 
 
 @router.get("/{name}", response_model=SchedulePublic, responses=responses(404, 422, 503))
 async def get_schedule(name: NamePath, cfg: CfgDep, launcher: LauncherDep) -> SchedulePublic:
     """One schedule."""
     async with temporal_call(launcher):
-        return SchedulePublic(**vars(await sched.describe_schedule(_client(launcher), cfg, name)))
+        return await sched.describe_schedule(_client(launcher), cfg, name)
 
 
 @router.post("/{name}/pause", response_model=ScheduleAction, responses=responses(404, 422, 503))

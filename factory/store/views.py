@@ -52,6 +52,16 @@ def pending_question(session: Session, task: Task) -> Question | None:
     ).first()
 
 
+def first_waiting(session: Session, cond: Any) -> tuple[Task, Question] | None:
+    """The newest task matching `cond` that waits on a question, with that question."""
+    waiting = select(Task).where(Task.status == TaskStatus.awaiting_input, cond).order_by(Task.id.desc())
+    for task in session.exec(waiting).all():
+        question = pending_question(session, task)
+        if question is not None:
+            return task, question
+    return None
+
+
 @dataclass
 class RunStep:
     """One agent step of a workflow run, with the handoff it left (if any)."""

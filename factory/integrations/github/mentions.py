@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 from sqlalchemy.engine import Engine
-from sqlmodel import select
 
 from factory.config import FactoryConfig
 from factory.integrations.claims import claimed
@@ -29,7 +28,8 @@ from factory.integrations.github.issues import start_issue_work
 from factory.integrations.github.links import is_own_comment, issue_link
 from factory.integrations.github.prs import FollowUp, factory_pr, may_write, obj, start_follow_up
 from factory.launcher import AnswerRefused, Launcher
-from factory.store.tables import Question, Task, TaskStatus, session_scope
+from factory.store.tables import Question, Task, session_scope
+from factory.store.views import first_waiting
 
 log = logging.getLogger("factory.github")
 
@@ -46,16 +46,7 @@ def _waiting_question(engine: Engine, repo_full: str, number: int) -> tuple[Task
         cond = Task.id.in_(link.task_ids or [-1])
         if link.run_ids:
             cond = cond | Task.workflow_run_id.in_(link.run_ids)
-        waiting = select(Task).where(Task.status == TaskStatus.awaiting_input, cond).order_by(Task.id.desc())
-        for task in s.exec(waiting).all():
-            question = s.exec(
-                select(Question)
-                .where(Question.task_id == task.id, Question.status == "pending")
-                .order_by(Question.id.desc())
-            ).first()
-            if question is not None:
-                return task, question
-    return None
+        return first_waiting(s, cond)
 
 
 async def handle_comment(

@@ -35,7 +35,8 @@ from factory.domain.redact import scrub
 from factory.integrations.claims import claimed, start_or_forget
 from factory.integrations.plane.client import PlaneClient, PlaneError, html_to_text, is_factory_comment, paragraph
 from factory.launcher import AnswerRefused, Launcher, LaunchError, NewTask
-from factory.store.tables import FINISHED, Question, Task, TaskStatus, WorkflowRun, WorkflowStatus, session_scope
+from factory.store.tables import FINISHED, Question, Task, WorkflowRun, WorkflowStatus, session_scope
+from factory.store.views import first_waiting
 
 log = logging.getLogger("factory.integrations.plane.inbound")
 
@@ -256,19 +257,10 @@ async def _cancel(engine: Engine, launcher: Launcher, issue_id: str) -> dict[str
 def _waiting_question(engine: Engine, issue_id: str) -> tuple[Task, Question] | None:
     with session_scope(engine) as s:
         run_ids = [r.id for r in s.exec(select(WorkflowRun).where(WorkflowRun.plane_issue_id == issue_id)).all()]
-        q = select(Task).where(Task.status == TaskStatus.awaiting_input)
         cond = Task.plane_issue_id == issue_id
         if run_ids:
             cond = cond | Task.workflow_run_id.in_(run_ids)
-        for task in s.exec(q.where(cond).order_by(Task.id.desc())).all():
-            question = s.exec(
-                select(Question)
-                .where(Question.task_id == task.id, Question.status == "pending")
-                .order_by(Question.id.desc())
-            ).first()
-            if question is not None:
-                return task, question
-    return None
+        return first_waiting(s, cond)
 
 
 def _actor_id(data: dict[str, Any], activity: dict[str, Any]) -> str | None:
