@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ def serve_fakes(turns: int) -> None:
     from tests.fakes.github import FakeGitHub
 
     model = ScriptedModel()
-    script: list[Any] = [[ToolUse("Bash", {"command": "date +T=%s.%N; seq 1 5"})] for _ in range(turns)]
+    # five tool calls a turn: each is a tool_use and a tool_result line in the stream
+    script: list[Any] = [[ToolUse("Bash", {"command": "date +T=%s.%N; seq 1 5"}) for _ in range(5)] for _ in range(turns)]
     script += [[ToolUse("Write", {"file_path": "load.txt", "content": "done\n"})], Text("Load run finished.")]
     model.add_scenario(SCENARIO, script)
     model.start()
@@ -71,6 +73,8 @@ class Poller:
         self.cursor = dict.fromkeys(ids, 0)
         self.latencies: list[float] = []
         self.lags: list[float] = []
+        self.store_lags: list[float] = []  # printed by the agent → stored by Factory
+        self.read_lags: list[float] = []  # stored by Factory → seen through the API
         self.lines = 0
         self.errors = 0
         self.finished: dict[int, dict[str, Any]] = {}
@@ -90,16 +94,22 @@ class Poller:
             for t in tasks:
                 if t["id"] in self.cursor and t["status"] in ("done", "failed", "cancelled"):
                     self.finished[t["id"]] = t
-            for tid in self.ids:
-                logs = await self._get(f"/api/tasks/{tid}/logs", since=self.cursor[tid], limit=500)
-                now = time.time()
-                for entry in logs or []:
-                    self.cursor[tid] = max(self.cursor[tid], entry["id"])
-                    self.lines += 1
-                    m = _T.search(entry.get("content") or "")
-                    if m:
-                        self.lags.append(now - float(m.group(1)))
+            await asyncio.gather(*(self._logs(tid) for tid in self.ids))  # one dashboard per task, at once
             await asyncio.sleep(self.interval)
+
+    async def _logs(self, tid: int) -> None:
+        logs = await self._get(f"/api/tasks/{tid}/logs", since=self.cursor[tid], limit=500)
+        now = time.time()
+        for entry in logs or []:
+            self.cursor[tid] = max(self.cursor[tid], entry["id"])
+            self.lines += 1
+            m = _T.search(entry.get("content") or "")
+            if m:
+                stored = datetime.fromisoformat(entry["created_at"])
+                stored_s = (stored if stored.tzinfo else stored.replace(tzinfo=UTC)).timestamp()
+                self.lags.append(now - float(m.group(1)))
+                self.store_lags.append(stored_s - float(m.group(1)))
+                self.read_lags.append(now - stored_s)
 
 
 async def history_faults(address: str, namespace: str, workflow_ids: list[str]) -> dict[str, int]:
@@ -177,6 +187,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "api_errors": poller.errors,
         "api_ms": {p: round(pct(poller.latencies, p) * 1000, 1) for p in (50, 95, 99)},
         "log_lag_s": {p: round(pct(poller.lags, p), 3) for p in (50, 95, 99)} | {"max": round(max(poller.lags, default=0), 3)},
+        "store_lag_s": {p: round(pct(poller.store_lags, p), 3) for p in (50, 99)},
+        "read_lag_s": {p: round(pct(poller.read_lags, p), 3) for p in (50, 99)},
         "poll_interval_ms": args.poll_ms,
         **faults,
     }
@@ -195,6 +207,8 @@ def render(res: dict[str, Any]) -> str:
             f"| log lines through the API | {res['log_lines']} ({res['log_lines_per_s']}/s over {res['wall_s']} s) | |",
             f"| API latency p50 / p95 / p99 | {res['api_ms'][50]} / {res['api_ms'][95]} / {res['api_ms'][99]} ms ({res['api_calls']} calls, {res['api_errors']} errors) | |",
             f"| log lag p50 / p99 / max (incl. a {res['poll_interval_ms']} ms poll) | {res['log_lag_s'][50]} / {res['log_lag_s'][99]} / {res['log_lag_s']['max']} s | < 1 s |",
+            f"| of which: agent prints → Factory stores, p50 / p99 | {res['store_lag_s'][50]} / {res['store_lag_s'][99]} s | |",
+            f"| of which: Factory stores → the API shows, p50 / p99 | {res['read_lag_s'][50]} / {res['read_lag_s'][99]} s | |",
             f"| heartbeat timeouts | {res['heartbeat_timeouts']} | 0 |",
             f"| retried activity attempts | {res['retried_attempts']} | 0 |",
             "",

@@ -271,7 +271,11 @@ s=$EPOCHREALTIME
 {real} "$@"
 rc=$?
 e=$EPOCHREALTIME
-echo "${{FACTORY_TASK_ID:-?}} $s $e $rc" >> {log}
+line="${{FACTORY_TASK_ID:-?}} $s $e $rc"
+# the raw script's runs append to the log; Factory's run in the sandbox, where the log is out of
+# reach, so the same line also goes to stderr, which Factory keeps in run/task-N.stderr
+echo "$line" >> {log} 2>/dev/null
+echo "BENCH-CLI $line" >&2
 exit $rc
 """
 
@@ -287,12 +291,16 @@ def write_wrapper(tmp: Path) -> tuple[Path, Path]:
     return path, log
 
 
+RUN_DIR: Path | None = None  # Factory's run dir (`run/task-N.stderr` hold the sandboxed runs' lines)
+
+
 def read_cli_times(log: Path) -> dict[str, tuple[float, float]]:
     """label -> (start, end) epoch seconds of the CLI process (the last run of each label)."""
     out: dict[str, tuple[float, float]] = {}
-    if not log.exists():
-        return out
-    for line in log.read_text().splitlines():
+    lines = log.read_text().splitlines() if log.exists() else []
+    for err in sorted(RUN_DIR.glob("task-*.stderr")) if RUN_DIR else []:
+        lines += [ln.removeprefix("BENCH-CLI ") for ln in err.read_text(errors="replace").splitlines() if ln.startswith("BENCH-CLI ")]
+    for line in lines:
         parts = line.split()
         if len(parts) >= 3:
             out[parts[0]] = (float(parts[1]), float(parts[2]))
@@ -1006,8 +1014,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 tmp, remote, fakes.github_url,
                 max_concurrent_agents=args.concurrency, claude_command=str(wrapper),
                 agent_timeout_minutes=5, agent_activity_timeout_minutes=2,
+                sandbox={"enabled": not args.no_sandbox},
             )
         )  # fmt: skip
+        global RUN_DIR
+        RUN_DIR = cfg.workspace_path / "run"
         system_prompt = Path(cfg.agent_templates["coder"].system_prompt_file).read_text()
         raw = RawPipeline(tmp, remote, wrapper, fakes.github_url, system_prompt)
         await raw.setup()
@@ -1183,6 +1194,7 @@ def cli() -> None:
     p.add_argument("--tp-poll-ms", type=float, default=20, help="status poll interval, throughput run (default 20)")
     p.add_argument("--poll-api", action="store_true", help="poll GET /api/tasks/{id} (in-process) instead of SQLite")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "pipeline.json"))
+    p.add_argument("--no-sandbox", action="store_true", help="run agents without bubblewrap (to see what it costs)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (repos, DB, CLI time log)")
     p.add_argument("--serve-fakes", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
