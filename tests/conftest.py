@@ -31,7 +31,7 @@ from temporal.devserver import temporal_binary
 from tests.fakes.anthropic import FAKE_API_KEY, ScriptedModel, cli_env
 from tests.fakes.github import FakeGitHub
 
-pytest_plugins = ["tests.docker_fixtures", "tests.pg"]
+pytest_plugins = ["tests.docker_fixtures", "tests.pg", "tests.service_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

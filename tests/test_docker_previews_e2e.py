@@ -15,7 +15,7 @@ from tests.conftest import make_remote
 from tests.fakes import github_webhooks as ghw
 from tests.fakes.anthropic import Text, ToolUse
 from tests.test_environments import other_networks, previews_network, traefik  # noqa: F401  (fixtures)
-from tests.test_integrations import CHAT, GH_SECRET, post_github, telegram, tg_config  # noqa: F401
+from tests.test_integrations import CHAT, GH_SECRET, post_github, tg_config
 
 pytestmark = pytest.mark.docker
 DOMAIN = "preview.test"
@@ -54,7 +54,7 @@ async def test_preview_is_routed_announced_and_removed_when_its_pr_closes(
     start_factory,
     model,
     github,
-    telegram,  # noqa: F811
+    telegram,
     traefik,  # noqa: F811
     previews_network,  # noqa: F811
     busybox_image,

@@ -28,7 +28,7 @@ from factory.store.tables import Question, Task, session_scope
 from tests.conftest import remote_file
 from tests.fakes import github_webhooks as ghw
 from tests.fakes.anthropic import Fail, Text, ToolUse
-from tests.fakes.plane import FakePlane, signed
+from tests.fakes.plane import signed
 from tests.fakes.telegram import FakeTelegram
 
 PLANE_SECRET = "plane-webhook-secret-0123"
@@ -37,22 +37,6 @@ CHAT = 111111
 CHAT2 = 222222
 BOARD_CHAT = 333333
 OTHER_CHAT = 999999
-
-
-@pytest.fixture
-def plane() -> Any:
-    p = FakePlane()
-    p.start()
-    yield p
-    p.stop()
-
-
-@pytest.fixture
-def telegram() -> Any:
-    t = FakeTelegram()
-    t.start()
-    yield t
-    t.stop()
 
 
 def scenario(name: str) -> str:

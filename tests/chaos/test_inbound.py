@@ -23,8 +23,6 @@ from factory.store.tables import Task, session_scope
 from temporal.launcher import TemporalLauncher
 from tests.fakes import github_webhooks as ghw
 from tests.fakes.anthropic import Text, ToolUse
-from tests.fakes.plane import FakePlane
-from tests.fakes.telegram import FakeTelegram
 from tests.test_integrations import (
     CHAT,
     GH_SECRET,
@@ -39,22 +37,6 @@ from tests.test_integrations import (
 )
 
 pytestmark = pytest.mark.chaos
-
-
-@pytest.fixture
-def plane() -> Any:
-    p = FakePlane()
-    p.start()
-    yield p
-    p.stop()
-
-
-@pytest.fixture
-def telegram() -> Any:
-    t = FakeTelegram()
-    t.start()
-    yield t
-    t.stop()
 
 
 def _closed_port() -> int:

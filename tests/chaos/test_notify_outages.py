@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
 
 import pytest
 
 from tests.chaos.stages import poll, record_figures
 from tests.fakes.anthropic import Text, ToolUse
-from tests.fakes.plane import FakePlane
-from tests.fakes.telegram import FakeTelegram
 from tests.test_integrations import CHAT, PLANE_SECRET, post_plane, tg_config
 
 pytestmark = pytest.mark.chaos
-
-
-@pytest.fixture
-def plane() -> Any:
-    p = FakePlane()
-    p.start()
-    yield p
-    p.stop()
-
-
-@pytest.fixture
-def telegram() -> Any:
-    t = FakeTelegram()
-    t.start()
-    yield t
-    t.stop()
 
 
 async def test_plane_and_telegram_down_hold_no_task_and_each_notice_arrives_once_later(
