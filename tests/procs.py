@@ -54,18 +54,8 @@ class FactoryUp:
             self.log,
             self.env,
         )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"factory up exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                r = httpx.get(f"{self.url}/health", timeout=2)
-                if r.status_code == 200 and r.json().get("temporal") == "ok":
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"factory up did not become healthy:\n{self.log.read_text()[-3000:]}")
+        _wait_healthy(self.proc, self.url, self.log, timeout, "up")
+        return self
 
     def stop(self, timeout: float = 60) -> int:
         """Ctrl-C, as a person would; returns the exit code."""
@@ -132,6 +122,22 @@ def alive(pid: int | None) -> bool:
         return False
 
 
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float, what: str) -> None:
+    """Until `url`/health says Temporal is reachable; raise with the log's tail if the process dies or is late."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"factory {what} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            r = httpx.get(f"{url}/health", timeout=2)
+            if r.status_code == 200 and r.json().get("temporal") == "ok":
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"factory {what} did not become healthy:\n{log.read_text()[-3000:]}")
+
+
 class ApiProcess:
     """`factory api` alone on a free port, against an existing Temporal server and database."""
 
@@ -145,18 +151,8 @@ class ApiProcess:
 
     def start(self, timeout: float = 60) -> ApiProcess:
         self.proc = _spawn(["api", "--config", str(self.config), "--port", str(self.port)], self.log, self.env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"factory api exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                r = httpx.get(f"{self.url}/health", timeout=2)
-                if r.status_code == 200 and r.json().get("temporal") == "ok":
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"factory api did not become healthy:\n{self.log.read_text()[-3000:]}")
+        _wait_healthy(self.proc, self.url, self.log, timeout, "api")
+        return self
 
     def stop(self) -> None:
         _interrupt(self.proc)
