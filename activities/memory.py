@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from factory.memory.records import MemoryRecord
 from factory.memory.service import MemoryCall, MemoryReply, serve
@@ -46,9 +47,11 @@ class MemoryActivities:
 
     @activity.defn
     async def remember_task(self, inp: RememberTaskInput) -> str | None:
-        """Store what a finished task did and learned; returns the memory id, None if memory is down.
+        """Store what a finished task did and learned; returns the memory id.
 
-        Idempotent: a task's memory has a stable id, so a retry overwrites it.
+        Idempotent: a task's memory has a stable id, so a retry overwrites it. When the store does
+        not take it (down, or its owning process not answering), the attempt fails so Temporal tries
+        again within the step's window (workflows/common.py MEMORY) rather than the memory being lost.
         """
         record = MemoryRecord(
             repo=inp.repo,
@@ -63,7 +66,10 @@ class MemoryActivities:
             pr_url=inp.pr_url,
             kind="task",
         )
-        return await self.store.add(record)
+        memory_id = await self.store.add(record)
+        if memory_id is None:
+            raise ApplicationError("memory is unavailable; the task's memory is tried again", type="MemoryUnavailable")
+        return memory_id
 
     @activity.defn
     async def recall_memories(self, inp: RecallInput) -> str:

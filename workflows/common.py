@@ -47,6 +47,13 @@ NOTIFY = {
     "schedule_to_close_timeout": OUTAGE_WINDOW,
     "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5)),
 }
+# a task's memory: a short outage of the store (or of the process that owns it) is ridden out by
+# retrying, a long one is logged and let go, so a memory never holds a finished task for long
+MEMORY = {
+    "start_to_close_timeout": timedelta(seconds=20),
+    "schedule_to_close_timeout": timedelta(seconds=40),
+    "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=8)),
+}
 ENVIRONMENTS = {"start_to_close_timeout": timedelta(minutes=5), "heartbeat_timeout": HEARTBEAT}
 
 

@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from factory.domain.pull_request import commit_message, pr_body
     from workflows import failover
-    from workflows.common import ENVIRONMENTS, GIT, GITHUB, QUICK, error_text, noticing
+    from workflows.common import ENVIRONMENTS, GIT, GITHUB, MEMORY, QUICK, error_text, noticing
 
 
 async def prepare(inp: TaskInput) -> WorkspaceInfo:
@@ -127,7 +127,7 @@ async def remember(inp: TaskInput, result: TaskResult) -> None:
                 files=result.changes.changed_files if result.changes else [], pr_url=result.pr_url,
             ),
             summary="remember",
-            **QUICK,
+            **MEMORY,
         ),
     )  # fmt: skip
 
