@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 from factory.config import PACKAGE_ROOT, FactoryConfig
 from factory.processes import die_with_parent, process_program, process_start_time
 from factory.sandbox.bwrap import INSTALL_HINT, TOOLKIT_ROOT, SandboxSpec, build_command, missing_tools
+from factory.sandbox.gateway import MODEL_HOST, GatewayRun, ModelGateway
 from factory.sandbox.policy import allowed_destinations, sandbox_environment
 from factory.sandbox.proxy import EgressProxy
 from factory.store.writes import add_log
@@ -142,9 +143,16 @@ class AgentSandbox:
         self.proxy = proxy
         self.enabled = cfg.sandbox.enabled
         self.proxied = self.enabled and cfg.sandbox.network == "allowlist"
+        self.gateway = ModelGateway.from_config(cfg)  # holds the model key; agents get a stand-in
 
     def check(self) -> None:
-        """Fail the task at once (not retried) when the sandbox cannot be built on this host."""
+        """Fail the task at once (not retried) when the sandbox or the model gateway cannot work here."""
+        if not self.gateway.has_credential:
+            raise ApplicationError(
+                "ANTHROPIC_API_KEY is not set: put it in the environment or .env of the worker",
+                type="AgentUnavailable",
+                non_retryable=True,
+            )
         if not self.enabled:
             return
         missing = missing_tools(self.proxied)
@@ -177,9 +185,24 @@ class AgentSandbox:
                     shutil.copyfile(source / name, config / name)
         return home
 
-    def environment(self, task_id: int) -> dict[str, str]:
+    @asynccontextmanager
+    async def model_gateway(self, budget: float | None) -> AsyncIterator[GatewayRun]:
+        """The run's side of the model gateway (stand-in key, meter, `budget` in USD), valid while this lasts.
+
+        A proxied run reaches it as a virtual host of its own channel; any other run on a loopback port.
+        """
+        run = self.gateway.open_run(budget)
+        try:
+            if not self.proxied:
+                await run.listen()
+            yield run
+        finally:
+            await run.close()
+
+    def environment(self, task_id: int, gateway: GatewayRun) -> dict[str, str]:
         """The allow-listed base environment of a run (the caller adds the toolkit's variables)."""
-        env = sandbox_environment(self.cfg, str(self.home(task_id)), proxied=self.proxied)
+        home = str(self.home(task_id))
+        env = sandbox_environment(self.cfg, home, self.proxied, model_url=gateway.base_url, stand_in=gateway.stand_in)
         env["PYTHONPATH"] = TOOLKIT_ROOT if self.enabled else str(PACKAGE_ROOT)
         return env
 
@@ -189,8 +212,9 @@ class AgentSandbox:
 
     @asynccontextmanager
     async def command(
-        self, task_id: int, cwd: str, inner: Sequence[str], sockets: Sequence[str] = ()
-    ) -> AsyncIterator[list[str]]:
+        self, task_id: int, cwd: str, inner: Sequence[str], sockets: Sequence[str] = (),
+        gateway: GatewayRun | None = None,
+    ) -> AsyncIterator[list[str]]:  # fmt: skip
         """The argv that runs `inner` for this task, sandboxed; its proxy channel lives as long as this.
 
         `sockets`: unix sockets of Factory's services the run may use (the Docker broker's, which
@@ -207,7 +231,8 @@ class AgentSandbox:
         channel = None
         if self.proxied:
             assert self.proxy is not None
-            channel = await self.proxy.open(task_id, allowed_destinations(self.cfg))
+            vhosts = {(MODEL_HOST, 80): gateway.serve} if gateway is not None else {}
+            channel = await self.proxy.open(task_id, allowed_destinations(self.cfg), vhosts)
         spec = SandboxSpec(
             worktree=worktree,
             home=self.home(task_id),

@@ -32,6 +32,7 @@ from factory.contracts import AgentRequest, AgentResult, QuestionAsked, TaskUpda
 from factory.domain.redact import scrub
 from factory.domain.streamjson import parse_line, protocol_lines
 from factory.environments.broker import EnvironmentBroker
+from factory.sandbox.gateway import GatewayRun
 from factory.sandbox.proxy import EgressProxy
 from factory.store.board import Board
 from factory.store.tables import AgentRun, TaskStatus, utcnow
@@ -123,14 +124,8 @@ class AgentActivities:
         except OSError as exc:
             raise ApplicationError(f"cannot read system prompt {path}: {exc}", non_retryable=True) from exc
 
-    def _env(self, req: AgentRequest) -> dict[str, str]:
-        env = self.sandbox.environment(req.task_id)
-        if not env.get("ANTHROPIC_API_KEY") and not env.get("ANTHROPIC_AUTH_TOKEN"):
-            raise ApplicationError(
-                "ANTHROPIC_API_KEY is not set: put it in the environment or .env of the worker",
-                type="AgentUnavailable",
-                non_retryable=True,
-            )
+    def _env(self, req: AgentRequest, gateway: GatewayRun) -> dict[str, str]:
+        env = self.sandbox.environment(req.task_id, gateway)  # the gateway's URL and a stand-in key, never the key
         env.update(
             {
                 "FACTORY_TASK_ID": str(req.task_id),
@@ -221,8 +216,8 @@ class AgentActivities:
         if gate.refused is not None:  # nothing left: the run does not start, and the task asks
             await asyncio.to_thread(add_log, self.engine, req.task_id, "event", gate.refused.result_text, info.attempt)
             return gate.refused
-        cmd = self._command(req, resume, gate.cap.left if gate.cap is not None else None)
-        env = self._env(req)
+        budget = gate.cap.left if gate.cap is not None else None
+        cmd = self._command(req, resume, budget)
         # database writes run in threads: a SQLite lock wait must not stall the loop that heartbeats
         started = TaskUpdate(task_id=req.task_id, status=TaskStatus.in_progress, host=self.host)
         await asyncio.to_thread(update_task, self.engine, started)
@@ -232,13 +227,16 @@ class AgentActivities:
         progress = _Progress(session_id=req.session_id, started=resume)
         # the run's sandbox (and its proxy channel) lives until the process is gone
         contained = contextlib.AsyncExitStack()
+        # the model gateway meters this run and stops it at `budget`, whatever the CLI reports
+        gateway = await contained.enter_async_context(self.sandbox.model_gateway(budget))
+        env = self._env(req, gateway)
         if self.broker is not None:  # the token is valid while this agent runs, for its task's environments
             env["FACTORY_BROKER_SOCKET"] = self.sandbox.service_socket(self.broker.socket_path)
             env["FACTORY_BROKER_TOKEN"] = self.broker.grant(req.task_id, req.cwd, req.repo_name)
             contained.callback(self.broker.revoke, req.task_id)
         try:
             sockets = [self.broker.socket_path] if self.broker is not None else []
-            cmd = await contained.enter_async_context(self.sandbox.command(req.task_id, req.cwd, cmd, sockets))
+            cmd = await contained.enter_async_context(self.sandbox.command(req.task_id, req.cwd, cmd, sockets, gateway))
             proc = await spawn(cmd, req.cwd, env, stderr_path)
         except BaseException:
             await contained.aclose()
@@ -266,9 +264,11 @@ class AgentActivities:
             self._pidfile(req.task_id).remove()
             await contained.aclose()
             await asyncio.to_thread(update_agent_run, self.engine, run_id, ended_at=utcnow())
+            # the ledger from the gateway's meter, also for a run that timed out or was cancelled
+            await asyncio.to_thread(self.budgets.record, req, gateway.meter, run_id, progress.session_id)
         self._marker(req.task_id).unlink(missing_ok=True)
-        if progress.final is not None:  # the ledger, the 80% warnings, and which budget stopped the run
-            await self.budgets.settle(req, gate, progress.final, run_id, result)
+        # the 80% warnings and which budget stopped the run; the cost is the gateway's, never the CLI's
+        await self.budgets.settle(req, gate, gateway.meter, result, progress.final, info.attempt)
         if not result.is_error and not result.subtype:
             tail = stderr_path.read_text(errors="replace")[-1500:] if stderr_path.exists() else ""
             result.is_error = True
@@ -356,8 +356,9 @@ class AgentActivities:
                 result.result_text = scrub(text or "", self.secrets)
                 result.is_error = bool(r.get("is_error")) or r.get("subtype") != "success"
                 result.subtype = r.get("subtype") or ""
-                result.num_turns = int(r.get("num_turns") or 0)
-                result.cost_usd = float(r.get("total_cost_usd") or 0.0)
+                turns = r.get("num_turns")
+                result.num_turns = turns if isinstance(turns, int) and 0 < turns < 1_000_000 else 0
+                # total_cost_usd is a hint for the log: the agent can write this line (/proc/<cli>/fd/1)
             if last - last_touch > 1.0:
                 last_touch = last
                 await asyncio.to_thread(self._touch, run_id, parsed)

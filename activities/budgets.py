@@ -28,6 +28,7 @@ from factory.domain.budgets import (
     usd,
     warning,
 )
+from factory.sandbox.gateway import RunMeter
 from factory.store import ledger
 from factory.store.board import Board
 from factory.store.tables import Task, session_scope
@@ -108,23 +109,34 @@ class BudgetKeeper:
         return Gate(before, refused=refused)
 
     async def settle(
-        self, req: AgentRequest, gate: Gate, final: dict[str, Any], agent_run_id: int | None, result: AgentResult
-    ) -> None:
-        """After a run: its ledger rows, the board's warnings, and `result.budget_stop` if the CLI hit the cap."""
-        cost = await asyncio.to_thread(self.record, req, final, agent_run_id, result.session_id)
+        self, req: AgentRequest, gate: Gate, meter: RunMeter, result: AgentResult,
+        final: dict[str, Any] | None = None, attempt: int = 1,
+    ) -> None:  # fmt: skip
+        """After a run: its cost (the gateway's), the board's warnings, and `result.budget_stop` if a cap stopped it.
+
+        The run stopped at its budget when the CLI said so (`error_max_budget_usd`, its own cap) or
+        when the gateway refused a request for it; the CLI's `total_cost_usd` (`final`) is only logged.
+        """
+        cost = meter.cost
+        result.cost_usd = cost
+        hint = (final or {}).get("total_cost_usd")
+        await asyncio.to_thread(add_log, self.engine, req.task_id, "event", cost_line(meter, hint), attempt)
         await self.warn(req, gate.before, cost)
         cap = gate.cap
+        if meter.refused_for_budget and cap is not None:  # a budget the CLI's own cap did not see
+            result.is_error, result.subtype = True, "error_max_budget_usd"
+            result.result_text = result.result_text or "the model gateway refused further requests at the budget"
         if result.subtype == "error_max_budget_usd" and cap is not None:
             result.budget_stop = stop_of(cap, (0.0 if cap.key == "run" else cap.spent) + cost)
 
-    def record(self, req: AgentRequest, result: dict[str, Any], agent_run_id: int | None, session_id: str) -> float:
-        """Write the run's ledger rows from the CLI's result line; the run's cost."""
+    def record(self, req: AgentRequest, meter: RunMeter, agent_run_id: int | None, session_id: str) -> float:
+        """Write the run's ledger rows from the gateway's meter (once per run); the run's cost."""
         run = ledger.RunInfo(
             agent_run_id=agent_run_id, task_id=req.task_id, workflow_run_id=req.workflow_run_id,
             repo=req.repo_name, agent_type=req.agent.agent_type, session_id=session_id,
             day=ledger.today(self.cfg.budgets.timezone), model=req.agent.model or "",
         )  # fmt: skip
-        return ledger.record_result(self.engine, result, run)
+        return ledger.record_metered(self.engine, meter.models, run)
 
     async def warn(self, req: AgentRequest, before: list[Budget], cost: float) -> None:
         """Post a board warning for each budget this run (which cost `cost`) took past 80% of its limit.
@@ -141,6 +153,14 @@ class BudgetKeeper:
                     sender="factory", content=text, message_type="status", recipient="user",
                     task_id=req.task_id, workflow_run_id=req.workflow_run_id,
                 )  # fmt: skip
+
+
+def cost_line(meter: RunMeter, hint: Any) -> str:
+    """The task log's line of what a run cost, the CLI's own figure beside it as the hint it is."""
+    text = f"cost: ${meter.cost:.6f} metered by the model gateway over {meter.requests} requests"
+    if meter.refused_for_budget:
+        text += f", {meter.refused_for_budget} refused at the run's budget"
+    return text + (f" (the CLI reported {str(hint)[:40]})" if hint is not None else "")
 
 
 def stop_of(b: Budget, spent_now: float) -> BudgetStop:

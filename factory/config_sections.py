@@ -228,10 +228,42 @@ DEFAULT_ALLOWED_DOMAINS = (
 """Hosts a sandboxed agent may reach on ports 80 and 443 unless `sandbox.allowed_domains` says otherwise."""
 
 
+class ModelPrice(_Model):
+    """USD per million tokens of one model (a `backends.<name>.prices` entry later has this shape)."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0)  # cache reads; None: the input price
+    cache_write_per_mtok: float | None = Field(default=None, ge=0)  # cache writes; None: the input price
+
+
+def _price(i: float, o: float) -> ModelPrice:  # Anthropic's list prices: reads 0.1x, 5-minute writes 1.25x
+    return ModelPrice(input_per_mtok=i, output_per_mtok=o, cached_input_per_mtok=i / 10, cache_write_per_mtok=i * 1.25)
+
+
+def default_model_prices() -> dict[str, ModelPrice]:
+    """By model-name prefix, the longest matching wins; "" prices a model not listed (as the CLI does)."""
+    table = {
+        "": (5, 25), "claude-opus-4-5": (5, 25), "claude-opus-4-6": (5, 25), "claude-opus-4-7": (5, 25),
+        "claude-opus-4-8": (5, 25), "claude-opus-4": (15, 75), "claude-4-opus": (15, 75), "claude-3-opus": (15, 75),
+        "claude-sonnet-4": (3, 15), "claude-4-sonnet": (3, 15), "claude-3-7-sonnet": (3, 15),
+        "claude-3-5-sonnet": (3, 15), "claude-haiku-4": (1, 5), "claude-3-5-haiku": (0.8, 4),
+        "claude-3-haiku": (0.25, 1.25),
+    }  # fmt: skip
+    return {prefix: _price(i, o) for prefix, (i, o) in table.items()}
+
+
 class SandboxConfig(_Model):
     enabled: bool = True
     network: Literal["allowlist", "host"] = "allowlist"
     allowed_domains: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_DOMAINS))
+    # the egress proxy's limits, per connection and per run
+    max_connections: int = Field(default=64, ge=1)
+    proxy_head_seconds: float = Field(default=10, gt=0)
+    proxy_idle_seconds: float = Field(default=300, gt=0)
+    proxy_total_seconds: float = Field(default=3600, gt=0)
+    # what the model gateway charges each run, from the model server's own token counts
+    model_prices: dict[str, ModelPrice] = Field(default_factory=default_model_prices)
 
     @field_validator("allowed_domains")
     @classmethod

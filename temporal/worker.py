@@ -39,7 +39,7 @@ from factory.git.orphans import remove_orphaned_checkouts
 from factory.integrations.setup import build_integrations
 from factory.launcher import Launcher
 from factory.memory.service import memory_queue
-from factory.sandbox.proxy import EgressProxy
+from factory.sandbox.proxy import EgressProxy, Limits
 from factory.search_attributes import SEARCH_ATTRIBUTES
 from factory.store.board import Board
 from factory.store.retention import retention_loop
@@ -96,7 +96,8 @@ class Runtime:
         await rt.broker.start()
         if cfg.sandbox.enabled and cfg.sandbox.network == "allowlist":
             rt.proxy = EgressProxy(
-                on_refused=refusal_logger(engine), extra_hosts=rt.broker.allowed_targets, workspace=cfg.workspace_path
+                on_refused=refusal_logger(engine), extra_hosts=rt.broker.allowed_targets, workspace=cfg.workspace_path,
+                limits=Limits.of(cfg.sandbox),
             )
         if cfg.memory.enabled and (memory_owner or cfg.surrealdb_url):
             from factory.memory.store import MemoryStore

@@ -311,9 +311,9 @@ def test_the_allow_list_comes_from_the_config(tmp_path):
         github={"api_url": "https://ghe.example.com/api/v3", "web_url": "https://ghe.example.com"},
         sandbox={"allowed_domains": ["pypi.org", "*.internal.example:8080", "10.0.0.5:3000"]},
     )
+    # the model API is not on it (the model gateway reaches it, the agent never does)
     got = set(allowed_destinations(cfg, {"ANTHROPIC_BASE_URL": "http://127.0.0.1:4010"}))
     assert got == {
-        Destination("127.0.0.1", 4010),
         Destination("git.example.org", 8443),
         Destination("ghe.example.com", 443),
         Destination("pypi.org", 443),
@@ -321,7 +321,7 @@ def test_the_allow_list_comes_from_the_config(tmp_path):
         Destination("*.internal.example", 8080),
         Destination("10.0.0.5", 3000),
     }
-    assert Destination("api.anthropic.com", 443) in allowed_destinations(load_config(tmp_path / "none.yml"), {})
+    assert Destination("api.anthropic.com", 443) not in allowed_destinations(load_config(tmp_path / "none.yml"), {})
     wildcard = Destination("*.internal.example", 8080)
     assert wildcard.matches("a.internal.example", 8080) and wildcard.matches("b.a.internal.example", 8080)
     assert not wildcard.matches("internal.example", 8080) and not wildcard.matches("evilinternal.example", 8080)
@@ -346,8 +346,11 @@ def test_the_environment_is_an_allow_list(tmp_path):
         "HTTPS_PROXY": "http://corp:3128",
         "SOME_HARMLESS_NAME": "y",
     }
-    env = sandbox_environment(cfg, "/ws/homes/task-1", proxied=True, base=base)
-    assert set(env) - {"ANTHROPIC_API_KEY"} == {  # the key: when the worker has one
+    # the model endpoint and key are the gateway's and the run's stand-in, never the host's
+    env = sandbox_environment(cfg, "/ws/homes/task-1", True, base, "http://model.factory.internal", "sk-stand-in")
+    assert (env["ANTHROPIC_BASE_URL"], env["ANTHROPIC_API_KEY"]) == ("http://model.factory.internal", "sk-stand-in")
+    assert set(env) == {
+        "ANTHROPIC_API_KEY",
         "PATH",
         "LANG",
         "ANTHROPIC_BASE_URL",

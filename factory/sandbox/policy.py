@@ -1,8 +1,10 @@
 """What a sandboxed agent may reach and which environment variables it gets, from the config.
 
 Both are allow-lists: a destination or a variable not named here is not given, whatever the host
-has. The environment holds nothing of Factory's own (tokens, database, Temporal); the CLI's API
-key is the one secret an agent needs, and it goes in the environment, never on a command line.
+has. Variables are named exactly (no prefix patterns): a host variable whose name only looks like
+the CLI's (`CLAUDE_CODE_LEAK`, `LC_SECRET`) never reaches an agent. The environment holds no
+credential at all: the CLI's `ANTHROPIC_BASE_URL` is the model gateway and its `ANTHROPIC_API_KEY`
+the run's stand-in (`factory.sandbox.gateway`); the real key stays in the worker.
 """
 
 from __future__ import annotations
@@ -16,11 +18,23 @@ from factory.config import FactoryConfig
 from factory.sandbox.bwrap import PROXY_PORT
 from factory.sandbox.proxy import Destination, split_host_port
 
-ANTHROPIC_DEFAULT = "https://api.anthropic.com"
-
-_PASS_EXACT = frozenset({"PATH", "LANG", "LANGUAGE", "TERM", "TZ", "COLORTERM", "NO_COLOR", "MAX_THINKING_TOKENS"})
-# the CLI's own settings (its API endpoint and key, models, feature switches); nothing else of the host's
-_PASS_PATTERN = re.compile(r"^(ANTHROPIC_|CLAUDE_CODE_|DISABLE_|LC_)[A-Z0-9_]*$")
+_PASS_EXACT = frozenset(
+    {
+        # the system's
+        "PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "LC_COLLATE", "LC_NUMERIC", "LC_TIME",
+        "LC_MONETARY", "TERM", "TZ", "COLORTERM", "NO_COLOR",
+        # the CLI's models and limits (never its endpoint, key, headers or cloud-provider switches)
+        "ANTHROPIC_MODEL", "ANTHROPIC_SMALL_FAST_MODEL", "ANTHROPIC_DEFAULT_OPUS_MODEL",
+        "ANTHROPIC_DEFAULT_SONNET_MODEL", "ANTHROPIC_DEFAULT_HAIKU_MODEL", "CLAUDE_CODE_SUBAGENT_MODEL",
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS", "MAX_THINKING_TOKENS", "BASH_DEFAULT_TIMEOUT_MS", "BASH_MAX_TIMEOUT_MS",
+        "BASH_MAX_OUTPUT_LENGTH",
+        # the CLI's switches that only turn things off
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "CLAUDE_CODE_DISABLE_TERMINAL_TITLE",
+        "CLAUDE_CODE_DISABLE_AUTO_MEMORY", "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY", "DISABLE_AUTOUPDATER",
+        "DISABLE_TELEMETRY", "DISABLE_ERROR_REPORTING", "DISABLE_BUG_COMMAND", "DISABLE_INSTALLATION_CHECKS",
+        "DISABLE_COST_WARNINGS", "DISABLE_NON_ESSENTIAL_MODEL_CALLS", "DISABLE_PROMPT_CACHING",
+    }
+)  # fmt: skip
 _PROXY_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
@@ -37,13 +51,13 @@ def url_destination(url: str) -> Destination | None:
 
 
 def allowed_destinations(cfg: FactoryConfig, env: Mapping[str, str] | None = None) -> list[Destination]:
-    """The fixed part of every run's allow-list: the model API, git/GitHub hosts, `allowed_domains`.
+    """The fixed part of every run's allow-list: git/GitHub hosts and `allowed_domains`.
 
-    The task's own Docker environments are added per connection by the proxy (they come and go).
+    The model API is not on it: the gateway reaches it, the agent never does. The task's own Docker
+    environments are added per connection by the proxy (they come and go). `env` is unused (kept
+    for callers that pass it).
     """
-    env = os.environ if env is None else env
-    found: list[Destination | None] = [url_destination(env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT)]
-    found += [url_destination(repo.url) for repo in cfg.repos.values()]
+    found: list[Destination | None] = [url_destination(repo.url) for repo in cfg.repos.values()]
     found += [url_destination(cfg.github.api_url), url_destination(cfg.github.web_url)]
     for entry in cfg.sandbox.allowed_domains:
         if re.search(r":\d+$", entry):
@@ -60,22 +74,30 @@ def allowed_destinations(cfg: FactoryConfig, env: Mapping[str, str] | None = Non
 
 
 def sandbox_environment(
-    cfg: FactoryConfig, home: str, proxied: bool, base: Mapping[str, str] | None = None
+    cfg: FactoryConfig,
+    home: str,
+    proxied: bool,
+    base: Mapping[str, str] | None = None,
+    model_url: str | None = None,
+    stand_in: str | None = None,
 ) -> dict[str, str]:
-    """The agent's base environment: allow-listed host variables, its home, its proxy and API key.
+    """The agent's base environment: allow-listed host variables, its home, its proxy and the gateway.
 
     Args:
-        cfg: the settings (the agent's API key comes from them when set).
+        cfg: the settings.
         home: the task's CLI home (HOME; CLAUDE_CONFIG_DIR is `<home>/.claude`).
         proxied: the run has its own network namespace and reaches out through the egress proxy.
         base: the variables to pick from (the worker's environment by default).
+        model_url, stand_in: the run's model gateway and its stand-in key (ANTHROPIC_BASE_URL and
+            ANTHROPIC_API_KEY); never the real ones.
     """
     base = os.environ if base is None else base
-    env = {k: v for k, v in base.items() if k in _PASS_EXACT or _PASS_PATTERN.match(k)}
+    env = {k: v for k, v in base.items() if k in _PASS_EXACT}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.setdefault("LANG", "C.UTF-8")
-    if cfg.anthropic_api_key:
-        env["ANTHROPIC_API_KEY"] = cfg.anthropic_api_key.get_secret_value()
+    if model_url and stand_in:
+        env["ANTHROPIC_BASE_URL"] = model_url
+        env["ANTHROPIC_API_KEY"] = stand_in
     env["HOME"] = home
     env["CLAUDE_CONFIG_DIR"] = os.path.join(home, ".claude")
     if proxied:

@@ -1,8 +1,9 @@
-"""The cost ledger: one row per agent run and model, from the CLI's own result, and its sums.
+"""The cost ledger: one row per agent run and model, and its sums.
 
-The CLI prices every request it makes and reports the run's `total_cost_usd`, its `usage`
-and, per model, `modelUsage` (tokens and `costUSD`). Those numbers are written here as they
-came; budgets (`factory.domain.budgets`) and `GET /api/costs` read the sums.
+Agent runs are written from the model gateway's meter (`record_metered`: the model server's own
+token counts, priced by `sandbox.model_prices`), never from the CLI's result line, which an agent
+can forge. `record_result` reads a CLI result as it came (kept for figures from elsewhere).
+Budgets (`factory.domain.budgets`) and `GET /api/costs` read the sums.
 
 Every function here is a blocking database call: from async code, run it in a thread.
 """
@@ -117,9 +118,26 @@ def entries_of(result: dict[str, Any], run: RunInfo) -> list[CostEntry]:
     ]
 
 
-def record_result(engine: Engine, result: dict[str, Any], run: RunInfo) -> float:
-    """Write one run's rows (once: a second call for the same agent run writes nothing); its cost."""
-    rows = entries_of(result, run)
+def record_metered(engine: Engine, models: dict[str, Any], run: RunInfo) -> float:
+    """Write one run's rows from the model gateway's meter (model -> tokens and cost); its cost.
+
+    A run that made no model request still gets one row (nothing spent), so every run is counted.
+    """
+    base = dict(
+        agent_run_id=run.agent_run_id, task_id=run.task_id, workflow_run_id=run.workflow_run_id, repo=run.repo,
+        agent_type=run.agent_type, session_id=run.session_id, day=run.day,
+    )  # fmt: skip
+    rows = [
+        CostEntry(
+            **base, model=model, input_tokens=t.input, output_tokens=t.output, cache_read_tokens=t.cache_read,
+            cache_write_tokens=t.cache_write, cost_usd=max(0.0, t.cost),
+        )  # fmt: skip
+        for model, t in models.items()
+    ] or [CostEntry(**base, model=run.model)]
+    return _write(engine, rows)
+
+
+def _write(engine: Engine, rows: list[CostEntry]) -> float:
     with session_scope(engine) as s:
         for row in rows:
             s.add(row)
@@ -128,6 +146,12 @@ def record_result(engine: Engine, result: dict[str, Any], run: RunInfo) -> float
         except IntegrityError:
             s.rollback()
     return sum(r.cost_usd for r in rows)
+
+
+def record_result(engine: Engine, result: dict[str, Any], run: RunInfo) -> float:
+    """Write one run's rows (once: a second call for the same agent run writes nothing); its cost."""
+    rows = entries_of(result, run)
+    return _write(engine, rows)
 
 
 def spent(engine: Engine, task_id: int, workflow_run_id: int | None, repo: str, day: str) -> dict[str, float]:
