@@ -220,7 +220,10 @@ class EgressProxy:
         opened: list[asyncio.StreamWriter] = []
         try:
             if len(ch.conns) > self.limits.max_connections:
-                # an agent opening connections without end must not exhaust the worker's descriptors
+                # an agent opening connections without end must not exhaust the worker's descriptors;
+                # its head is read (bounded) first so the answer is not lost to a reset
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.limits.head_seconds)
                 cap = self.limits.max_connections
                 return await answer(writer, 503, f"more than {cap} open connections in this run")
             async with asyncio.timeout(self.limits.total_seconds):
