@@ -9,14 +9,17 @@ and the price table.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
 from sqlmodel import select
 
-from factory.sandbox.gateway import MODEL_URL, price_of
+from factory.config import load_config
+from factory.sandbox.gateway import MODEL_URL, ModelGateway, price_of
 from factory.store.tables import CostEntry, session_scope
-from tests.fakes.anthropic import FAKE_API_KEY, Text, ToolUse
+from tests.fakes.anthropic import FAKE_API_KEY, Stall, Text, ToolUse
 from tests.test_sandbox import bash, tool_results
 
 
@@ -93,3 +96,51 @@ async def test_a_budget_the_clis_own_cap_does_not_see_stops_at_the_gateway(start
     assert waiting["cost_usd"] == pytest.approx(cost, rel=1e-9) and cost >= 0.05
     assert sum(e.cost_usd for e in rows) == pytest.approx(cost, rel=1e-9)
     assert any("refused at the run's budget" in e["content"] for e in logs), logs
+
+
+async def _post(base_url: str, key: str, body: dict[str, Any]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    data = json.dumps(body).encode()
+    writer.write(
+        f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+    await writer.drain()
+    return reader, writer
+
+
+async def test_the_gateway_streams_as_it_comes_and_meters_both_answer_forms(model, tmp_path):
+    """A run without its own network (loopback listener): SSE passes through before the answer ends, and
+    the meter holds the server's usage for a streamed and a JSON answer, priced by the table."""
+    prices = load_config(tmp_path / "none.yml").sandbox.model_prices
+    model.add_scenario("gw-stall", [Stall(30, then="late")])
+    model.add_scenario("gw-json", [Text("plain")])
+    run = ModelGateway(model.base_url, FAKE_API_KEY, None, prices).open_run(None)
+    await run.listen()
+    try:
+        ask = {"model": "claude-sonnet-4-5", "max_tokens": 50, "stream": True}
+        user = {"role": "user", "content": "[[scenario:gw-stall]] go"}
+        reader, writer = await _post(run.base_url, run.stand_in, {**ask, "messages": [user]})
+        # the first event arrives while the model is still holding the rest back: nothing is buffered
+        first = await asyncio.wait_for(reader.readuntil(b"event: message_start"), 10)
+        assert first.startswith(b"HTTP/1.1 200") and b"text/event-stream" in first
+        model.release_stalls()
+        rest = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert b"late" in rest and b"message_stop" in rest
+        user = {"role": "user", "content": "[[scenario:gw-json]] go"}
+        reader, writer = await _post(run.base_url, run.stand_in, {**ask, "stream": False, "messages": [user]})
+        plain = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert plain.startswith(b"HTTP/1.1 200") and b'"plain"' in plain
+    finally:
+        await run.close()
+    (streamed,), (whole,) = model.requests_for("gw-stall"), model.requests_for("gw-json")
+    t = run.meter.models["claude-sonnet-4-5"]
+    used = [streamed.usage, whole.usage]
+    assert (t.input, t.output) == (sum(u["input_tokens"] for u in used), sum(u["output_tokens"] for u in used))
+    p = prices["claude-sonnet-4"]
+    assert run.meter.cost == pytest.approx((t.input * p.input_per_mtok + t.output * p.output_per_mtok) / 1e6)
+    assert run.meter.requests == 2 and all(r.headers["x-api-key"] == FAKE_API_KEY for r in (streamed, whole))
