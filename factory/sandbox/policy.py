@@ -110,4 +110,8 @@ def sandbox_environment(
             for key in (name, name.lower()):
                 if key in base:
                     env[key] = base[key]
+        if model_url and any(k.lower() in ("http_proxy", "all_proxy") for k in env):
+            # the gateway's loopback port is never behind the host's proxy
+            for key in ("NO_PROXY", "no_proxy"):
+                env[key] = ",".join(p for p in (env.get(key), "127.0.0.1") if p)
     return env
