@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,7 +40,9 @@ MODEL_HOST = "model.factory.internal"
 MODEL_URL = f"http://{MODEL_HOST}"
 ANTHROPIC_DEFAULT = "https://api.anthropic.com"
 MAX_BODY = 32 * 1024 * 1024  # the Messages API's own request limit
-_PATHS = ("/v1/messages", "/v1/messages/count_tokens", "/v1/models")
+# exactly these paths: no dot segments or escapes a URL library could turn into another endpoint
+_PATHS = re.compile(r"/v1/messages(/count_tokens)?|/v1/models(/[A-Za-z0-9][A-Za-z0-9._:@-]*)?")
+_QUERY = re.compile(r"[A-Za-z0-9_.=&-]*")
 _DROP = {
     "host", "content-length", "connection", "keep-alive", "te", "upgrade", "transfer-encoding", "authorization",
     "x-api-key", "accept-encoding", "cookie", "proxy-authorization", "proxy-connection",
@@ -186,10 +189,10 @@ class GatewayRun:
         """Answer one request from the agent (the proxy's virtual host for MODEL_HOST:80)."""
         if not self._authorised(headers):
             return await _error(writer, 401, "authentication_error", "Factory gateway: not this run's credential")
-        bare = path.split("?", 1)[0]
+        bare, _, query = path.partition("?")
         if method == "HEAD" and bare == "/":
             return await _raw(writer, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        if bare not in _PATHS and not bare.startswith("/v1/models/"):
+        if not _PATHS.fullmatch(bare) or not _QUERY.fullmatch(query) or method not in ("GET", "POST"):
             return await _error(writer, 404, "not_found_error", f"Factory gateway: {bare} is not served")
         if length > MAX_BODY:
             return await _error(writer, 413, "request_too_large", "Factory gateway: request too large")

@@ -196,6 +196,28 @@ async def test_the_stand_in_is_worthless_outside_its_own_run(recorder):
         await proxy.close()
 
 
+async def test_the_real_key_serves_only_the_messages_api(recorder):
+    """Batches, files and anything reached by dot segments or escapes would be billed past the meter."""
+    gw = ModelGateway(f"http://127.0.0.1:{recorder.port}", "sk-ant-real-key-0d9e", None, {})
+    proxy = EgressProxy()
+    run = gw.open_run(None)
+    try:
+        ch = await proxy.open(1, [], {(MODEL_HOST, 80): run.serve})
+        for method, target in [("POST", "/v1/messages/batches"), ("GET", "/v1/files"), ("GET", "/v1/models/../files"),
+                               ("GET", "/v1/models/%2e%2e/files"), ("GET", "/v1/models/x/../../files"),
+                               ("POST", "/v1/messages/"), ("DELETE", "/v1/messages"), ("POST", "/v1/messages?a=%2F"),
+                               ("GET", "/v1/organizations/me")]:  # fmt: skip
+            request = f"{method} http://{MODEL_HOST}{target} HTTP/1.1\r\nx-api-key: {run.stand_in}\r\n\r\n"
+            answer = await exchange(str(ch.path), request.encode())
+            assert answer.startswith(b"HTTP/1.1 404") and b'"not_found_error"' in answer, (target, answer)
+        assert recorder.conns == []
+        ok = await exchange(str(ch.path), _messages(run.stand_in))  # the Messages API itself goes through
+        assert ok.startswith(b"HTTP/1.1 200") and len(recorder.conns) == 1
+    finally:
+        await run.close()
+        await proxy.close()
+
+
 # --- a hostile client against the egress proxy, as root and as an unprivileged user ----------------
 
 LIMITS = {"head_seconds": 1.0, "idle_seconds": 1.0, "total_seconds": 3.0, "max_connections": 4}
