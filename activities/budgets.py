@@ -160,7 +160,10 @@ def cost_line(meter: RunMeter, hint: Any) -> str:
     text = f"cost: ${meter.cost:.6f} metered by the model gateway over {meter.requests} requests"
     if meter.refused_for_budget:
         text += f", {meter.refused_for_budget} refused at the run's budget"
-    return text + (f" (the CLI reported {str(hint)[:40]})" if hint is not None else "")
+    if hint is None:
+        return text
+    shown = f"{hint:g}" if isinstance(hint, int | float) and not isinstance(hint, bool) else "a non-number"
+    return f"{text} (the CLI reported {shown})"  # agent-writable: only ever a number here
 
 
 def stop_of(b: Budget, spent_now: float) -> BudgetStop:
