@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -25,7 +24,7 @@ from factory.config import PACKAGE_ROOT, FactoryConfig
 from factory.processes import die_with_parent, process_program, process_start_time
 from factory.sandbox.bwrap import INSTALL_HINT, TOOLKIT_ROOT, SandboxSpec, build_command, missing_tools
 from factory.sandbox.gateway import MODEL_HOST, GatewayRun, ModelGateway
-from factory.sandbox.policy import allowed_destinations, sandbox_environment
+from factory.sandbox.policy import allowed_destinations, sandbox_environment, seed_settings
 from factory.sandbox.proxy import EgressProxy
 from factory.store.writes import add_log
 
@@ -180,9 +179,8 @@ class AgentSandbox:
         if not config.is_dir():
             config.mkdir(parents=True, exist_ok=True)
             source = Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude")
-            for name in _SEEDED:
-                if (source / name).is_file():
-                    shutil.copyfile(source / name, config / name)
+            for name in _SEEDED:  # without credential helpers or variables off the allow-list
+                seed_settings(source / name, config / name)
         return home
 
     @asynccontextmanager

@@ -9,9 +9,11 @@ the run's stand-in (`factory.sandbox.gateway`); the real key stays in the worker
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from factory.config import FactoryConfig
@@ -115,3 +117,30 @@ def sandbox_environment(
             for key in ("NO_PROXY", "no_proxy"):
                 env[key] = ",".join(p for p in (env.get(key), "127.0.0.1") if p)
     return env
+
+
+# settings.json keys that fetch or hold a credential (helpers the CLI runs for a key or token)
+_CREDENTIAL_SETTINGS = ("apiKeyHelper", "awsAuthRefresh", "awsCredentialExport", "otelHeadersHelper")
+
+
+def seed_settings(source: Path, target: Path) -> bool:
+    """Copy the operator's CLI `settings.json` into a task's home, minus what could carry a credential.
+
+    Its `env` (variables the CLI sets for itself, so its endpoint and key) keeps only the exact names
+    the environment allow-list passes, and the credential helpers are dropped. False when there is
+    no readable JSON object to copy (then nothing is written).
+    """
+    try:
+        data = json.loads(source.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    for key in _CREDENTIAL_SETTINGS:
+        data.pop(key, None)
+    if isinstance(data.get("env"), dict):
+        data["env"] = {k: v for k, v in data["env"].items() if k in _PASS_EXACT}
+    else:
+        data.pop("env", None)
+    target.write_text(json.dumps(data, indent=2))
+    return True

@@ -82,10 +82,21 @@ PLANTED = {
 }
 
 
-async def test_no_real_key_and_no_lookalike_variable_reaches_the_agent(start_factory, model, monkeypatch):
+async def test_no_real_key_and_no_lookalike_variable_reaches_the_agent(start_factory, model, monkeypatch, tmp_path):
     for k, v in PLANTED.items():  # in the worker's environment, named like the CLI's own settings
         monkeypatch.setenv(k, v)
-    scan = "env; echo ENVIRON:; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | sort -u"
+    # and in the operator's CLI settings, which seed each task's home: the real key in its `env`
+    # (the CLI would set it for itself) and a helper that prints a key
+    operator = tmp_path / "operator-claude"
+    operator.mkdir()
+    settings = {"env": {**PLANTED, "ANTHROPIC_API_KEY": FAKE_API_KEY, "DISABLE_TELEMETRY": "1"},
+                "apiKeyHelper": "echo planted-helper-8d8d", "permissions": {"deny": ["Read(./.env)"]}}  # fmt: skip
+    (operator / "settings.json").write_text(json.dumps(settings))
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(operator))
+    scan = (
+        "env; echo ENVIRON:; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | sort -u; "
+        'echo SETTINGS:; cat "$CLAUDE_CONFIG_DIR/settings.json"'
+    )
     model.add_scenario("envscan", [bash(scan), Text("done")])
     async with start_factory() as h:
         t = await h.create("Scan the environment", "envscan")
@@ -95,6 +106,9 @@ async def test_no_real_key_and_no_lookalike_variable_reaches_the_agent(start_fac
     # the scan saw the environment (the stand-in and the gateway), and nothing else
     assert "ENVIRON:" in seen and "ANTHROPIC_API_KEY=sk-ant-factory-" in seen, seen
     assert f"ANTHROPIC_BASE_URL=http://{MODEL_HOST}" in seen, seen
+    seeded = seen.split("SETTINGS:", 1)[1]  # the operator's preferences came, their credentials did not
+    assert '"DISABLE_TELEMETRY": "1"' in seeded and "Read(./.env)" in seeded, seeded
+    assert "apiKeyHelper" not in seeded and "planted-helper" not in seen
     assert FAKE_API_KEY not in seen  # the real key, in the worker's environment and config
     for name, value in PLANTED.items():
         assert value not in seen and f"{name}=" not in seen, f"{name} reached the agent"
