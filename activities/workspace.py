@@ -74,7 +74,7 @@ class WorkspaceActivities:
             await sync_mirror(mirror, repo.url, env)
             default = repo.default_branch or self._defaults.get(mirror)
             if not default:
-                default = (await git("symbolic-ref", "--short", "HEAD", cwd=mirror)).strip()
+                default = (await git("symbolic-ref", "--short", "HEAD", git_dir=mirror)).strip()
                 self._defaults[mirror] = default
         return mirror, default
 
@@ -89,7 +89,7 @@ class WorkspaceActivities:
         path = self.worktree_path(inp.task_id)
         base_ref = f"refs/remotes/origin/{default}"
         try:
-            base_sha = (await git("rev-parse", "--verify", base_ref, cwd=mirror)).strip()
+            base_sha = (await git("rev-parse", "--verify", base_ref, git_dir=mirror)).strip()
         except GitError as exc:
             raise ApplicationError(
                 f"{inp.repo.name} has no branch {default!r} to start from", type="GitError", non_retryable=True
@@ -101,7 +101,7 @@ class WorkspaceActivities:
                 await clone.secure(branch)
             else:
                 start = f"refs/remotes/origin/{branch}" if inp.branch else base_ref
-                found = await git("rev-parse", "--verify", "--quiet", start, cwd=mirror, check=False)
+                found = await git("rev-parse", "--verify", "--quiet", start, git_dir=mirror, check=False)
                 if inp.moved and not found.strip():  # nothing was pushed before the host was lost
                     start, found = base_ref, base_sha
                 if inp.branch and not found.strip():
@@ -111,7 +111,7 @@ class WorkspaceActivities:
             raise _failure(exc) from exc
         carried = ""
         if inp.moved:
-            carried = await git("log", "--oneline", "--stat", "-n", "30", f"{base_sha}..HEAD", cwd=path, check=False)
+            carried = await clone.git("log", "--oneline", "--stat", "-n", "30", f"{base_sha}..HEAD", check=False)
         return WorkspaceInfo(
             path=str(path),
             branch=branch,

@@ -295,6 +295,6 @@ async def _on_remote(cfg: FactoryConfig, ref: RepoRef, branch: str) -> bool:
     """Whether the remote has `branch` (a task that failed before its first push has none)."""
     out = await git(
         "ls-remote", "--heads", "--end-of-options", ref.url, f"refs/heads/{branch}", env=git_env(cfg, ref.url),
-        timeout=60,
+        git_dir=None, timeout=60,
     )  # fmt: skip
     return bool(out.strip())

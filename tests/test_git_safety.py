@@ -107,13 +107,13 @@ async def test_factory_git_runs_no_hook_fsmonitor_or_user_config(tmp_path, monke
         (hooks / h).chmod(0o755)
     _run("git", "config", "core.fsmonitor", f"touch {markers}/fsmonitor; false", cwd=repo)
     (repo / "a.txt").write_text("a\n")
-    await git("add", "-A", cwd=repo)
-    await git("-c", "user.name=F", "-c", "user.email=f@x", "commit", "--no-verify", "-q", "-m", "one", cwd=repo)
-    assert (await git("log", "--format=%s", cwd=repo)).strip() == "one"
+    await git("add", "-A", git_dir=repo / ".git", work_tree=repo)
+    await git("-c", "user.name=F", "-c", "user.email=f@x", "commit", "--no-verify", "-q", "-m", "one", git_dir=repo / ".git", work_tree=repo)
+    assert (await git("log", "--format=%s", git_dir=repo / ".git")).strip() == "one"
     assert _markers(markers) == []
     # the global config (HOME's .gitconfig) is not read, nor is the worker's environment passed on
-    assert (await git("config", "--global", "--list", cwd=tmp_path, check=False)).strip() == ""
-    env_seen = await git("-c", "alias.envdump=!env", "envdump", cwd=repo)
+    assert (await git("config", "--global", "--list", git_dir=None, check=False)).strip() == ""
+    env_seen = await git("-c", "alias.envdump=!env", "envdump", git_dir=repo / ".git")
     assert "s3cr3t-probe" not in env_seen and "GIT_CONFIG_GLOBAL=/dev/null" in env_seen
     assert f"HOME={home}" not in env_seen
     assert "FACTORY_PROBE_SECRET" not in git_env(load_config(tmp_path / "none.yml"), "file:///x.git")

@@ -95,7 +95,7 @@ def clone_config(url: str, object_format: str, author_name: str, author_email: s
 
 async def object_format(mirror: Path) -> str:
     """The mirror's hash algorithm (`sha1` or `sha256`), read by Factory from Factory's mirror."""
-    out = await git("config", "--file", str(mirror / "config"), "extensions.objectformat", check=False)
+    out = await git("config", "--file", str(mirror / "config"), "extensions.objectformat", git_dir=None, check=False)
     return out.strip().lower() or "sha1"
 
 
@@ -105,15 +105,18 @@ async def sync_mirror(mirror: Path, url: str, env: Mapping[str, str]) -> None:
         if mirror.exists():
             shutil.rmtree(mirror)
         mirror.parent.mkdir(parents=True, exist_ok=True)
-        await git("clone", "--bare", "--template=", "--end-of-options", url, str(mirror), env=env, timeout=900)
+        await git(
+            "clone", "--bare", "--template=", "--end-of-options", url, str(mirror), git_dir=None, env=env, timeout=900
+        )  # fmt: skip
     # Rewritten each time: it undoes anything an older layout let an agent write into the mirror.
     _atomic_write(mirror / "config", mirror_config(url, await object_format(mirror)))
-    await git("fetch", "--prune", "origin", cwd=mirror, env=env, timeout=900)
+    # named with --git-dir: a `.git` planted inside the mirror is never discovered (and never configures this)
+    await git("fetch", "--prune", "origin", git_dir=mirror, env=env, timeout=900)
 
 
 async def _remote_refs(git_dir: Path) -> dict[str, str]:
     fmt = "--format=%(objectname) %(refname)"
-    out = await git("--git-dir", str(git_dir), "for-each-ref", fmt, "refs/remotes/origin/", "refs/tags/")
+    out = await git("for-each-ref", fmt, "refs/remotes/origin/", "refs/tags/", git_dir=git_dir)
     refs = {}
     for line in out.splitlines():
         sha, _, name = line.partition(" ")
@@ -154,9 +157,8 @@ class TaskClone:
     ) -> str:
         """git in this clone, with the git dir and work tree named (no discovery up the tree)."""
         return await git(
-            "--git-dir", str(self.git_dir), "--work-tree", str(self.path), *args,
-            cwd=self.path, env=env, timeout=timeout, check=check,
-        )  # fmt: skip
+            *args, git_dir=self.git_dir, work_tree=self.path, cwd=self.path, env=env, timeout=timeout, check=check
+        )
 
     def exists(self) -> bool:
         return os.path.lexists(self.git_dir)
@@ -172,11 +174,12 @@ class TaskClone:
         staging.parent.mkdir(parents=True, exist_ok=True)
         fmt = await object_format(self.mirror)
         start_sha = (
-            await git("rev-parse", "--verify", "--end-of-options", f"{start}^{{commit}}", cwd=self.mirror)
+            await git("rev-parse", "--verify", "--end-of-options", f"{start}^{{commit}}", git_dir=self.mirror)
         ).strip()
         await git(
-            "init", "-q", "--template=", f"--object-format={fmt}", f"--initial-branch={branch}", "--", str(staging)
-        )
+            "init", "-q", "--template=", f"--object-format={fmt}", f"--initial-branch={branch}", "--", str(staging),
+            git_dir=None,
+        )  # fmt: skip
         building = TaskClone(staging, self.mirror, self.url, self.author_name, self.author_email)
         await building.secure()
         await building.git("update-ref", "-m", "factory: task branch", f"refs/heads/{branch}", start_sha)
@@ -234,8 +237,8 @@ class TaskClone:
         ]  # fmt: skip
         if lines:
             await git(
-                "--git-dir", str(self.git_dir), "update-ref", "-m", "factory: from mirror", "--stdin",
-                stdin=("\n".join(lines) + "\n").encode(),
+                "update-ref", "-m", "factory: from mirror", "--stdin",
+                git_dir=self.git_dir, stdin=("\n".join(lines) + "\n").encode(),
             )  # fmt: skip
 
     async def _gitlinks(self) -> list[str]:

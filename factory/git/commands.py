@@ -6,6 +6,11 @@ Every git command Factory runs goes through `git()`, which
   can create files under, so there is never a hook to run), `core.fsmonitor` is off, commit
   signing (`gpg.program`) and submodule recursion are off. Command-line config outranks every
   config file, and git hands it on to the git processes it starts (in submodules too);
+- names the repository: `git_dir` (and `work_tree`) is a required argument, passed as `--git-dir`
+  and `--work-tree`, so git never discovers a repository from its working directory (a `.git` an
+  agent planted in the mirror or above a checkout is never looked at). Commands that need no
+  repository (`clone`, `init`, `ls-remote`, `config --file`) pass `git_dir=None` and run in an
+  empty directory with discovery stopped there;
 - runs with a minimal environment (`safe_env`): PATH, LANG, TZ, a HOME that is an empty
   directory of Factory's, no system or global config (so nothing in `~/.gitconfig` or
   `/etc/gitconfig`, e.g. `init.defaultBranch` or a credential helper, changes what Factory's git
@@ -46,6 +51,9 @@ SAFE_CONFIG: tuple[str, ...] = (
     "push.recurseSubmodules=no",
     "fetch.recurseSubmodules=no",
     "core.pager=cat",
+    # a bare repository is used only when named with --git-dir: discovery never picks up one an agent
+    # planted (e.g. a `.git` directory inside the mirror, whose config would run in Factory's fetch)
+    "safe.bareRepository=explicit",
 )
 
 # Variables carried over from the worker's environment; nothing else is.
@@ -97,19 +105,34 @@ def safe_args() -> list[str]:
     return [a for kv in SAFE_CONFIG for a in ("-c", kv)]
 
 
+def no_repo_cwd() -> tuple[str, dict[str, str]]:
+    """Where a command that needs no repository runs, and the variables that keep git from finding one.
+
+    The empty, read-only home holds no `.git`, and `GIT_CEILING_DIRECTORIES` stops discovery there,
+    so the worker's own working directory (maybe inside a repository) is never consulted.
+    """
+    home = _empty_home()
+    return home, {"GIT_CEILING_DIRECTORIES": os.path.dirname(home)}
+
+
 async def git(
     *args: str,
+    git_dir: str | os.PathLike[str] | None,
+    work_tree: str | os.PathLike[str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 300,
     check: bool = True,
     stdin: bytes | None = None,
 ) -> str:
-    """Run git with Factory's safe config and minimal environment; return stdout.
+    """Run git with Factory's safe config and minimal environment on the repository it names; return stdout.
 
     Args:
-        *args: git's arguments (global options such as `-c` or `--git-dir` first).
-        cwd: the working directory.
+        *args: git's arguments (global options such as `-c` first).
+        git_dir: the repository (`--git-dir`), required so git never discovers one; None only for
+            commands that need no repository (they run in an empty directory, see `no_repo_cwd`).
+        work_tree: the checkout (`--work-tree`), where there is one.
+        cwd: the working directory (default: the work tree, else the git dir); pathspecs are relative to it.
         env: variables added to the minimal environment (see `safe_env`); never a whole environ.
         timeout: seconds before git is killed.
         check: raise `GitError` (with scrubbed stderr) when git fails.
@@ -118,12 +141,26 @@ async def git(
     Returns:
         git's standard output.
     """
+    named: list[str] = []
+    extra = dict(env or {})
+    if git_dir is None:
+        if work_tree is not None:
+            raise ValueError("a work tree needs its git dir")
+        home, stop = no_repo_cwd()
+        cwd = cwd or home
+        extra.update(stop)
+    else:
+        named = ["--git-dir", str(git_dir)]
+        if work_tree is not None:
+            named += ["--work-tree", str(work_tree)]
+        cwd = cwd or work_tree or git_dir
     proc = await asyncio.create_subprocess_exec(
         "git",
         *safe_args(),
+        *named,
         *args,
         cwd=cwd,
-        env=safe_env(env),
+        env=safe_env(extra),
         stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -71,11 +71,11 @@ async def branch_diff(cfg: FactoryConfig, ref: RepoRef, branch: str, base: str) 
         await sync_mirror(mirror, ref.url, env)
     head, start = f"refs/remotes/origin/{branch}", f"refs/remotes/origin/{base}"
     for name, r in ((branch, head), (base, start)):
-        if not (await git("rev-parse", "--verify", "--quiet", f"{r}^{{commit}}", cwd=mirror, check=False)).strip():
+        if not (await git("rev-parse", "--verify", "--quiet", f"{r}^{{commit}}", git_dir=mirror, check=False)).strip():
             raise GitError(f"branch {name!r} is not on the remote (yet)")
     spec = f"{start}...{head}"
-    files = _numstat(await git("diff", "--numstat", "--no-renames", "--end-of-options", spec, cwd=mirror))
-    patch = await git("diff", "--no-color", "--no-ext-diff", "--no-textconv", "--end-of-options", spec, cwd=mirror)
+    files = _numstat(await git("diff", "--numstat", "--no-renames", "--end-of-options", spec, git_dir=mirror))
+    patch = await git("diff", "--no-color", "--no-ext-diff", "--no-textconv", "--end-of-options", spec, git_dir=mirror)
     out = BranchDiff(branch=branch, base=base, files=files)
     out.additions = sum(f.additions or 0 for f in files)
     out.deletions = sum(f.deletions or 0 for f in files)

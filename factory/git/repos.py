@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 from factory.config import FactoryConfig
 from factory.contracts import RepoRef
-from factory.git.commands import safe_args, safe_env
+from factory.git.commands import no_repo_cwd, safe_args, safe_env
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _GITHUB_URL = re.compile(
@@ -115,10 +115,12 @@ def check_reachable(cfg: FactoryConfig, ref: RepoRef, timeout: float = 20) -> No
     """`git ls-remote` an unknown repo before anything is cloned."""
     if ref.configured:
         return
+    cwd, no_discovery = no_repo_cwd()  # no repository of the worker's working directory is read
     try:
         proc = subprocess.run(
             ["git", *safe_args(), "ls-remote", "--heads", "--end-of-options", ref.url],
-            env=git_env(cfg, ref.url),
+            cwd=cwd,
+            env={**git_env(cfg, ref.url), **no_discovery},
             capture_output=True,
             text=True,
             timeout=timeout,
