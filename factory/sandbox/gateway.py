@@ -145,6 +145,7 @@ class GatewayRun:
         self.base_url = MODEL_URL
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(gateway.idle_seconds, connect=20))
         self.server: asyncio.AbstractServer | None = None
+        self.conns: set[asyncio.Task[None]] = set()  # loopback connections, ended (and metered) at close
         self.closed = False
 
     async def listen(self) -> str:
@@ -158,9 +159,16 @@ class GatewayRun:
         self.closed = True  # the stand-in is worthless from now on
         if self.server is not None:
             self.server.close()
+        for t in list(self.conns):  # as a proxy channel does: what they streamed is metered before the ledger
+            t.cancel()
+        await asyncio.gather(*self.conns, return_exceptions=True)
         await self.client.aclose()
 
     async def _serve_loopback(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.conns.add(task)
+            task.add_done_callback(self.conns.discard)
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             lines = head.decode("latin-1").split("\r\n")
@@ -170,7 +178,7 @@ class GatewayRun:
             await self.serve(method, path, headers, body_length(headers), reader, writer)
         except (ValueError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             await answer(writer, 400, "bad request")
-        except ConnectionError:
+        except (ConnectionError, asyncio.CancelledError):  # cancelled only by close()
             pass
         finally:
             writer.close()
