@@ -144,3 +144,17 @@ async def test_the_gateway_streams_as_it_comes_and_meters_both_answer_forms(mode
     p = prices["claude-sonnet-4"]
     assert run.meter.cost == pytest.approx((t.input * p.input_per_mtok + t.output * p.output_per_mtok) / 1e6)
     assert run.meter.requests == 2 and all(r.headers["x-api-key"] == FAKE_API_KEY for r in (streamed, whole))
+
+
+async def test_an_unsandboxed_run_also_holds_only_a_stand_in(start_factory, model):
+    """`sandbox.enabled: false`: no channel, so the run's gateway listens on a loopback port of its own."""
+    model.add_scenario("gw-open", [bash('echo "URL=$ANTHROPIC_BASE_URL KEY=$ANTHROPIC_API_KEY"'), Text("Done.")])
+    async with start_factory(sandbox={"enabled": False}) as h:
+        t = await h.create("Unsandboxed", "gw-open")
+        done = await h.wait_for(t["id"], {"done", "failed"})
+        rows = _rows(h, t["id"])
+    assert done["status"] == "done", done
+    seen = tool_results(model, "gw-open")
+    assert "URL=http://127.0.0.1:" in seen and "KEY=sk-ant-factory-" in seen and FAKE_API_KEY not in seen, seen
+    cost, _, _ = _expected(h, model, done["session_id"])
+    assert cost > 0 and sum(e.cost_usd for e in rows) == pytest.approx(cost, rel=1e-9)
