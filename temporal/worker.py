@@ -25,6 +25,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities._agent_process import refusal_logger
 from activities.agent import AgentActivities
+from activities.agent_stop import AgentStopper
 from activities.budgets import BudgetActivities
 from activities.environments import EnvironmentActivities
 from activities.github import GithubActivities
@@ -202,6 +203,7 @@ def build_workers(client: Client, rt: Runtime, work: HostWork | None = None) -> 
         ws.cleanup_workspace,
         ws.ping_host,
         envs.cleanup_task_environments,
+        AgentStopper(cfg).stop_agent,  # a cancel's direct kill path (activities/agent_stop.py)
     ]
     executor = ThreadPoolExecutor(max_workers=8)
     served: list[Worker] = []

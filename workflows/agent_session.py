@@ -18,6 +18,7 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities.agent import AgentActivities
+    from activities.agent_stop import AgentStopper
     from activities.records import AnswerRecord, QuestionInput, RecordActivities
     from factory.contracts import (
         AgentRequest,
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from factory.domain.review import VERDICT_REMINDER, parse_verdict
     from factory.domain.text import clip
     from workflows.budget_steps import push_wip, timed_out
+    from workflows.cancel import cancel_wins
     from workflows.common import QUICK, error_text
     from workflows.events import Notifications, task_event
     from workflows.failover import HostLost, watch_host
@@ -126,6 +128,10 @@ class AgentSession:
             resume = True
 
     async def _run_agent(self, prompt: str, session_id: str, resume: bool) -> AgentResult:
+        # a cancel wins over the run's result, and kills the agent on its host at once (workflows/cancel.py)
+        return await cancel_wins(self._watched_run(prompt, session_id, resume), self._stop_agent)
+
+    async def _watched_run(self, prompt: str, session_id: str, resume: bool) -> AgentResult:
         if not self.inp.failover_after_s:
             return await self._agent_activity(prompt, session_id, resume)
         # while the run waits for a slot or goes on, its host is checked now and then (workflows/failover.py)
@@ -135,6 +141,19 @@ class AgentSession:
         except asyncio.CancelledError:  # the task is cancelled: so is its run, as an awaited run would be
             run.cancel()
         return await run
+
+    async def _stop_agent(self) -> None:
+        """Kill the agent's process on the host holding the worktree (not behind busy agent slots)."""
+        if not workflow.patched("stop-agent-on-cancel"):
+            return
+        try:
+            await workflow.execute_activity_method(
+                AgentStopper.stop_agent, self.inp.task_id, task_queue=self.ws.host_queue,
+                start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=timedelta(minutes=2),
+                summary="stop the agent",
+            )  # fmt: skip
+        except ActivityError:
+            pass  # the run's heartbeat carries the cancel to it as well, only later
 
     async def _agent_activity(self, prompt: str, session_id: str, resume: bool) -> AgentResult:
         inp, ws = self.inp, self.ws

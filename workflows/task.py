@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from factory.domain.text import clip
     from workflows import budget_steps, failover, task_steps
     from workflows.agent_session import AgentFailed, AgentSession, Questions
+    from workflows.cancel import cancel_wins
     from workflows.common import AGENT_TYPE, REPO, TASK_ID, error_text, set_stage
     from workflows.events import Notifications, task_event
 
@@ -89,7 +90,7 @@ class TaskWorkflow:
             pr = None
             if changes.commits_ahead > 0 and inp.workspace is None and inp.open_pr and inp.repo.github:
                 self._stage_to("pull_request", "opening the pull request")
-                pr = await task_steps.open_pr(inp, ws, result)
+                pr = await cancel_wins(task_steps.open_pr(inp, ws, result))
                 result.pr_url = pr.url
             await self._report_done(inp, ws, changes, pr, result)
         except (asyncio.CancelledError, ActivityError, AgentFailed) as exc:
@@ -155,7 +156,8 @@ class TaskWorkflow:
             try:
                 agent = await AgentSession(inp, ws, self._questions, self._notes, self._stage_to).run()
                 self._stage_to("pushing", "committing and pushing")
-                return agent, await task_steps.finalize(first, ws)
+                # a cancel during the push lets the push end (the work is kept) and then wins: no PR
+                return agent, await cancel_wins(task_steps.finalize(first, ws))
             except failover.HostLost as lost:
                 self._lost_hosts.add(lost.host)
                 self._stage_to("preparing", f"{lost}: preparing the worktree on another host")
