@@ -318,6 +318,7 @@ class EgressProxy:
         return str(addrs[0])
 
     async def _refuse(self, ch: Channel, host: str, port: int, reason: str) -> None:
+        host = host[:100]  # the agent wrote it: the task's log gets a bounded copy
         ch.refused += 1
         if self.on_refused is None or ch.refused > _MAX_REFUSALS_REPORTED + 1:
             return
