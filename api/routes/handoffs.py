@@ -8,10 +8,9 @@ from fastapi import APIRouter, HTTPException, Query, status
 from sqlmodel import select
 
 from api.bodies import HandoffCreate
-from api.deps import EngineDep, IdPath, IdQuery, LauncherDep, SessionDep, temporal_call
+from api.deps import IdPath, IdQuery, LauncherDep, SessionDep, temporal_call
 from api.errors import JSONRoute, responses
 from api.schemas import HandoffCreated, HandoffPublic
-from factory.launcher import hand_off
 from factory.store.tables import Handoff
 
 router = APIRouter(prefix="/api/handoffs", tags=["handoffs"], route_class=JSONRoute)
@@ -20,10 +19,10 @@ router = APIRouter(prefix="/api/handoffs", tags=["handoffs"], route_class=JSONRo
 @router.post(
     "", status_code=status.HTTP_201_CREATED, response_model=HandoffCreated, responses=responses(404, 409, 413, 422, 503)
 )
-async def create_handoff(body: HandoffCreate, engine: EngineDep, launcher: LauncherDep) -> HandoffCreated:
+async def create_handoff(body: HandoffCreate, launcher: LauncherDep) -> HandoffCreated:
     """Hand a finished task's work to another agent: a new task on the same branch with the context."""
     async with temporal_call(launcher):
-        handoff, task = await hand_off(launcher, engine, body.from_task_id, body.to_agent, body.context, body.title)
+        handoff, task = await launcher.hand_off(body.from_task_id, body.to_agent, body.context, body.title)
     return HandoffCreated.of(handoff, task)
 
 

@@ -6,8 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, Field
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import CfgDep, LauncherDep, temporal_call
 from api.errors import JSONRoute, responses
@@ -15,8 +13,8 @@ from factory.config import FactoryConfig
 from factory.config_sections import ScheduleConfig
 from factory.git.repos import RepoError, resolve_repo
 from factory.launcher import Launcher, LaunchError
+from factory.tasks.ports import ScheduleBook
 from temporal import schedules as sched
-from temporal.launcher import TemporalLauncher
 
 router = APIRouter(prefix="/api/schedules", tags=["schedules"], route_class=JSONRoute)
 
@@ -37,10 +35,10 @@ class ScheduleAction(BaseModel):
     status: str
 
 
-def _client(launcher: Launcher) -> Client:
-    if not isinstance(launcher, TemporalLauncher):
+def _book(launcher: Launcher) -> ScheduleBook:
+    if launcher.schedules is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "schedules need a Temporal connection")
-    return launcher.client
+    return launcher.schedules
 
 
 def _check(cfg: FactoryConfig, body: ScheduleCreate) -> None:
@@ -58,7 +56,7 @@ def _check(cfg: FactoryConfig, body: ScheduleCreate) -> None:
 async def list_schedules(cfg: CfgDep, launcher: LauncherDep) -> list[SchedulePublic]:
     """Every schedule, with its next and recent firings."""
     async with temporal_call(launcher):
-        found = await sched.list_schedules(_client(launcher), cfg)
+        found = await _book(launcher).list()
     return [s for s in found]
 
 
@@ -69,29 +67,23 @@ async def create_schedule(body: ScheduleCreate, cfg: CfgDep, launcher: LauncherD
     """Create a schedule (409 when the name is taken)."""
     _check(cfg, body)
     spec = ScheduleConfig(**body.model_dump(exclude={"name"}))
-    client = _client(launcher)
+    book = _book(launcher)
     async with temporal_call(launcher):
-        try:
-            await sched.create_schedule(client, cfg, body.name, spec)
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.INVALID_ARGUMENT:
-                raise LaunchError(f"Temporal refused the schedule: {exc.message}") from exc
-            raise
-        return await sched.describe_schedule(client, cfg, body.name)
+        return await book.create(body.name, spec)
 
 
 @router.get("/{name}", response_model=SchedulePublic, responses=responses(404, 422, 503))
 async def get_schedule(name: NamePath, cfg: CfgDep, launcher: LauncherDep) -> SchedulePublic:
     """One schedule."""
     async with temporal_call(launcher):
-        return await sched.describe_schedule(_client(launcher), cfg, name)
+        return await _book(launcher).describe(name)
 
 
 @router.post("/{name}/pause", response_model=ScheduleAction, responses=responses(404, 422, 503))
 async def pause_schedule(name: NamePath, cfg: CfgDep, launcher: LauncherDep) -> ScheduleAction:
     """Pause a schedule (it keeps its place; a restart does not unpause it)."""
     async with temporal_call(launcher):
-        await sched.pause_schedule(_client(launcher), cfg, name, paused=True)
+        await _book(launcher).pause(name, paused=True)
     return ScheduleAction(name=name, status="paused")
 
 
@@ -99,7 +91,7 @@ async def pause_schedule(name: NamePath, cfg: CfgDep, launcher: LauncherDep) -> 
 async def unpause_schedule(name: NamePath, cfg: CfgDep, launcher: LauncherDep) -> ScheduleAction:
     """Unpause a schedule."""
     async with temporal_call(launcher):
-        await sched.pause_schedule(_client(launcher), cfg, name, paused=False)
+        await _book(launcher).pause(name, paused=False)
     return ScheduleAction(name=name, status="active")
 
 
@@ -107,7 +99,7 @@ async def unpause_schedule(name: NamePath, cfg: CfgDep, launcher: LauncherDep) -
 async def trigger_schedule(name: NamePath, cfg: CfgDep, launcher: LauncherDep) -> ScheduleAction:
     """Fire a schedule now (skipped when its last work is still running)."""
     async with temporal_call(launcher):
-        await sched.trigger_schedule(_client(launcher), cfg, name)
+        await _book(launcher).trigger(name)
     return ScheduleAction(name=name, status="triggered")
 
 
@@ -115,5 +107,5 @@ async def trigger_schedule(name: NamePath, cfg: CfgDep, launcher: LauncherDep) -
 async def delete_schedule(name: NamePath, cfg: CfgDep, launcher: LauncherDep) -> ScheduleAction:
     """Delete a schedule (one from config.yml returns at the next start unless removed there)."""
     async with temporal_call(launcher):
-        await sched.delete_schedule(_client(launcher), cfg, name)
+        await _book(launcher).delete(name)
     return ScheduleAction(name=name, status="deleted")

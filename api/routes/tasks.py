@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query, status
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session, or_, select
 
@@ -16,7 +16,7 @@ from factory.git.commands import GitError
 from factory.git.diff import branch_diff
 from factory.git.repos import RepoError, resolve_repo
 from factory.launcher import Conflict, NewTask
-from factory.store.tables import FINISHED, Handoff, Question, Task, TaskLog, TaskStatus
+from factory.store.tables import Handoff, Question, Task, TaskLog, TaskStatus
 from factory.store.views import get_task, pending_question
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"], route_class=JSONRoute)
@@ -72,11 +72,8 @@ def read_task(task_id: IdPath, session: SessionDep) -> TaskPublic:
 )  # fmt: skip
 async def run_task(task_id: IdPath, session: SessionDep, launcher: LauncherDep) -> TaskPublic:
     """Start a queued task."""
-    task = await run_in_threadpool(get_task, session, task_id)
-    if task.status != TaskStatus.queued:
-        raise Conflict(f"task {task_id} is {task.status}, not queued")
     async with temporal_call(launcher):
-        await launcher.start_task(task)
+        await launcher.run_task(task_id)
     return await run_in_threadpool(_public, session, task_id)
 
 
@@ -86,9 +83,6 @@ async def run_task(task_id: IdPath, session: SessionDep, launcher: LauncherDep) 
 )  # fmt: skip
 async def cancel_task(task_id: IdPath, session: SessionDep, launcher: LauncherDep) -> TaskPublic:
     """Cancel a task: its agent is killed, its branch kept."""
-    task = await run_in_threadpool(get_task, session, task_id)
-    if task.status in FINISHED:
-        raise Conflict(f"task {task_id} is already {task.status}")
     async with temporal_call(launcher):
         await launcher.cancel_task(task_id)
     return await run_in_threadpool(_public, session, task_id)
@@ -106,9 +100,8 @@ async def retry_task(task_id: IdPath, session: SessionDep, launcher: LauncherDep
 
 
 @router.get("/{task_id}/stage", response_model=TaskStage, responses=responses(404, 422, 503))
-async def task_stage(task_id: IdPath, session: SessionDep, launcher: LauncherDep) -> TaskStage:
+async def task_stage(task_id: IdPath, launcher: LauncherDep) -> TaskStage:
     """Where the task's workflow stands now (from Temporal): preparing, agent, awaiting_input, pushing, ..."""
-    await run_in_threadpool(get_task, session, task_id)
     async with temporal_call(launcher):
         return TaskStage(stage=await launcher.task_stage(task_id))
 
@@ -129,13 +122,8 @@ async def task_diff(task_id: IdPath, session: SessionDep, cfg: CfgDep) -> DiffPu
 @router.post("/{task_id}/answer", response_model=AnswerAccepted, responses=responses(404, 409, 413, 422, 503))
 async def answer_task(task_id: IdPath, body: AnswerBody, session: SessionDep, launcher: LauncherDep) -> AnswerAccepted:
     """Answer the task's pending question; the agent resumes its session."""
-    task = await run_in_threadpool(get_task, session, task_id)
-    if not body.answer.strip():
-        raise HTTPException(422, "answer must not be empty")
-    if task.status in FINISHED:
-        raise Conflict(f"task {task_id} is {task.status}; it asks nothing")
     async with temporal_call(launcher):
-        await launcher.deliver_answer(task_id, body.answer, body.answered_by, body.question_id)
+        await launcher.answer_task(task_id, body.answer, body.answered_by, body.question_id)
     return AnswerAccepted(task=await run_in_threadpool(_public, session, task_id))
 
 

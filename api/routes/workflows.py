@@ -13,9 +13,9 @@ from api.deps import CfgDep, IdPath, LauncherDep, SessionDep, temporal_call
 from api.errors import JSONRoute, responses
 from api.schemas import HandoffPublic, RunPublic, RunSummary
 from factory.config import WorkflowConfig
-from factory.launcher import Conflict, Launcher
+from factory.launcher import Launcher
 from factory.specs import run_workflow_id, workflow_definitions
-from factory.store.tables import RUN_FINISHED, Handoff, WorkflowRun, WorkflowStatus
+from factory.store.tables import Handoff, WorkflowRun, WorkflowStatus
 from factory.store.views import get_run, run_detail
 
 router = APIRouter(prefix="/api/workflows", tags=["workflows"], route_class=JSONRoute)
@@ -81,9 +81,6 @@ def read_workflow(run_id: IdPath, session: SessionDep, cfg: CfgDep) -> RunPublic
 )  # fmt: skip
 async def cancel_workflow(run_id: IdPath, session: SessionDep, launcher: LauncherDep) -> RunPublic:
     """Cancel a workflow run: the running agent is killed, the branch kept."""
-    run = await run_in_threadpool(get_run, session, run_id)
-    if run.status in RUN_FINISHED:
-        raise Conflict(f"workflow {run_id} is already {run.status}")
     async with temporal_call(launcher):
         await launcher.cancel_run(run_id)
     return await run_in_threadpool(_public, session, launcher, run_id)

@@ -13,7 +13,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, or_, select
 
-from factory.launcher import NotFound
+from factory.domain.lifecycle import NotFound
 from factory.store.tables import Handoff, Message, Question, Task, TaskStatus, WorkflowRun, session_scope
 
 SUMMARY_CHARS = 2000  # a run step's summary as the run view shows it
