@@ -70,6 +70,8 @@ class FakeGitHub:
     suites: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # check suite id -> its check runs
     run_jobs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # workflow run id -> jobs
     job_logs: dict[int, str] = field(default_factory=dict)  # job id -> plain-text log
+    # login -> role on every repository (admin, maintain, write, triage, read); anyone else reads
+    roles: dict[str, str] = field(default_factory=lambda: {"carol": "write", "dave": "admin", "bob": "maintain"})
     next_id: int = 900_000
     remotes: dict[str, Any] = field(default_factory=dict)  # owner/name -> bare repository the branches live in
     fail_next: list[int] = field(default_factory=list)  # status codes to answer the next calls with
@@ -144,6 +146,13 @@ class FakeGitHub:
                 }
                 self.prs.append(pr)
                 return self._public(pr)
+
+        @app.get("/repos/{owner}/{repo}/collaborators/{username}/permission")
+        def permission(owner: str, repo: str, username: str) -> Any:
+            # as GitHub answers: `permission` is the legacy level (maintain shows as write, triage as read)
+            role = self.roles.get(username, "read")
+            legacy = {"maintain": "write", "triage": "read"}.get(role, role)
+            return {"permission": legacy, "role_name": role, "user": {"login": username, "type": "User"}}
 
         @app.get("/repos/{owner}/{repo}/pulls/{number}")
         def get_pull(owner: str, repo: str, number: int) -> Any:

@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -162,6 +163,20 @@ class GitHubClient:
             "POST", f"/repos/{repo_github}/pulls/{number}/comments/{comment_id}/replies", "reply", json={"body": body}
         )
         return int(data["id"])
+
+    async def has_write_access(self, repo_github: str, login: str) -> bool:
+        """Whether `login` may write to the repository (write, maintain or admin), by the collaborator
+        permission endpoint; a user GitHub does not know (404) has none."""
+        try:
+            data = await self.call(
+                "GET", f"/repos/{repo_github}/collaborators/{quote(login, safe='')}/permission", "permission lookup"
+            )
+        except GitHubError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        data = data if isinstance(data, dict) else {}
+        return data.get("permission") in ("admin", "write") or data.get("role_name") in ("admin", "maintain", "write")
 
     async def pull_request(self, repo_github: str, number: int) -> dict[str, Any]:
         """The PR as the REST API shows it (head, base, `mergeable`, ...)."""

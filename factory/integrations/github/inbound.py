@@ -12,7 +12,9 @@
 Only Factory's own PRs count: the head repository is the base repository (a fork's PR may name its
 branch `factory/task-N-...`) and the PR number is the one recorded on the branch's tasks. Only a
 review by someone with write access (`author_association` OWNER, MEMBER or COLLABORATOR, or a login
-in `github.allowed_users`) starts a revision. Anything else is logged and ignored.
+in `github.allowed_users`) starts a revision. Events of a repository that is neither configured nor
+owned by `default_org` (nor a task's, started through the API) are ignored. Anything ignored gets
+one log line naming why.
 
 Issues, issue comments (answers and `@factory` mentions), check suites, workflow runs and pushes
 are handled by `issues`, `mentions` and `checks` beside this module.
@@ -42,6 +44,7 @@ from factory.integrations.github.prs import (
     may_write,
     obj,
     pr_work,
+    repo_for,
     start_follow_up,
 )
 from factory.integrations.plane.client import PlaneClient, PlaneError
@@ -146,13 +149,50 @@ async def handle_github_event(
     event: str,
     payload: dict[str, Any],
 ) -> dict[str, Any]:
-    """Act on one verified, de-duplicated GitHub webhook; returns what happened."""
+    """Act on one verified, de-duplicated GitHub webhook; returns what happened.
+
+    Every ignored event gets one log line naming why (a warning when it came from someone or
+    somewhere Factory does not act for)."""
+    out = await _handle(cfg, engine, launcher, http, event, payload)
+    if out.get("status") == "ignored":
+        reason = str(out.get("reason") or "")
+        level = logging.WARNING if any(w in reason for w in _SUSPECT) else logging.INFO
+        repo_full = _obj(payload.get("repository")).get("full_name")
+        log.log(level, "ignored GitHub %s %s on %s: %s", event, payload.get("action") or "", repo_full, reason)
+    return out
+
+
+# reasons that name someone without access or a repository Factory does not serve
+_SUSPECT = ("no write access", "another repository", "not a configured repository")
+
+
+def _known_repo(cfg: FactoryConfig, engine: Engine, repo_full: str) -> bool:
+    """Configured, inside `default_org`, or the repository of a task someone started through the API."""
+    if repo_for(cfg, repo_full) is not None:
+        return True
+    with session_scope(engine) as s:
+        for table in (Task, WorkflowRun):
+            if s.exec(select(table.id).where(table.repo == repo_full).limit(1)).first() is not None:
+                return True
+    return False
+
+
+async def _handle(
+    cfg: FactoryConfig,
+    engine: Engine,
+    launcher: Launcher,
+    http: httpx.AsyncClient,
+    event: str,
+    payload: dict[str, Any],
+) -> dict[str, Any]:
     if event == "ping":
         return {"status": "pong"}
     pr = payload.get("pull_request")
     repo_full = str(_obj(payload.get("repository")).get("full_name") or "")
     if event in ("issues", "issue_comment", "check_suite", "workflow_run", "push") and not repo_full:
         raise ValueError("'repository.full_name' is required")
+    if repo_full and not await asyncio.to_thread(_known_repo, cfg, engine, repo_full):
+        return {"status": "ignored", "reason": f"{repo_full} is not a configured repository (nor in default_org)"}
     if event == "issues":
         return await issues.handle_issue_event(cfg, engine, launcher, http, repo_full, payload)
     if event == "issue_comment":
@@ -170,8 +210,6 @@ async def handle_github_event(
     number = pr.get("number")
     why_not = factory_pr(repo_full, {**pr, "head": {**head, "repo": head.get("repo") or {"full_name": ""}}})
     if why_not is not None:
-        if "fork" in why_not:
-            log.warning("ignored %s on %s#%s: its head is another repository", event, repo_full, number)
         return {"status": "ignored", "reason": why_not}
     action = payload.get("action")
     if event == "pull_request":
@@ -187,11 +225,6 @@ async def handle_github_event(
     if action != "submitted" or str(review.get("state") or "").lower() != "changes_requested":
         return {"status": "ignored", "reason": "not a review that requests changes"}
     if not may_request_changes(cfg, review):
-        who = _obj(review.get("user")).get("login")
-        log.warning(
-            "ignored a review on %s#%s by %r (%s): no write access",
-            repo_full, number, who, review.get("author_association"),
-        )  # fmt: skip
         return {"status": "ignored", "reason": "the reviewer has no write access to the repository"}
     return await start_revision(cfg, engine, launcher, http, repo_full, pr, review)
 

@@ -1,8 +1,9 @@
 """GitHub issues that start work: an issue labelled `github.trigger_label` (default `factory`).
 
-Only the `labeled` action with the trigger label counts (adding a label takes triage or write
-access on GitHub), and `opened` with the label already on it when the issue's author has write
-access (an issue template can put labels on anyone's issue). `agent:<type>` and `workflow:<name>`
+Only the `labeled` action with the trigger label counts, and `opened` with the label already on
+it, and only when both the issue's author and the event's sender (the labeller) have write,
+maintain or admin access, asked of GitHub's collaborator permission endpoint (an issue template
+puts labels on anyone's issue, and the issue's text drives the agent). `agent:<type>` and `workflow:<name>`
 labels choose what runs, as Plane's labels do. The task's description is the issue's text and
 ends with `Fixes #N`, so its PR closes the issue when merged. A status comment is posted at once
 and edited as the work moves on (`notifier`).
@@ -23,7 +24,7 @@ from factory.integrations.claims import start_or_forget
 from factory.integrations.github.client import GitHubClient, GitHubError
 from factory.integrations.github.links import issue_link, link_work
 from factory.integrations.github.notifier import status_text, upsert_status_comment
-from factory.integrations.github.prs import WRITE_ACCESS, obj, repo_for
+from factory.integrations.github.prs import obj, repo_for
 from factory.launcher import Launcher, LaunchError, NewTask, TaskStart
 from factory.store.tables import FINISHED, Task, WorkflowRun, session_scope
 
@@ -83,11 +84,31 @@ async def handle_issue_event(
     elif action == "opened":
         if trigger not in [n.lower() for n in label_names(issue)]:
             return {"status": "ignored", "reason": f"no {cfg.github.trigger_label!r} label"}
-        if str(issue.get("author_association") or "").upper() not in WRITE_ACCESS:
-            return {"status": "ignored", "reason": "the issue's author has no write access to the repository"}
     else:
         return {"status": "ignored", "reason": f"issues {action}"}
+    if repo_for(cfg, repo_full) is None:
+        return {"status": "ignored", "reason": f"{repo_full} is not a configured repository"}
+    # An issue template labels a stranger's issue (the labeller is the stranger), and a writer may
+    # label a stranger's issue whose text then drives the agent: both must have write access.
+    for role, who in (("issue's author", obj(issue.get("user")).get("login")), ("labeller", _sender(payload))):
+        if not await _may_write(cfg, http, repo_full, who):
+            return {"status": "ignored", "reason": f"the {role} ({who!r}) has no write access to the repository"}
     return await start_issue_work(cfg, engine, launcher, http, repo_full, issue)
+
+
+def _sender(payload: dict[str, Any]) -> str:
+    return str(obj(payload.get("sender")).get("login") or "")
+
+
+async def _may_write(cfg: FactoryConfig, http: httpx.AsyncClient, repo_full: str, login: Any) -> bool:
+    """Write, maintain or admin on the repository (asked of GitHub, not read from the payload), or a login
+    in `github.allowed_users`. Trusted: only GitHub's answer for this login; the payload names the login."""
+    name = str(login or "")
+    if not name:
+        return False
+    if name.lower() in {u.lower() for u in cfg.github.allowed_users}:
+        return True
+    return await GitHubClient(cfg, http).has_write_access(repo_full, name)
 
 
 async def start_issue_work(

@@ -7,7 +7,8 @@ are never read.
 - A mention (the handle is `github.mention_handle`) on an issue starts a task with the instruction
   and the issue as its context; on a Factory PR it starts a follow-up run on the PR's branch.
   A comment edited to hold a new instruction counts once more; a redelivery does not.
-- Any other new comment on an issue whose task waits for an answer is the answer.
+- A new comment on an issue whose task waits for an answer is the answer, with or without a
+  leading mention (the mention is taken off); only then can a comment start no new work.
 """
 
 from __future__ import annotations
@@ -69,9 +70,16 @@ async def handle_comment(
         return {"status": "ignored", "reason": "Factory's own comment"}
     login = obj(comment.get("user")).get("login")
     if not may_write(cfg, comment.get("author_association"), login):
-        log.warning("ignored a comment on %s#%s by %r: no write access", repo_full, issue["number"], login)
         return {"status": "ignored", "reason": "the comment's author has no write access to the repository"}
     instruction = instruction_of(cfg.github.mention_handle, body)
+    # a task of this issue waiting for an answer takes a writer's new comment as it, with or without
+    # `@factory` (a reply that begins with the handle is an answer, not a new instruction)
+    found = None
+    if action == "created":
+        found = await asyncio.to_thread(_waiting_question, engine, repo_full, issue["number"])
+    if found is not None:
+        answer = body.strip() if not instruction else instruction
+        return await _answer(engine, launcher, comment, login, answer, *found)
     if instruction is not None:
         if not instruction:
             return {"status": "ignored", "reason": "a mention without an instruction"}
@@ -82,17 +90,19 @@ async def handle_comment(
             if not first:
                 return {"status": "ignored", "reason": "this mention started work already"}
             return await start_issue_work(cfg, engine, launcher, http, repo_full, issue, instruction)
-    if action != "created" or issue.get("pull_request"):
-        return {"status": "ignored", "reason": "no mention, and not a reply on an issue"}
-    found = await asyncio.to_thread(_waiting_question, engine, repo_full, issue["number"])
-    if found is None:
-        return {"status": "ignored", "reason": "no task of this issue is waiting for an answer"}
-    task, question = found
+    if action != "created":
+        return {"status": "ignored", "reason": "an edited comment without a mention"}
+    return {"status": "ignored", "reason": "no mention, and no task of this issue is waiting for an answer"}
+
+
+async def _answer(
+    engine: Engine, launcher: Launcher, comment: dict[str, Any], login: Any, answer: str, task: Task, question: Question
+) -> dict[str, Any]:
     async with claimed(engine, "github-comment", str(comment["id"])) as first:
         if not first:
             return {"status": "ignored", "reason": "this comment was already taken as an answer"}
         try:
-            await launcher.deliver_answer(task.id, body.strip(), f"github:{login}", question.id)
+            await launcher.deliver_answer(task.id, answer, f"github:{login}", question.id)
         except AnswerRefused as exc:
             return {"status": "ignored", "reason": f"not taken as an answer: {exc}"}
     log.info("GitHub comment %s answered question #%s of task #%s", comment["id"], question.id, task.id)

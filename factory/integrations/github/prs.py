@@ -49,11 +49,18 @@ def github_of(cfg: FactoryConfig, repo: str) -> str | None:
 
 
 def repo_for(cfg: FactoryConfig, repo_full: str) -> str | None:
-    """The configured repo name for a GitHub owner/name (or owner/name itself when `default_org` allows it)."""
+    """The configured repo name for a GitHub owner/name, or owner/name itself when its owner is `default_org`.
+
+    One GitHub App can be installed on several accounts: an event from another owner's repository
+    must not clone it and run an agent there, so discovery stays inside `default_org`.
+    """
     for name in cfg.repos:
         if (github_of(cfg, name) or "").lower() == repo_full.lower():
             return name
-    return repo_full if cfg.default_org and github_of(cfg, repo_full) else None
+    owner = repo_full.split("/", 1)[0]
+    if not cfg.default_org or owner.lower() != cfg.default_org.lower():
+        return None
+    return repo_full if github_of(cfg, repo_full) else None
 
 
 def _tasks_of(engine: Engine, cfg: FactoryConfig, repo_full: str, branch: str) -> list[Task]:

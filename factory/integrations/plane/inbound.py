@@ -85,7 +85,22 @@ def v2_event_name(event: str) -> str:
 async def handle_plane_event(
     cfg: FactoryConfig, engine: Engine, launcher: Launcher, payload: dict[str, Any], http: httpx.AsyncClient
 ) -> dict[str, Any]:
-    """Act on one verified Plane webhook of either format; returns what happened (for the response)."""
+    """Act on one verified Plane webhook of either format; returns what happened (for the response).
+
+    Every ignored event gets one log line naming why (a warning for a stranger's comment)."""
+    out = await _handle(cfg, engine, launcher, payload, http)
+    if out.get("status") == "ignored":
+        reason = str(out.get("reason") or "")
+        level = logging.WARNING if "not a member" in reason or "cannot check" in reason else logging.INFO
+        data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+        log.log(level, "ignored Plane %s %s (%s): %s", payload.get("event"), payload.get("action") or "",
+                data.get("id"), reason)  # fmt: skip
+    return out
+
+
+async def _handle(
+    cfg: FactoryConfig, engine: Engine, launcher: Launcher, payload: dict[str, Any], http: httpx.AsyncClient
+) -> dict[str, Any]:
     event = payload.get("event")
     if not isinstance(event, str):
         raise BadPayload("no 'event' in the payload")
@@ -196,7 +211,6 @@ async def _queue(
         # kept once a task started (or the issue was told why not); released when the start failed
         async with claimed(engine, "plane-move", happened, keep_on=(Refused,)) as first:
             if not first:
-                log.info("Plane issue %s: this move to queued was handled already (%s)", issue_id, happened)
                 return ignored("this move to queued was handled already")
             try:
                 return await _start(cfg, engine, launcher, issue_id, data, http)
@@ -306,16 +320,10 @@ async def _comment_event(
     actor = _actor_id(data, activity)
     plane = PlaneClient(cfg, http)
     if not plane.configured:
-        log.warning(
-            "Plane comment %s not taken as an answer: the API is not configured to check its author", data["id"]
-        )
         return ignored("cannot check the comment's author: the Plane API is not configured")
     # a Plane outage raises here, so the webhook is answered 503 and Plane's retry tries again
     member = (await plane.project_members()).get(actor or "")
     if member is None:
-        log.warning(
-            "Plane comment %s on issue %s by %s ignored: not a member of the project", data["id"], issue_id, actor
-        )
         return ignored("the comment's author is not a member of the project")
     async with claimed(engine, "plane-comment", str(data["id"])) as first:
         if not first:

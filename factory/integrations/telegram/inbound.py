@@ -47,7 +47,12 @@ class UpdateHandler:
         self.allowed = allowed_chats(cfg)
 
     async def handle(self, update: dict[str, Any], launcher: Launcher) -> str:
-        """Process one update; returns what happened (for logs and tests)."""
+        """Process one update; returns what happened (for logs and tests), and logs it once, ignored or not."""
+        outcome = await self._handle(update, launcher)
+        log.info("Telegram update %s: %s", update.get("update_id"), outcome)
+        return outcome
+
+    async def _handle(self, update: dict[str, Any], launcher: Launcher) -> str:
         if isinstance(update.get("callback_query"), dict):
             return await self._button(update["callback_query"], launcher)
         msg = update.get("message")
@@ -167,8 +172,7 @@ async def poll_updates(
             uid = update.get("update_id")
             launcher = get_launcher() or launcher  # the one in force now, not the one of a minute-long poll's start
             try:
-                outcome = await handler.handle(update, launcher)
-                log.info("Telegram update %s: %s", uid, outcome)
+                await handler.handle(update, launcher)  # it logs what it did
             except asyncio.CancelledError:
                 raise
             except Exception:
