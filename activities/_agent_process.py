@@ -24,6 +24,7 @@ from factory.config import PACKAGE_ROOT, FactoryConfig
 from factory.processes import die_with_parent, process_program, process_start_time
 from factory.sandbox.bwrap import INSTALL_HINT, TOOLKIT_ROOT, SandboxSpec, build_command, missing_tools
 from factory.sandbox.gateway import MODEL_HOST, GatewayRun, ModelGateway
+from factory.sandbox.launch import SandboxArgv, prepare_launch
 from factory.sandbox.policy import allowed_destinations, sandbox_environment, seed_settings
 from factory.sandbox.proxy import EgressProxy
 from factory.store.writes import add_log
@@ -66,8 +67,27 @@ class PidFile:
 
 
 async def spawn(cmd: list[str], cwd: str, env: dict[str, str], stderr_path: Path) -> asyncio.subprocess.Process:
-    """Start an agent in its own process group (its pid is the group's), killed if the worker dies."""
+    """Start an agent in its own process group (its pid is the group's), killed if the worker dies.
+
+    A sandboxed argv (`SandboxArgv`) brings its `Launch`: the child joins the run's cgroups, takes
+    its rlimits and nice value and, when Factory is root, drops to the sandbox uid before bwrap.
+    """
+    launch = getattr(cmd, "launch", None)
     with open(stderr_path, "ab") as stderr:
+        if launch is not None:
+            os.lseek(launch.seccomp, 0, os.SEEK_SET)  # bwrap reads the filter from where the fd stands
+            return await asyncio.create_subprocess_exec(
+                *cmd,
+                cwd=cwd,
+                env=env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+                preexec_fn=launch.preexec,
+                pass_fds=launch.pass_fds,
+                limit=32 * 1024 * 1024,
+            )
         return await asyncio.create_subprocess_exec(
             *cmd,
             cwd=cwd,
@@ -240,9 +260,15 @@ class AgentSandbox:
             toolkit=PACKAGE_ROOT / "docker_toolkit",
             proxy_socket=channel.path if channel else None,
         )
-        try:
-            yield build_command(spec, [str(program), *inner[1:]])
+        launch = None
+        try:  # limits, seccomp and, as root, the sandbox uid (chowns the trees it writes)
+            launch = await asyncio.to_thread(prepare_launch, spec, self.cfg.sandbox, f"{task_id}-{os.urandom(4).hex()}")
+            argv = SandboxArgv(build_command(spec, [str(program), *inner[1:]]))
+            argv.launch = launch
+            yield argv
         finally:
+            if launch is not None:
+                await asyncio.to_thread(launch.close)
             if channel is not None:
                 await self.proxy.close_channel(channel)  # type: ignore[union-attr]
 

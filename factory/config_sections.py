@@ -253,9 +253,23 @@ def default_model_prices() -> dict[str, ModelPrice]:
     return {prefix: _price(i, o) for prefix, (i, o) in table.items()}
 
 
+class SandboxLimits(_Model):
+    """Per-run resource limits (factory/sandbox/limits.py says how each is enforced)."""
+
+    processes: int = Field(default=512, ge=16)
+    memory_mb: int = Field(default=4096, ge=64)
+    nice: int = Field(default=10, ge=0, le=19)  # agents below Factory's own priority
+    file_size_mb: int = Field(default=1024, ge=1)
+    cpu_weight: int | None = Field(default=None, ge=1, le=10000)  # cgroup v2 scale (100 = default)
+
+
 class SandboxConfig(_Model):
     enabled: bool = True
     network: Literal["allowlist", "host"] = "allowlist"
+    # when Factory runs as root the sandbox runs as this unprivileged uid/gid (a dedicated one is better)
+    uid: int = Field(default=65534, ge=1)
+    gid: int = Field(default=65534, ge=1)
+    limits: SandboxLimits = Field(default_factory=SandboxLimits)
     allowed_domains: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_DOMAINS))
     # the egress proxy's limits, per connection and per run
     max_connections: int = Field(default=64, ge=1)

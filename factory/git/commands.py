@@ -41,6 +41,7 @@ from factory.domain.redact import scrub
 # can never exist, whereas an empty directory could be filled by anyone who can write there.
 SAFE_CONFIG: tuple[str, ...] = (
     "core.hooksPath=/dev/null",
+    "safe.directory=*",  # the checkout belongs to the sandbox uid when Factory runs as root
     "core.fsmonitor=false",
     "core.untrackedCache=false",
     "commit.gpgSign=false",

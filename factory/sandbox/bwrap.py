@@ -9,14 +9,19 @@ What the sandbox holds, and why each piece is there (docs/sandbox.md has the lon
   host path so the CLI's session files name the same cwd inside and out and `--resume` finds them;
 - read-only at their host paths: the object stores the worktree's git borrows from (alternates),
   and the docker toolkit under `/opt/factory/toolkit`;
-- its own PID, IPC and UTS namespaces, a private `/proc`, `/dev`, `/tmp` and `/run`, no
-  capabilities (bwrap drops them), and, with the egress proxy, its own network namespace whose
-  only way out is socat bridging a loopback port to the run's proxy socket.
+- its own user, PID, IPC and UTS namespaces, a private `/proc`, `/dev`, `/tmp` and `/run`, no
+  capabilities and an empty bounding set (`--cap-drop ALL`, also when Factory is root: then it runs
+  as `sandbox.uid`, see `launch`), no further user namespaces (`--disable-userns`), the seccomp
+  filter of `seccomp`, and, with the egress proxy, its own network namespace whose only way out is
+  socat bridging a loopback port to the run's proxy socket.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import shutil
+import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +100,26 @@ class SandboxSpec:
     toolkit: Path | None = None
     proxy_socket: Path | None = None
     """The run's egress proxy socket; None shares the host's network (`sandbox.network: host`)."""
+    seccomp_fd: int | None = None
+    """An fd the child inherits holding `seccomp.program()`."""
+    sources: dict[Path, Path] = field(default_factory=dict)
+    """Where bwrap finds a host path it binds, when not at that path (`launch.STAGE` as root)."""
+    prefix: list[str] = field(default_factory=list)
+    """Run in front of the first program inside (`prlimit` when no pids cgroup caps the run)."""
+
+
+@functools.cache
+def disables_userns() -> bool:
+    """bwrap ≥ 0.8 has `--disable-userns`; older ones rely on the seccomp filter alone for that."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return False
+    try:
+        out = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    m = re.search(r"(\d+)\.(\d+)", out)
+    return m is not None and (int(m[1]), int(m[2])) >= (0, 8)
 
 
 def _exists(p: Path) -> bool:
@@ -112,7 +137,12 @@ def build_command(spec: SandboxSpec, inner: Sequence[str], etc_root: Path = Path
         raise SandboxUnavailable(f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}")
     # no --new-session: the caller already starts bwrap in a session of its own with no terminal (so
     # no TIOCSTI), and staying in bwrap's process group lets its SIGTERM reach the CLI itself
-    cmd = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    cmd = [bwrap, "--die-with-parent", "--unshare-user", "--cap-drop", "ALL"]
+    if disables_userns():
+        cmd.append("--disable-userns")
+    if spec.seccomp_fd is not None:
+        cmd += ["--seccomp", str(spec.seccomp_fd)]
+    cmd += ["--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     cmd += ["--unshare-cgroup-try", "--hostname", "factory-sandbox"]
     if spec.proxy_socket is not None:
         cmd.append("--unshare-net")
@@ -129,21 +159,35 @@ def build_command(spec: SandboxSpec, inner: Sequence[str], etc_root: Path = Path
             cmd += ["--ro-bind", str(p), f"/etc/{name}"]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/run"]
     # the host paths below may sit under /tmp (tests) or /run: bind them after those tmpfs mounts
+    def src(p: Path) -> str:
+        return str(spec.sources.get(Path(p), p))
+
     for p in _dedupe(spec.read_only):
         if p.exists():
-            cmd += ["--ro-bind", str(p), str(p)]
+            cmd += ["--ro-bind", src(p), str(p)]
     for p in _dedupe([spec.worktree, spec.home, *spec.writable]):
-        cmd += ["--bind", str(p), str(p)]
+        cmd += ["--bind", src(p), str(p)]
     for host, inside in spec.binds:
-        cmd += ["--bind", str(host), inside]
+        cmd += ["--bind", src(host), inside]
     if spec.toolkit is not None and spec.toolkit.is_dir():
-        cmd += ["--ro-bind", str(spec.toolkit), f"{TOOLKIT_ROOT}/{spec.toolkit.name}"]
+        cmd += ["--ro-bind", src(spec.toolkit), f"{TOOLKIT_ROOT}/{spec.toolkit.name}"]
     cmd += ["--chdir", str(spec.worktree)]
     if spec.proxy_socket is None:
-        return [*cmd, "--", *inner]
-    cmd += ["--ro-bind", str(spec.proxy_socket), PROXY_SOCKET]
+        return [*cmd, "--", *spec.prefix, *inner]
+    cmd += ["--ro-bind", src(spec.proxy_socket), PROXY_SOCKET]
     script = _BRIDGE.format(port=PROXY_PORT, sock=PROXY_SOCKET, hexport=f"{PROXY_PORT:04X}")
-    return [*cmd, "--", "/bin/sh", "-c", script, "factory-sandbox", *inner]
+    return [*cmd, "--", *spec.prefix, "/bin/sh", "-c", script, "factory-sandbox", *inner]
+
+
+def host_sources(spec: SandboxSpec) -> list[Path]:
+    """Every host path outside the system that `build_command` binds for `spec`."""
+    paths = [p for p in _dedupe(spec.read_only) if p.exists()]
+    paths += _dedupe([spec.worktree, spec.home, *spec.writable]) + [h for h, _ in spec.binds]
+    if spec.toolkit is not None and spec.toolkit.is_dir():
+        paths.append(spec.toolkit)
+    if spec.proxy_socket is not None:
+        paths.append(spec.proxy_socket)
+    return _dedupe(paths)
 
 
 def _dedupe(paths: Iterable[Path]) -> list[Path]:

@@ -1,0 +1,1 @@
+"""Attacks on Factory's walls, each run for real (see conftest.py for the shared harness)."""

@@ -1,0 +1,278 @@
+"""Resource limits of one sandboxed run: processes, memory, CPU priority and share, file size.
+
+Each limit is enforced the strongest way this host allows, and `RunLimits.how` says which:
+
+- a cgroup per run, `<Factory's own cgroup>/factory/run-<id>`: cgroup v2 (`pids.max`, `memory.max`,
+  `cpu.weight`) where a v2 hierarchy lets Factory enable those controllers, else v1 (`pids.max`,
+  `memory.limit_in_bytes`, `cpu.shares`) in each mounted controller Factory may write. The child
+  joins the cgroups before it execs bwrap, so every process of the run is counted. Made under
+  Factory's own cgroup so any limit Factory itself runs under still holds for its agents;
+- otherwise rlimits: RLIMIT_NPROC set inside the sandbox by `prlimit` (with a user namespace per run,
+  kernels since 5.14 count it per namespace, so it caps this run, not every process of the uid),
+  RLIMIT_DATA (private writable memory per process: a weaker cap than a cgroup's, but node's large
+  address-space reservations do not count against it, unlike RLIMIT_AS);
+- always: RLIMIT_FSIZE, RLIMIT_CORE 0 (no core files of a process holding the stand-in key) and a
+  nice value at least `nice` (below Factory's own, so agents never starve the control plane).
+
+What it trusts: nothing from the run. Cgroup paths are built from /proc/self (Factory's own process)
+and a run id Factory made; the child only writes its pid to files the parent chose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import resource
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_V1 = ("pids", "memory", "cpu")
+_STALE = "run-"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """`sandbox.limits` of config.yml (`factory.config_sections.SandboxLimits` carries the same fields)."""
+
+    processes: int = 512
+    memory_mb: int = 4096
+    nice: int = 10
+    file_size_mb: int = 1024
+    cpu_weight: int | None = None
+
+
+@dataclass
+class RunLimits:
+    """One run's limits: made in the parent (`prepare`), applied in the child (`apply_in_child`)."""
+
+    limits: Limits
+    how: dict[str, str] = field(default_factory=dict)
+    """limit -> how it is enforced, e.g. {"processes": "cgroup v1", "memory": "rlimit DATA"}."""
+    cgroups: list[Path] = field(default_factory=list)
+    rlimits: list[tuple[int, int]] = field(default_factory=list)
+    inner: list[str] = field(default_factory=list)
+    """Put in front of the sandbox's first program (`prlimit --nproc=N:N --` when no pids cgroup)."""
+
+    def apply_in_child(self) -> None:
+        """Between fork and exec, still as the starting user: join the cgroups, set rlimits and nice.
+
+        Only os calls on values made beforehand: this runs in a forked child of a threaded worker.
+        """
+        pid = str(os.getpid()).encode()
+        for cg in self.cgroups:
+            fd = os.open(cg / "cgroup.procs", os.O_WRONLY)
+            try:
+                os.write(fd, pid)
+            finally:
+                os.close(fd)
+        for res, value in self.rlimits:
+            soft, hard = resource.getrlimit(res)
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(res, (value, value))
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        if current < self.limits.nice:
+            os.setpriority(os.PRIO_PROCESS, 0, self.limits.nice)
+
+    def close(self) -> None:
+        """Remove the run's cgroups; their processes are gone or going (bwrap's PID namespace died)."""
+        for cg in self.cgroups:
+            _rmdir(cg)
+        self.cgroups = []
+
+
+def _rmdir(cg: Path, wait: float = 2.0) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            cg.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:  # EBUSY while the last processes of the run exit
+            if time.monotonic() > deadline:
+                return  # `remove_stale` takes it later
+            _kill_members(cg)
+            time.sleep(0.02)
+
+
+def _kill_members(cg: Path) -> None:
+    with contextlib.suppress(OSError):
+        for line in (cg / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(line), 9)
+
+
+def _write(path: Path, value: str) -> None:
+    path.write_text(value)
+
+
+def _mounts() -> list[tuple[str, str, set[str]]]:
+    """(mount point, fs type, super options) of this process's cgroup mounts."""
+    out = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            left, _, right = line.partition(" - ")
+            fstype, _src, sopts = (right.split() + ["", "", ""])[:3]
+            if fstype in ("cgroup", "cgroup2"):
+                out.append((left.split()[4], fstype, set(sopts.split(","))))
+    return out
+
+
+def _own_cgroups() -> dict[str, str]:
+    """controller (or "" for v2) -> this process's cgroup path, from /proc/self/cgroup."""
+    out: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _id, ctrls, path = line.split(":", 2)
+            for c in ctrls.split(",") if ctrls else [""]:
+                out[c] = path
+    return out
+
+
+@functools.cache
+def _v2_parent() -> Path | None:
+    """A v2 directory where Factory can make run cgroups with pids, memory and cpu, or None."""
+    own = _own_cgroups().get("")
+    if own is None:
+        return None
+    for mnt, fstype, _ in _mounts():
+        if fstype != "cgroup2":
+            continue
+        base = Path(mnt + own.rstrip("/"))
+        available = set(_read(Path(mnt) / "cgroup.controllers").split()) | set(
+            _read(base / "cgroup.controllers").split()
+        )
+        if not {"pids", "memory"} <= available:
+            continue
+        # Factory's own cgroup holds Factory's processes, so (no internal processes) the controllers are
+        # enabled for a `factory` child, which holds none, and the runs go under it. A cgroup prepared
+        # for it (systemd Delegate=yes with DelegateSubgroup=) works the same from the parent.
+        for parent in (base, base.parent):
+            try:
+                _write(parent / "cgroup.subtree_control", "+pids +memory +cpu")
+                sub = parent / "factory"
+                sub.mkdir(exist_ok=True)
+                _write(sub / "cgroup.subtree_control", "+pids +memory +cpu")
+                return sub
+            except OSError:
+                continue
+    return None
+
+
+@functools.cache
+def _v1_parents() -> dict[str, Path]:
+    """controller -> a v1 `factory` directory Factory may make run cgroups in."""
+    own = _own_cgroups()
+    out: dict[str, Path] = {}
+    for mnt, fstype, opts in _mounts():
+        for ctrl in _V1:
+            if fstype != "cgroup" or ctrl not in opts or ctrl in out or ctrl not in own:
+                continue
+            sub = Path(mnt + own[ctrl].rstrip("/")) / "factory"
+            with contextlib.suppress(OSError):
+                sub.mkdir(exist_ok=True)
+                if os.access(sub, os.W_OK):
+                    out[ctrl] = sub
+    return out
+
+
+def _read(p: Path) -> str:
+    try:
+        return p.read_text()
+    except OSError:
+        return ""
+
+
+def prepare(limits: Limits, run_id: str | None = None) -> RunLimits:
+    """Make the run's cgroups (or plan rlimits) for `limits`; `close()` the result when the run ends."""
+    run = RunLimits(limits)
+    name = f"{_STALE}{run_id or uuid.uuid4().hex[:12]}"
+    mem = limits.memory_mb * 1024 * 1024
+    done: set[str] = set()
+    v2 = _v2_parent()
+    if v2 is not None:
+        try:
+            cg = v2 / name
+            cg.mkdir()
+            run.cgroups.append(cg)
+            _write(cg / "pids.max", str(limits.processes))
+            _write(cg / "memory.max", str(mem))
+            if (cg / "memory.swap.max").exists():
+                _write(cg / "memory.swap.max", "0")
+            done |= {"processes", "memory"}
+            if limits.cpu_weight and (cg / "cpu.weight").exists():
+                _write(cg / "cpu.weight", str(limits.cpu_weight))
+                done.add("cpu")
+            run.how.update({k: "cgroup v2" for k in done})
+        except OSError:
+            run.close()
+            done = set()
+    if not done:
+        for ctrl, parent in _v1_parents().items():
+            if ctrl == "cpu" and not limits.cpu_weight:
+                continue
+            cg = parent / name
+            try:
+                cg.mkdir()
+                run.cgroups.append(cg)
+                if ctrl == "pids":
+                    _write(cg / "pids.max", str(limits.processes))
+                    done.add("processes")
+                elif ctrl == "memory":
+                    _write(cg / "memory.limit_in_bytes", str(mem))
+                    if (cg / "memory.memsw.limit_in_bytes").exists():  # swap counted too, where accounted
+                        _write(cg / "memory.memsw.limit_in_bytes", str(mem))
+                    done.add("memory")
+                else:  # v1 shares: 1024 is the default, as 100 is cpu.weight's
+                    _write(cg / "cpu.shares", str(max(2, limits.cpu_weight * 1024 // 100)))  # type: ignore[operator]
+                    done.add("cpu")
+            except OSError:
+                _rmdir(cg, 0)
+                if cg in run.cgroups:
+                    run.cgroups.remove(cg)
+        run.how.update({k: "cgroup v1" for k in done})
+    if "processes" not in done:
+        run.inner = ["prlimit", f"--nproc={limits.processes}:{limits.processes}", "--"]
+        run.how["processes"] = "rlimit NPROC in the sandbox's user namespace"
+    if "memory" not in done:
+        run.rlimits.append((resource.RLIMIT_DATA, mem))
+        run.how["memory"] = "rlimit DATA per process"
+    run.rlimits += [(resource.RLIMIT_FSIZE, limits.file_size_mb * 1024 * 1024), (resource.RLIMIT_CORE, 0)]
+    run.how["file size"] = "rlimit FSIZE"
+    run.how["priority"] = f"nice {limits.nice}"
+    if "cpu" not in done and limits.cpu_weight:
+        run.how["cpu"] = "not enforced (no cpu cgroup)"
+    return run
+
+
+def remove_stale() -> int:
+    """Remove run cgroups a killed worker left behind; only empty ones go (rmdir refuses the others)."""
+    parents = list(_v1_parents().values())
+    v2 = _v2_parent()
+    if v2 is not None:
+        parents.append(v2)
+    removed = 0
+    for parent in parents:
+        with contextlib.suppress(OSError):
+            for cg in parent.iterdir():
+                if cg.is_dir() and cg.name.startswith(_STALE):
+                    with contextlib.suppress(OSError):
+                        cg.rmdir()
+                        removed += 1
+    return removed
+
+
+def describe(run: RunLimits) -> str:
+    """One line for `factory doctor` and logs: each limit and how it is enforced."""
+    lim = run.limits
+    values = {
+        "processes": str(lim.processes),
+        "memory": f"{lim.memory_mb} MiB",
+        "file size": f"{lim.file_size_mb} MiB",
+        "priority": "",
+        "cpu": f"weight {lim.cpu_weight}",
+    }
+    return "; ".join(f"{k} {values.get(k, '')} ({v})".replace("  ", " ") for k, v in run.how.items())
