@@ -317,9 +317,12 @@ def _doctor_sandbox(cfg: FactoryConfig, report: Any) -> None:
     if proxied:
         report(bool(shutil.which("socat")), "socat (bridges the sandbox to the egress proxy)", INSTALL_HINT)
     if shutil.which("bwrap") and (shutil.which("socat") or not proxied):
-        problem = asyncio.run(self_test(proxied))
+        facts: list[str] = []
+        problem = asyncio.run(self_test(proxied, sandbox=cfg.sandbox, facts=facts))
         what = "a sandbox starts" + (" and the egress proxy refuses hosts off the allow-list" if proxied else "")
         report(problem is None, what if problem is None else f"{what}: {problem}", "see docs/sandbox.md")
+        for fact in facts:  # what holds inside: uid, capabilities, seccomp, each limit and how
+            typer.echo(f"    sandbox: {fact}")
     if not proxied:
         typer.secho(f"  WARNING agent sandbox {state(cfg)}", fg="red", bold=True)
 

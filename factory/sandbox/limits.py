@@ -188,6 +188,7 @@ def _read(p: Path) -> str:
 
 def prepare(limits: Limits, run_id: str | None = None) -> RunLimits:
     """Make the run's cgroups (or plan rlimits) for `limits`; `close()` the result when the run ends."""
+    _remove_stale_once()  # the first run of a worker process takes what a killed one left
     run = RunLimits(limits)
     name = f"{_STALE}{run_id or uuid.uuid4().hex[:12]}"
     mem = limits.memory_mb * 1024 * 1024
@@ -216,7 +217,7 @@ def prepare(limits: Limits, run_id: str | None = None) -> RunLimits:
                 continue
             cg = parent / name
             try:
-                cg.mkdir()
+                cg.mkdir()  # fails on an existing name: never take over (or remove) another run's cgroup
                 run.cgroups.append(cg)
                 if ctrl == "pids":
                     _write(cg / "pids.max", str(limits.processes))
@@ -230,9 +231,9 @@ def prepare(limits: Limits, run_id: str | None = None) -> RunLimits:
                     _write(cg / "cpu.shares", str(max(2, limits.cpu_weight * 1024 // 100)))  # type: ignore[operator]
                     done.add("cpu")
             except OSError:
-                _rmdir(cg, 0)
                 if cg in run.cgroups:
                     run.cgroups.remove(cg)
+                    _rmdir(cg, 0)
         run.how.update({k: "cgroup v1" for k in done})
     if "processes" not in done:
         run.inner = ["prlimit", f"--nproc={limits.processes}:{limits.processes}", "--"]
@@ -248,8 +249,14 @@ def prepare(limits: Limits, run_id: str | None = None) -> RunLimits:
     return run
 
 
-def remove_stale() -> int:
-    """Remove run cgroups a killed worker left behind; only empty ones go (rmdir refuses the others)."""
+@functools.cache
+def _remove_stale_once() -> int:
+    return remove_stale()
+
+
+def remove_stale(min_age: float = 300) -> int:
+    """Remove run cgroups a killed worker left behind: empty ones (rmdir refuses the others) older than
+    `min_age` seconds (so not one another worker just made and has not joined yet)."""
     parents = list(_v1_parents().values())
     v2 = _v2_parent()
     if v2 is not None:
@@ -260,6 +267,8 @@ def remove_stale() -> int:
             for cg in parent.iterdir():
                 if cg.is_dir() and cg.name.startswith(_STALE):
                     with contextlib.suppress(OSError):
+                        if time.time() - cg.stat().st_mtime < min_age:
+                            continue
                         cg.rmdir()
                         removed += 1
     return removed

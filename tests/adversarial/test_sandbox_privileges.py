@@ -337,3 +337,15 @@ def test_the_seccomp_program_refuses_even_root(filtered):
         assert set(out.values()) == {errno.EPERM}, out
     else:
         assert errno.EPERM not in out.values(), out
+
+
+async def test_doctor_reports_what_holds_inside_a_real_sandbox():
+    from factory.sandbox.check import self_test
+
+    facts: list[str] = []
+    assert await self_test(True, facts=facts) is None, facts
+    text = "\n".join(facts)
+    assert "runs as uid 65534" in text and "CapEff 0000000000000000 CapBnd 0000000000000000" in text, text
+    assert "seccomp mode 2" in text and "no_new_privs 1" in text, text
+    assert re.search(r"processes 512 \((cgroup v[12]|rlimit NPROC)", text), text
+    assert re.search(r"memory 4096 MiB \((cgroup v[12]|rlimit DATA)", text), text
