@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -11,6 +9,7 @@ from temporalio.exceptions import ApplicationError
 from activities._heartbeat import heartbeats
 from factory.config import FactoryConfig
 from factory.contracts import PullRequestInput, PullRequestResult
+from factory.integrations.errors import failure
 from factory.integrations.github.client import GitHubClient, GitHubError
 
 
@@ -30,8 +29,5 @@ class GithubActivities:
             pr = await self.github.open_pull_request(inp.repo.github, inp.branch, inp.base_branch, inp.title, inp.body)
         except GitHubError as exc:
             # a rate limit's Retry-After sets the next attempt; otherwise the caller's backoff does
-            delay = timedelta(seconds=exc.retry_after) if exc.retry_after is not None else None
-            raise ApplicationError(
-                str(exc), type="GitHubError", non_retryable=not exc.retryable, next_retry_delay=delay
-            ) from None
+            raise failure(str(exc), "GitHubError", exc.retryable, exc.retry_after) from None
         return PullRequestResult(url=pr.url, number=pr.number, created=pr.created)

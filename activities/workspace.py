@@ -15,11 +15,13 @@ from temporalio.exceptions import ApplicationError
 from activities._heartbeat import heartbeats
 from factory.config import FactoryConfig
 from factory.contracts import ChangesResult, RepoRef, WorkspaceInfo
+from factory.domain.errors import git_retryable
 from factory.domain.text import clip
 from factory.environments.docker import preview_url_of
 from factory.git.clones import TaskClone, UnsafeCloneError, mirror_path, sync_mirror
 from factory.git.commands import GitError, file_lock, git, slugify
 from factory.git.repos import git_env
+from factory.integrations.errors import failure
 
 
 @dataclass
@@ -85,7 +87,7 @@ class WorkspaceActivities:
         try:
             mirror, default = await self._sync_mirror(inp.repo)
         except GitError as exc:
-            raise ApplicationError(f"could not fetch {inp.repo.name}: {exc}", type="GitError") from exc
+            raise _failure(exc, f"could not fetch {inp.repo.name}: ") from exc
         path = self.worktree_path(inp.task_id)
         base_ref = f"refs/remotes/origin/{default}"
         try:
@@ -176,9 +178,11 @@ class WorkspaceActivities:
         clone.remove()
 
 
-def _failure(exc: GitError) -> ApplicationError:
-    """A git failure for the workflow; a tampered clone is not retried."""
-    return ApplicationError(str(exc), type="GitError", non_retryable=isinstance(exc, UnsafeCloneError))
+def _failure(exc: GitError, prefix: str = "") -> ApplicationError:
+    """A git failure for the workflow: a tampered clone, a rejected push or refused credentials are not
+    retried (factory/domain/errors.py); a network or server error is, within the step's window."""
+    retryable = not isinstance(exc, UnsafeCloneError) and git_retryable(str(exc))
+    return failure(f"{prefix}{exc}", "GitError", retryable)
 
 
 def _numstat(out: str) -> tuple[list[str], str]:

@@ -7,10 +7,13 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, RetryState, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from factory.domain.errors import gave_up
     from factory.search_attributes import AGENT_TYPE, REPO, STAGE, TASK_ID  # noqa: F401 (re-exported to workflows)
+
+_RAN_OUT = (RetryState.MAXIMUM_ATTEMPTS_REACHED, RetryState.TIMEOUT)
 
 
 # short, idempotent database writes; also run as local activities (no server round trip)
@@ -69,12 +72,19 @@ def noticing(options: dict[str, Any], heartbeat_timeout_s: float) -> dict[str, A
 def error_text(exc: BaseException) -> str:
     """The most useful message in a chain of Temporal errors."""
     cur: BaseException | None = exc
+    retries_ran_out = False
     while isinstance(cur, ActivityError | ChildWorkflowError) and cur.cause is not None:
+        # a retryable failure that ends the step: its attempts or its retry window ran out
+        retries_ran_out |= isinstance(cur, ActivityError) and cur.retry_state in _RAN_OUT
         cur = cur.cause
     if isinstance(cur, TimeoutError):
+        last = cur.cause  # the retry window ran out: the last try's failure, when there was one
+        if isinstance(last, ApplicationError) and not last.non_retryable:
+            return gave_up(last.message, last.details)
         return f"{cur.type.name.lower().replace('_', ' ')} timeout of a step".replace("timeout_type.", "")
     if isinstance(cur, ApplicationError):
-        return cur.message
+        # "not retried: ..." is in the message already (factory/domain/errors.py)
+        return gave_up(cur.message, cur.details) if retries_ran_out and not cur.non_retryable else cur.message
     return str(cur) if cur is not None else str(exc)
 
 

@@ -1,13 +1,17 @@
-"""A failed call to a hosted service, and how a notification activity reports it to Temporal."""
+"""A failed call to a hosted service, and how an activity reports a failed call to Temporal.
+
+Whether it is retried follows the one rule of `factory/domain/errors.py`, for every service and
+for Factory's git alike.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-# a client error that a later try may still get past: a timeout, a conflict, rate limiting
-_RETRYABLE_4XX = frozenset({408, 409, 429})
+from factory.domain.errors import http_retryable, not_retried
 
 
 class ServiceError(Exception):
@@ -22,13 +26,25 @@ class ServiceError(Exception):
 
     @property
     def permanent(self) -> bool:
-        """Whether trying again cannot help (the request itself is wrong: a 4xx other than the retryable ones)."""
-        return self.status is not None and 400 <= self.status < 500 and self.status not in _RETRYABLE_4XX
+        """Whether trying again cannot help (the request itself is wrong, or the credentials are)."""
+        return not http_retryable(self.status)
 
     def as_application_error(self) -> ApplicationError:
         """For Temporal: rate limits retried after the delay the service asks for, permanent errors not at all."""
-        if self.status == 429:
-            return ApplicationError(
-                str(self), type=f"{self.service}RateLimited", next_retry_delay=timedelta(seconds=self.retry_after or 5)
-            )
-        return ApplicationError(str(self), type=f"{self.service}Error", non_retryable=self.permanent)
+        retry_after = (self.retry_after or 5) if self.status == 429 else self.retry_after
+        suffix = "RateLimited" if self.status == 429 else "Error"
+        return failure(str(self), f"{self.service}{suffix}", not self.permanent, retry_after)
+
+
+def failure(message: str, type: str, retryable: bool, retry_after: float | None = None) -> ApplicationError:
+    """The error an activity raises for a failed call.
+
+    A non-retryable one says so in its message; a retryable one carries the attempt it failed on
+    (the workflow's error text says "gave up after N tries" when the retries run out) and waits the
+    service's Retry-After before the next try.
+    """
+    if not retryable:
+        return ApplicationError(not_retried(message), type=type, non_retryable=True)
+    delay = timedelta(seconds=retry_after) if retry_after is not None else None
+    attempt = activity.info().attempt if activity.in_activity() else None
+    return ApplicationError(message, {"attempt": attempt}, type=type, next_retry_delay=delay)

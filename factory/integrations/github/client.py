@@ -11,6 +11,7 @@ from urllib.parse import quote
 import httpx
 
 from factory.config import FactoryConfig
+from factory.domain.errors import http_retryable
 from factory.domain.redact import scrub
 
 log = logging.getLogger("factory.integrations.github.client")
@@ -26,8 +27,8 @@ class GitHubError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """Whether a later try may succeed (a server error or rate limiting)."""
-        return self.status >= 500 or self.status == 429 or self.retry_after is not None
+        """Whether a later try may succeed (factory/domain/errors.py; a spent rate limit is retried, too)."""
+        return http_retryable(self.status) or self.retry_after is not None
 
 
 @dataclass
