@@ -4,7 +4,9 @@
 
 - per run: wall time of `/bin/true` started directly, in a sandbox sharing the host's network, and
   in a sandbox with its own network (socat bridge started and waited for, proxy channel opened and
-  closed), as `run_agent` does it; the difference is the sandbox's cost;
+  closed), as `run_agent` does it: with the run's limits (cgroups made and removed), the seccomp
+  filter and, as root, the drop to the sandbox uid (chown, staged binds); the difference is the
+  sandbox's cost;
 - per request: an HTTP GET to a local server, directly and through a proxy channel (a fresh
   connection each time, as the CLI makes through the proxy), whose difference is the proxy's cost
   (the socat hop inside the sandbox is not in it: it is a local copy of the same bytes).
@@ -23,7 +25,9 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
+from factory.config_sections import SandboxConfig
 from factory.sandbox.bwrap import SandboxSpec, build_command
+from factory.sandbox.launch import prepare_launch
 from factory.sandbox.proxy import Destination, EgressProxy
 from tests.fakes.http import BackgroundServer
 
@@ -42,6 +46,20 @@ async def _run(cmd: list[str]) -> None:
     proc = await asyncio.create_subprocess_exec(*cmd, env={"PATH": "/usr/bin:/bin"})
     if await proc.wait() != 0:
         raise RuntimeError(f"{cmd[:3]}... exited {proc.returncode}")
+
+
+async def _sandboxed(spec: SandboxSpec) -> None:
+    """`/bin/true` in the sandbox of `spec`, started as the agent activity starts a run."""
+    launch = await asyncio.to_thread(prepare_launch, spec, SandboxConfig(), "bench")
+    try:
+        cmd = build_command(spec, ["/bin/true"])
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, env={"PATH": "/usr/bin:/bin"}, start_new_session=True, preexec_fn=launch.preexec, pass_fds=launch.pass_fds
+        )
+        if await proc.wait() != 0:
+            raise RuntimeError(f"{cmd[:3]}... exited {proc.returncode}")
+    finally:
+        await asyncio.to_thread(launch.close)
 
 
 def _line(name: str, ms: list[float]) -> str:
@@ -65,19 +83,16 @@ async def main(runs: int) -> None:
             worktree, home = Path(tmp, "w"), Path(tmp, "h")
             worktree.mkdir()
             home.mkdir()
-            host_net = build_command(SandboxSpec(worktree=worktree, home=home), ["/bin/true"])
 
             async def proxied() -> None:
                 ch = await proxy.open(1, [])
                 try:
-                    await _run(
-                        build_command(SandboxSpec(worktree=worktree, home=home, proxy_socket=ch.path), ["/bin/true"])
-                    )
+                    await _sandboxed(SandboxSpec(worktree=worktree, home=home, proxy_socket=ch.path))
                 finally:
                     await proxy.close_channel(ch)
 
             direct = await _timed(lambda: _run(["/bin/true"]), runs)
-            shared = await _timed(lambda: _run(host_net), runs)
+            shared = await _timed(lambda: _sandboxed(SandboxSpec(worktree=worktree, home=home)), runs)
             own = await _timed(proxied, runs)
         channel = await proxy.open(1, [Destination(host, int(port))])
         request = f"GET {url}/ HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
