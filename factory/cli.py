@@ -8,15 +8,18 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from factory.config import ConfigError, FactoryConfig, load_config
+from factory.preflight import PortBusy, bind
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Factory: durable orchestration of Claude Code agents.", no_args_is_help=True)
 
@@ -43,64 +46,126 @@ def _warn_sandbox(cfg: FactoryConfig) -> None:
         typer.secho(f"\n{'!' * 78}\n{text}\n{'!' * 78}\n", fg="red", bold=True, err=True)
 
 
-def _install_signals(stop: asyncio.Event) -> None:
+def _install_signals(*events: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda: [e.set() for e in events])
 
 
-async def _serve_api(cfg: FactoryConfig, host: str, port: int, stop: asyncio.Event, **app_kwargs: object) -> None:
+def _fail(command: str, message: str, code: int = 1) -> NoReturn:
+    """An expected failure: one line on stderr naming the command and why, and a non-zero exit code."""
+    typer.secho(f"factory {command}: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def _bind(command: str, host: str, port: int, option: str) -> socket.socket:
+    try:
+        return bind(host, port, option)
+    except PortBusy as exc:
+        _fail(command, str(exc), 3)
+
+
+class _Stopped(Exception):
+    """A Ctrl-C or SIGTERM arrived before the process was serving."""
+
+
+async def _unless_stopped(stops: tuple[asyncio.Event, ...], aw: Awaitable[T]) -> T:
+    """`aw`'s result, or _Stopped (with `aw` cancelled) as soon as one of `stops` is set.
+
+    Start-up steps wait on the network, a child process or a thread; none of them may hold off a
+    Ctrl-C (a thread cannot be cancelled: it is abandoned, and the process exits without it).
+    """
+    work = asyncio.ensure_future(aw)
+    stopped = [asyncio.create_task(e.wait()) for e in stops]
+    await asyncio.wait({work, *stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for t in stopped:
+        t.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    raise _Stopped
+
+
+async def _serve_api(
+    cfg: FactoryConfig, sock: socket.socket, stop: asyncio.Event, ui_port: int | None = None, **app_kwargs: object
+) -> None:
     import uvicorn
 
     from api.main import create_app
 
     app = create_app(cfg, **app_kwargs)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    await stop.wait()
+    app.state.temporal_ui_port = ui_port  # the dashboard's Temporal links go to the UI this process started
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+
+    async def serve() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        except SystemExit:  # uvicorn exits the process when its start fails; here only the API ends, and says so
+            pass
+        # uvicorn catches SIGINT/SIGTERM itself while serving (and raises them again after): a stop all the same
+        if not stop.is_set() and not server._captured_signals:
+            stop.set()
+            raise RuntimeError("the API server stopped on its own (its log lines above say why)")
+        stop.set()
+
+    task = asyncio.create_task(serve())
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
     app.state.stopping = True  # ends open message-board streams, which would otherwise hold shutdown up
     server.should_exit = True
     await task
 
 
-async def _up(cfg: FactoryConfig, host: str, api_port: int, temporal_port: int, ui_port: int) -> None:
-    from temporal.client import connect
-    from temporal.devserver import DataDirBusy, DataDirLock, DevServer
+async def _then_stop(stop: asyncio.Event, aw: Awaitable[None]) -> None:
+    """Await `aw`, then stop the rest, however it ended (a worker that fails must not leave the API up alone)."""
+    try:
+        await aw
+    finally:
+        stop.set()
+
+
+async def _up(cfg: FactoryConfig, api_sock: socket.socket, temporal_port: int, ui_port: int) -> None:
+    from factory.store.tables import make_engine
+    from temporal.client import TemporalUnavailable, wait_for_temporal
+    from temporal.devserver import DevServer, DevServerFailed
     from temporal.worker import Runtime, ensure_search_attributes, run_worker
 
-    lock = DataDirLock(cfg.data_path)
-    try:
-        lock.acquire()
-    except DataDirBusy as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(3) from exc
     stop = asyncio.Event()
     _install_signals(stop)
     dev: DevServer | None = None
     address = cfg.temporal.address
-    if not address:
-        dev = DevServer(cfg.data_path, port=temporal_port, ui_port=ui_port, namespace=cfg.temporal.namespace)
-        dev.spawn()  # in the main thread: the server's parent-death signal is tied to the forking thread
-        await asyncio.to_thread(dev.wait_ready)
-        address = dev.address
-        typer.echo(f"Temporal dev server on {address}, web UI on http://127.0.0.1:{ui_port}")
+    host, api_port = api_sock.getsockname()[:2]
     try:
-        client = await connect(cfg, address)
-        await ensure_search_attributes(client)
-        rt = await Runtime.create(cfg)
+        if not address:
+            dev = DevServer(cfg.data_path, port=temporal_port, ui_port=ui_port, namespace=cfg.temporal.namespace)
+            dev.spawn()  # in the main thread: the server's parent-death signal is tied to the forking thread
+            await _unless_stopped((stop,), dev.ready())
+            address = dev.address
+            typer.echo(f"Temporal dev server on {address}, web UI on http://127.0.0.1:{ui_port}")
+        client = await _unless_stopped((stop,), wait_for_temporal(cfg, address))
+        await _unless_stopped((stop,), ensure_search_attributes(client))
+        engine = await _unless_stopped((stop,), asyncio.to_thread(make_engine, cfg.db_url))  # migrates
+        rt = await Runtime.create(cfg, engine=engine)
         try:
+            if stop.is_set():
+                raise _Stopped
             typer.echo(f"Factory API on http://{host}:{api_port} (data in {cfg.data_path})")
             await asyncio.gather(
-                run_worker(cfg, client, stop, rt),
-                _serve_api(cfg, host, api_port, stop, client=client, engine=rt.engine, memory=rt.memory, board=rt.board),
-            )
+                _then_stop(stop, run_worker(cfg, client, stop, rt)),
+                _serve_api(cfg, api_sock, stop, ui_port if dev else None, client=client, engine=rt.engine,
+                           memory=rt.memory, board=rt.board),
+            )  # fmt: skip
         finally:
             await rt.close()
+    except _Stopped:
+        pass
+    except (DevServerFailed, TemporalUnavailable) as exc:
+        _fail("up", str(exc))
     finally:
+        api_sock.close()
         if dev is not None:
             await asyncio.to_thread(dev.stop)
-        lock.release()
     typer.echo("Factory stopped.")
 
 
@@ -114,9 +179,23 @@ def up(
     ui_port: Annotated[int, typer.Option()] = 8233,
 ) -> None:
     """Run everything: the Temporal dev server (unless temporal.address is set), a worker and the API."""
+    from temporal.devserver import DataDirBusy, DataDirLock
+
     cfg = _load(config, data_dir=str(data_dir) if data_dir else None)
-    _warn_sandbox(cfg)
-    asyncio.run(_up(cfg, host, api_port, temporal_port, ui_port))
+    lock = DataDirLock(cfg.data_path)
+    try:
+        lock.acquire()
+    except DataDirBusy as exc:
+        _fail("up", str(exc), 3)
+    try:
+        if not cfg.temporal.address:  # the dev server binds these itself: checked here, before anything is announced
+            for port, option in ((temporal_port, "--temporal-port"), (ui_port, "--ui-port")):
+                _bind("up", "127.0.0.1", port, option).close()
+        api_sock = _bind("up", host, api_port, "--api-port")
+        _warn_sandbox(cfg)
+        asyncio.run(_up(cfg, api_sock, temporal_port, ui_port))
+    finally:
+        lock.release()
 
 
 @app.command()
@@ -144,7 +223,7 @@ def worker(
     _warn_sandbox(cfg)
 
     async def main() -> None:
-        from temporal.client import connect
+        from temporal.client import TemporalUnavailable, wait_for_temporal
         from temporal.worker import ensure_search_attributes, run_worker
 
         stop, draining = asyncio.Event(), asyncio.Event()
@@ -152,8 +231,14 @@ def worker(
         loop.add_signal_handler(signal.SIGINT, stop.set)
         # systemd stops a service with SIGTERM: drain; a second SIGTERM stops at once
         loop.add_signal_handler(signal.SIGTERM, lambda: (stop if draining.is_set() else draining).set())
-        client = await connect(cfg)
-        await ensure_search_attributes(client)
+        try:  # before it runs anything there is nothing to drain: either signal stops the start-up
+            client = await _unless_stopped((stop, draining), wait_for_temporal(cfg))
+            await _unless_stopped((stop, draining), ensure_search_attributes(client))
+        except TemporalUnavailable as exc:
+            _fail("worker", str(exc))
+        except _Stopped:
+            typer.echo("worker stopped before it started")
+            return
         write_pid(pids)
         try:
             await run_worker(cfg, client, stop, memory_owner=memory_owner, drain=draining)
@@ -194,13 +279,27 @@ def api(
 ) -> None:
     """Run only the REST API (workers run elsewhere)."""
     cfg = _load(config)
+    sock = _bind("api", host, port, "--port")
 
     async def main() -> None:
+        from temporal.client import TemporalUnavailable, wait_for_temporal
+
         stop = asyncio.Event()
         _install_signals(stop)
-        await _serve_api(cfg, host, port, stop)
+        try:
+            client = await _unless_stopped((stop,), wait_for_temporal(cfg))
+        except TemporalUnavailable as exc:
+            _fail("api", str(exc))
+        except _Stopped:
+            typer.echo("api stopped before it started")
+            return
+        typer.echo(f"Factory API on http://{host}:{sock.getsockname()[1]}")
+        await _serve_api(cfg, sock, stop, client=client)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        sock.close()
 
 
 @app.command()
@@ -209,45 +308,23 @@ def doctor(config: ConfigOpt = None) -> None:
     cfg = _load(config)
     problems = 0
 
-    def report(ok: bool, what: str, fix: str = "") -> None:
+    def report(ok: bool, what: str, fix: str = "", failed: str = "MISSING") -> None:
         nonlocal problems
-        typer.secho(("  ok   " if ok else "  MISSING ") + what, fg="green" if ok else "red")
+        typer.secho(("  ok   " if ok else f"  {failed} ") + what, fg="green" if ok else "red")
         if not ok:
             problems += 1
             if fix:
                 typer.echo(f"         fix: {fix}")
 
-    claude = shutil.which(cfg.claude_command)
-    version = ""
-    if claude:
-        try:
-            version = subprocess.run([claude, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            version = "(did not answer --version)"
-    report(bool(claude), f"Claude Code CLI: {claude or cfg.claude_command} {version}", "npm install -g @anthropic-ai/claude-code, or set claude_command")
-    report(bool(shutil.which("git")), "git", "install git")
-    _doctor_sandbox(cfg, report)
-    has_key = bool(cfg.anthropic_api_key or os.environ.get("ANTHROPIC_API_KEY"))
-    report(has_key, "ANTHROPIC_API_KEY", "put ANTHROPIC_API_KEY=... in .env or the environment")
-    report(bool(cfg.github_token), "GITHUB_TOKEN (push and pull requests)", "put GITHUB_TOKEN=... in .env")
-    try:
-        from factory.store.tables import make_engine
-
-        make_engine(cfg.db_url).dispose()
-        report(True, f"database {cfg.db_url.split('://')[0]}")
-    except Exception as exc:
-        report(False, f"database: {exc}", "check database_url")
-    _doctor_repos(cfg, report)
+    from factory import doctor as checks
     from temporal.client import address_of
 
-    address = address_of(cfg)
-    host, _, port = address.rpartition(":")
-    try:  # a plain TCP check: the SDK's runtime is not worth starting (and tearing down) for this
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
-        ok = True
-    except (OSError, ValueError):
-        ok = False
-    report(ok, f"Temporal at {address}", "run `factory up` (starts a dev server) or set temporal.address")
+    checks.check_tools(cfg, report)
+    _doctor_sandbox(cfg, report)
+    checks.check_keys(cfg, report)
+    checks.check_database(cfg, report)
+    checks.check_repos(cfg, report)
+    checks.check_temporal(cfg, address_of(cfg), report)
     in_force = cfg.secrets_in_force()
     typer.echo("  secrets in force (an empty variable counts as unset):")
     typer.echo("         " + ", ".join(f"{name} {'set' if on else 'unset'}" for name, on in in_force.items()))
@@ -284,23 +361,6 @@ def db_upgrade(config: ConfigOpt = None) -> None:
     finally:
         engine.dispose()
     typer.echo(f"database at {after}" + (f" (was {before or 'empty'})" if before != after else " (already current)"))
-
-
-def _doctor_repos(cfg: FactoryConfig, report: Any) -> None:
-    """Each configured repo, and whether `git ls-remote` reaches it with Factory's credentials."""
-    from dataclasses import replace
-
-    from factory.git.repos import RepoError, check_reachable, resolve_repo
-
-    if not cfg.repos:
-        typer.secho("  note no repos configured: add one under `repos:` in config.yml (see the README's quickstart)", fg="yellow")
-    for name in sorted(cfg.repos):
-        try:
-            # check_reachable skips configured repos (tasks trust config.yml); here they are what is checked
-            check_reachable(cfg, replace(resolve_repo(cfg, name), configured=False))
-            report(True, f"repo {name} reachable")
-        except RepoError as exc:
-            report(False, f"repo {name}: {exc}", f"check repos.{name}.url and GITHUB_TOKEN")
 
 
 def _doctor_sandbox(cfg: FactoryConfig, report: Any) -> None:

@@ -151,6 +151,8 @@ class TemporalConfig(_Model):
     task_queue: str = "factory"
     worker_id: str | None = None
     heartbeat_timeout_seconds: float = 30
+    # how long a Factory process waits at start for a reachable, healthy Temporal before it gives up
+    connect_timeout_seconds: float = Field(default=60, gt=0)
     id_prefix: str = ""
     # a TLS cluster or Temporal Cloud (docs/deploy.md): TLS on, with a client certificate and key for
     # mTLS (PEM files), or an API key (TEMPORAL_API_KEY in the environment or .env, which turns TLS on)

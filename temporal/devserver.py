@@ -8,6 +8,7 @@ ended) is recognised by that record and replaced, never a stranger that reused t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
@@ -40,6 +41,10 @@ def port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
+
+
+class DevServerFailed(RuntimeError):
+    """The dev server did not start; the message says why and where its log is."""
 
 
 class DataDirBusy(RuntimeError):
@@ -136,7 +141,7 @@ class DevServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.stop_leftover()
         if port_open("127.0.0.1", self.port):
-            raise RuntimeError(f"port {self.port} is already in use; is another Temporal running?")
+            raise DevServerFailed(f"port {self.port} is busy (another Temporal?); choose another with --temporal-port")
         log = open(self.data_dir / "temporal.log", "ab")
         self.proc = subprocess.Popen(
             self._command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
@@ -144,19 +149,30 @@ class DevServer:
         )  # fmt: skip
         self.pidfile.write_text(f"{self.proc.pid} {process_start_time(self.proc.pid)}\n")
 
-    def wait_ready(self, timeout: float = 60) -> None:
-        """Block until the server accepts connections (run it in a thread from async code)."""
+    def _not_ready(self) -> bool:
+        """True while starting; DevServerFailed once the process has exited."""
         assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise DevServerFailed(
+                f"the Temporal dev server exited ({self.proc.returncode}); see {self.data_dir / 'temporal.log'}"
+            )
+        return not port_open("127.0.0.1", self.port)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Block until the server accepts connections (healthy is more: temporal.client.wait_for_temporal)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"temporal dev server exited ({self.proc.returncode}); see {self.data_dir / 'temporal.log'}"
-                )
-            if port_open("127.0.0.1", self.port):
-                return
+        while self._not_ready():
+            if time.monotonic() > deadline:
+                raise DevServerFailed(f"the Temporal dev server did not open port {self.port} in {timeout:g} s")
             time.sleep(0.1)
-        raise RuntimeError("temporal dev server did not start in time")
+
+    async def ready(self, timeout: float = 60) -> None:
+        """`wait_ready` for async code: cancelling it (a Ctrl-C during start-up) stops the wait at once."""
+        deadline = time.monotonic() + timeout
+        while self._not_ready():
+            if time.monotonic() > deadline:
+                raise DevServerFailed(f"the Temporal dev server did not open port {self.port} in {timeout:g} s")
+            await asyncio.sleep(0.1)
 
     def start(self, timeout: float = 60) -> None:
         self.spawn()
@@ -166,7 +182,7 @@ class DevServer:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(15)
+                self.proc.wait(5)  # it stops in well under a second; `factory up` must exit within a few
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()

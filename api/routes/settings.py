@@ -136,7 +136,9 @@ def read_settings(cfg: CfgDep) -> SettingsPublic:
 @router.get("/dashboard", response_model=DashboardPublic)
 def read_dashboard(cfg: CfgDep, request: Request) -> DashboardPublic:
     """Configured repos, agent types and workflows, and the Temporal web UI: what the dashboard needs."""
-    ui = cfg.temporal.ui_url or f"{request.url.scheme}://{request.url.hostname}:8233"
+    # the UI `factory up` started (its --ui-port), else the dev server's default port, on the dashboard's host
+    ui_port = getattr(request.app.state, "temporal_ui_port", None) or 8233
+    ui = cfg.temporal.ui_url or f"{request.url.scheme}://{request.url.hostname}:{ui_port}"
     return DashboardPublic(
         repos=[
             RepoPublic(name=n, github=r.github, default_agent=r.default_agent, default_branch=r.default_branch)
