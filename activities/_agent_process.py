@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import stat
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from sqlalchemy.engine import Engine
 from temporalio.exceptions import ApplicationError
 
 from factory.config import PACKAGE_ROOT, FactoryConfig
+from factory.git.clones import mirror_path
 from factory.processes import die_with_parent, process_program, process_start_time
 from factory.sandbox.bwrap import INSTALL_HINT, TOOLKIT_ROOT, SandboxSpec, build_command, missing_tools
 from factory.sandbox.gateway import MODEL_HOST, GatewayRun, ModelGateway
@@ -115,43 +119,86 @@ async def kill_group(proc: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(proc.wait(), 5)
 
 
-def git_paths(worktree: Path, mirrors: Path) -> tuple[list[Path], list[Path]]:
-    """(read-only, writable) paths outside the worktree that its git needs, all under `mirrors`.
+_ALTERNATES_CAP = 4096  # Factory writes one line naming the mirror's objects; anything longer is not its
 
-    A clone borrowing objects (`objects/info/alternates`) reads the mirror's object store: it is
-    bound read-only, so the agent cannot change what other tasks read. A `git worktree` checkout
-    keeps its git dir in the repository it came from, which must then be writable. The agent
-    writes these files itself between runs, so only paths inside `mirrors` are ever bound: an
-    alternates line naming the data dir must not bring it into the next run's sandbox.
+
+def _unsafe(what: str) -> ApplicationError:
+    return ApplicationError(
+        f"the task's checkout was tampered with: {what}; the agent is not run again in it",
+        type="UnsafeCheckout",
+        non_retryable=True,
+    )
+
+
+def _read_capped(path: Path, cap: int) -> bytes:
+    """At most `cap` + 1 bytes of a regular file, never through a symlink (the agent writes these files)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        return os.read(fd, cap + 1)
+    finally:
+        os.close(fd)
+
+
+def checkout_binds(worktree: Path, root: Path, mirror: Path | None) -> list[Path]:
+    """The read-only paths a run in `worktree` needs besides it: the mirror's `objects`, nothing else.
+
+    What is bound comes from Factory's own record: `worktree` (WorkspaceInfo.path, in the workflow's
+    history), `root` (workspace_root) and `mirror` (`mirror_path` of the task's repo name, as the
+    workspace activity computed it). Nothing under `.git` decides a bind: the agent writes it
+    between runs (a `.git` file saying `gitdir: <mirror>` once got the mirror bound writable). The
+    checkout is checked against what Factory made instead, and a run in one that differs stops, not
+    retried: `.git` a plain directory, no `commondir`, alternates exactly the line Factory wrote.
+    Failing (rather than restoring) is deliberate: finalize and cleanup restore what they need
+    (`TaskClone.secure`), and an agent that rewired its git dir gets no further run to use it.
+
+    Raises:
+        ApplicationError (UnsafeCheckout, non-retryable): the checkout is not what Factory made.
     """
-    mirrors = mirrors.resolve()
-
-    def inside(p: Path) -> bool:
-        return p.is_dir() and p.is_relative_to(mirrors) and p != mirrors
-
+    worktrees = root / "worktrees"
+    if worktree.parent != worktrees or not worktree.name.startswith("task-"):
+        raise _unsafe(f"{worktree} is not a checkout of this Factory's ({worktrees}/task-N)")
+    for p in (worktrees, worktree):  # the run dir's parents are Factory's; a link here would move the bind
+        if p.is_symlink() or not p.is_dir():
+            raise _unsafe(f"{p} is not a plain directory")
     dotgit = worktree / ".git"
-    ro: list[Path] = []
-    rw: list[Path] = []
-    gitdirs = [dotgit]
-    if dotgit.is_file() and not dotgit.is_symlink():
-        text = dotgit.read_text(errors="replace").strip()
-        if text.startswith("gitdir:"):
-            gitdir = (worktree / text.removeprefix("gitdir:").strip()).resolve()
-            common = gitdir / "commondir"
-            common_dir = (gitdir / common.read_text().strip()).resolve() if common.is_file() else None
-            gitdirs = [p for p in (gitdir, common_dir) if p is not None and inside(p)]
-            rw += gitdirs
-    for gd in gitdirs:
-        alternates = gd / "objects" / "info" / "alternates"
-        if not alternates.is_file():
-            continue
-        for line in alternates.read_text(errors="replace").splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                target = (gd / "objects" / line).resolve()
-                if inside(target) and target.name == "objects":
-                    ro.append(target)
-    return ro, rw
+    if dotgit.is_symlink() or not dotgit.is_dir():
+        raise _unsafe("`.git` is not a plain directory (replaced by a file or a link)")
+    if os.path.lexists(dotgit / "commondir"):
+        raise _unsafe("`.git/commondir` was planted")
+    if mirror is None:  # no record of the repo (an old request): nothing outside the checkout is bound
+        return []
+    objects = mirror / "objects"
+    info = dotgit / "objects" / "info"
+    for p in (dotgit / "objects", info):
+        if p.is_symlink():
+            raise _unsafe(f"`{p.relative_to(worktree)}` is a link")
+    try:
+        alternates = _read_capped(info / "alternates", _ALTERNATES_CAP)
+    except OSError as exc:
+        raise _unsafe(f"`.git/objects/info/alternates` cannot be read as a file ({exc.strerror or exc})") from None
+    if alternates != f"{objects}\n".encode():
+        raise _unsafe("`.git/objects/info/alternates` is not the line Factory wrote")
+    if objects.is_symlink() or not objects.is_dir():
+        return []  # the mirror is Factory's; a missing one is bound nowhere
+    return [objects]
+
+
+def read_head(path: Path, limit: int) -> str:
+    """The first `limit` bytes of a file as text (FileNotFoundError when there is none)."""
+    with open(path, "rb") as fh:
+        return fh.read(limit).decode(errors="replace")
+
+
+def read_tail(path: Path, limit: int) -> str:
+    """The last `limit` bytes of a file as text, "" when there is none: a file an agent can fill is never read whole."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - limit))
+            return fh.read(limit).decode(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 class AgentSandbox:
@@ -163,6 +210,7 @@ class AgentSandbox:
         self.enabled = cfg.sandbox.enabled
         self.proxied = self.enabled and cfg.sandbox.network == "allowlist"
         self.gateway = ModelGateway.from_config(cfg)  # holds the model key; agents get a stand-in
+        self._settings: str | None = None  # cli_settings(), read once
 
     def check(self) -> None:
         """Fail the task at once (not retried) when the sandbox or the model gateway cannot work here."""
@@ -203,6 +251,33 @@ class AgentSandbox:
                 seed_settings(source / name, config / name)
         return home
 
+    def settings_args(self) -> list[str]:
+        """The CLI's flags for its settings, for every agent type: Factory's alone.
+
+        None from the checkout (`project`: `.claude/settings.json`, `local`: `settings.local.json`,
+        `.mcp.json`), none from the CLI home (`user`: the agent writes it too, and a later run would
+        read it), no MCP server but Factory's (`--strict-mcp-config` with none given). Measured with
+        the CLI 2.1.x: hooks, MCP servers and agent definitions from those files do not run then,
+        while `--bare` and `--safe-mode` still read the home's settings (its `env`, `apiKeyHelper`).
+        The checkout's CLAUDE.md is not loaded either (it is a project source); the agent can read it.
+        """
+        return ["--setting-sources", "", "--strict-mcp-config", "--settings", self.cli_settings()]
+
+    def cli_settings(self) -> str:
+        """The only settings the CLI reads (`--settings`, inline JSON): the operator's, filtered as the seed is.
+
+        Inline, so no file the sandbox can write is ever read as settings: the checkout's and the
+        home's settings files (the seeded copy included) are the agent's to write, and the CLI is told
+        to ignore them (`--setting-sources ""`, activities/agent.py).
+        """
+        if self._settings is None:
+            source = Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude") / "settings.json"
+            with tempfile.TemporaryDirectory(prefix="factory-cli-settings-") as tmp:
+                target = Path(tmp) / "settings.json"
+                self._settings = target.read_text() if seed_settings(source, target) else "{}"
+            self._settings = json.dumps(json.loads(self._settings), separators=(",", ":"))
+        return self._settings
+
     @asynccontextmanager
     async def model_gateway(self, budget: float | None) -> AsyncIterator[GatewayRun]:
         """The run's side of the model gateway (stand-in key, meter, `budget` in USD), valid while this lasts.
@@ -231,18 +306,21 @@ class AgentSandbox:
     @asynccontextmanager
     async def command(
         self, task_id: int, cwd: str, inner: Sequence[str], sockets: Sequence[str] = (),
-        gateway: GatewayRun | None = None,
+        gateway: GatewayRun | None = None, repo_name: str = "",
     ) -> AsyncIterator[list[str]]:  # fmt: skip
         """The argv that runs `inner` for this task, sandboxed; its proxy channel lives as long as this.
 
         `sockets`: unix sockets of Factory's services the run may use (the Docker broker's, which
         wants a capability token), shown at `service_socket(path)`, not in the host's run dir.
+        `repo_name`: the task's repo, whose mirror's objects the checkout borrows (see `checkout_binds`).
         """
         if not self.enabled:
             yield list(inner)
             return
         worktree = Path(cwd)
-        ro, rw = git_paths(worktree, self.cfg.workspace_path / "mirrors")
+        root = self.cfg.workspace_path
+        mirror = mirror_path(root, repo_name) if repo_name else None
+        ro = await asyncio.to_thread(checkout_binds, worktree, root, mirror)  # from Factory's record only
         program = Path(os.path.realpath(inner[0]))
         if not str(program).startswith(_SYSTEM_PREFIXES):  # a CLI installed outside /usr
             ro.append(program.parent)
@@ -255,7 +333,7 @@ class AgentSandbox:
             worktree=worktree,
             home=self.home(task_id),
             read_only=ro,
-            writable=rw,
+            writable=[],
             binds=[(Path(s), self.service_socket(s)) for s in sockets if Path(s).exists()],
             toolkit=PACKAGE_ROOT / "docker_toolkit",
             proxy_socket=channel.path if channel else None,

@@ -25,7 +25,8 @@ from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities._agent_process import AgentSandbox, PidFile, kill_group, spawn
+from activities._agent_process import AgentSandbox, PidFile, kill_group, read_head, read_tail, spawn
+from activities._protocol import clean_text, message_fields
 from activities.budgets import BudgetKeeper
 from factory.config import FactoryConfig
 from factory.contracts import AgentRequest, AgentResult, QuestionAsked, TaskUpdate
@@ -82,7 +83,7 @@ class AgentActivities:
 
     def _started_marker(self, task_id: int) -> str | None:
         try:
-            return self._marker(task_id).read_text().strip() or None
+            return read_head(self._marker(task_id), 256).strip() or None  # the id came from the CLI's stdout
         except FileNotFoundError:
             return None
 
@@ -114,6 +115,7 @@ class AgentActivities:
             cmd += ["--max-turns", str(spec.max_turns)]
         if budget_usd is not None:  # the CLI stops itself once a request takes it past this
             cmd += ["--max-budget-usd", f"{budget_usd:.6f}"]
+        cmd += self.sandbox.settings_args()  # settings from Factory alone: no hook or MCP server of the agent's
         cmd += list(spec.extra_args)
         return cmd
 
@@ -186,12 +188,12 @@ class AgentActivities:
         prev = details[0] if info.attempt > 1 and details and isinstance(details[0], dict) else {}
         # the marker file is written when the CLI announces its session, so a crash before the
         # first heartbeat reached Temporal still resumes instead of reusing the session id
-        interrupted = info.attempt > 1 and (
-            bool(prev.get("started")) or self._started_marker(req.task_id) == req.session_id
-        )
-        if interrupted and not req.resume and not _session_saved(req.session_id, config_dir):
+        marker = await asyncio.to_thread(self._started_marker, req.task_id) if info.attempt > 1 else None
+        interrupted = info.attempt > 1 and (bool(prev.get("started")) or marker == req.session_id)
+        # the home is the agent's to fill: looked at off the event loop
+        if interrupted and not req.resume and not await asyncio.to_thread(_session_saved, req.session_id, config_dir):
             interrupted = False  # the CLI died before it saved anything: start the session afresh
-        if resume and not interrupted and not _session_saved(req.session_id, config_dir):
+        if resume and not interrupted and not await asyncio.to_thread(_session_saved, req.session_id, config_dir):
             resume = False  # a retried task whose session was never saved (here): start it afresh, same id
         got: list[int] = []  # the board messages this run reads, marked delivered when it finishes
         if interrupted:
@@ -236,7 +238,8 @@ class AgentActivities:
             contained.callback(self.broker.revoke, req.task_id)
         try:
             sockets = [self.broker.socket_path] if self.broker is not None else []
-            cmd = await contained.enter_async_context(self.sandbox.command(req.task_id, req.cwd, cmd, sockets, gateway))
+            sandboxed = self.sandbox.command(req.task_id, req.cwd, cmd, sockets, gateway, repo_name=req.repo_name)
+            cmd = await contained.enter_async_context(sandboxed)
             proc = await spawn(cmd, req.cwd, env, stderr_path)
         except BaseException:
             await contained.aclose()
@@ -270,7 +273,7 @@ class AgentActivities:
         # the 80% warnings and which budget stopped the run; the cost is the gateway's, never the CLI's
         await self.budgets.settle(req, gate, gateway.meter, result, progress.final, info.attempt)
         if not result.is_error and not result.subtype:
-            tail = stderr_path.read_text(errors="replace")[-1500:] if stderr_path.exists() else ""
+            tail = await asyncio.to_thread(read_tail, stderr_path, 1500)  # the agent can write to it: unbounded
             result.is_error = True
             result.subtype = "no_result"
             result.result_text = scrub(
@@ -372,28 +375,21 @@ class AgentActivities:
         update_agent_run(self.engine, run_id, last_output_at=utcnow(), **last)
 
     async def _protocol(self, req: AgentRequest, obj: dict[str, Any], result: AgentResult) -> QuestionAsked | None:
+        """One protocol line, as data: its values are checked (activities/_protocol.py), never trusted to fit."""
         kind = obj.get("type")
         if kind == "message":
-            content = str(obj.get("content") or "").strip()
-            if content:
-                reply_to = obj.get("reply_to")
-                await self.board.publish(
-                    sender=req.agent.agent_type,
-                    content=content,
-                    message_type=str(obj.get("message_type") or "info"),
-                    recipient=(str(obj["to"]) if obj.get("to") else None),
-                    task_id=req.task_id,
-                    workflow_run_id=req.workflow_run_id,
-                    reply_to=reply_to if isinstance(reply_to, int) else None,
-                )
+            fields = message_fields(obj, req.task_id)
+            if fields is not None:
+                sender, where = req.agent.agent_type, {"task_id": req.task_id, "workflow_run_id": req.workflow_run_id}
+                await self.board.publish(sender=sender, **fields, **where)
         elif kind == "learning":
-            content = str(obj.get("content") or "").strip()
+            content = clean_text(obj.get("content"))
             if content:
                 result.learnings.append(scrub(content, self.secrets))
         elif kind == "question":
-            text = str(obj.get("question") or "").strip()
-            if text:
+            asked = clean_text(obj.get("question"))
+            if asked:
                 opts = obj.get("options")
-                options = [str(o) for o in opts] if isinstance(opts, list) and opts else None
-                return QuestionAsked(text=scrub(text, self.secrets), options=options)
+                options = [clean_text(o, 500) for o in opts[:20]] if isinstance(opts, list) and opts else None
+                return QuestionAsked(text=scrub(asked, self.secrets), options=options)
         return None

@@ -192,8 +192,10 @@ class TaskClone:
         """Make the clone safe for Factory's git, whatever the agent did to it; then refresh refs.
 
         Args:
-            branch: the task's branch; its remote-tracking ref is kept (Factory's last push set it,
-                and the mirror may not have fetched since).
+            branch: the task's branch. Its remote-tracking ref is reset to the mirror's like every other
+                (dropped when the mirror has not fetched it yet): the agent can write that ref, and one
+                set to HEAD made Factory believe the work was pushed and skip the push. A push of what
+                the remote already has costs a round trip and changes nothing.
 
         Raises:
             UnsafeCloneError: `.git` is not a plain directory, or holds a symlink.
@@ -207,7 +209,7 @@ class TaskClone:
         )
         (git_dir / "objects" / "info").mkdir(parents=True, exist_ok=True)
         _atomic_write(git_dir / "objects" / "info" / "alternates", f"{self.shared_objects}\n")
-        await self.sync_refs(keep=f"refs/remotes/origin/{branch}" if branch else None)
+        await self.sync_refs()
 
     def _check_layout(self) -> None:
         if self.path.is_symlink() or not self.path.is_dir():
@@ -253,7 +255,11 @@ class TaskClone:
         """
         if not (await self.git("status", "--porcelain", "--ignore-submodules=all")).strip():
             return False
-        excluded = [f":(exclude,literal){p}" for p in await self._gitlinks()]
+        # an untracked nested repository is listed as "dir/" (git does not look inside); staging one with
+        # no commit fails every time, so an agent could keep finalize failing: left out like gitlinks
+        others = await self.git("ls-files", "-z", "--others", "--exclude-standard")
+        nested = [e.rstrip("/") for e in others.split("\0") if e.endswith("/")]
+        excluded = [f":(exclude,literal){p}" for p in [*await self._gitlinks(), *nested]]
         await self.git("add", "-A", "--", ".", *excluded)
         staged = await self.git("diff", "--cached", "--name-only", "--no-ext-diff", "--ignore-submodules=all")
         if not staged.strip():
