@@ -1,7 +1,8 @@
 """Agent containment: the bubblewrap sandbox around each run and the egress proxy it reaches out through.
 
-`bwrap` builds the command line, `proxy` is the per-run HTTP/CONNECT proxy (`addresses` and `wire`
-are its address checks and its strict HTTP/1.1), `gateway` is the model gateway that holds the API
+`bwrap` builds the command line, `launch` starts it (as the sandbox uid when Factory is root, with
+`seccomp`'s filter and `limits`' cgroups and rlimits), `proxy` is the per-run HTTP/CONNECT proxy
+(`addresses` and `wire` are its address checks and its strict HTTP/1.1), `gateway` is the model gateway that holds the API
 key and meters every run, `policy` says what a run may reach and which variables it gets. `state` and `warning` tell `factory up`, `doctor` and
 `/health` how contained agents are on this host.
 """
