@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 from temporalio import activity, workflow
-from temporalio.client import WorkflowFailureError
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -152,11 +151,16 @@ async def flaky() -> None:
 @workflow.defn(name="ErrorsTestWorkflow")
 class ErrorsTestWorkflow:
     @workflow.run
-    async def run(self) -> str:
+    async def run(self, window_s: float) -> str:
+        # a cap on attempts, or (window_s > 0) a retry window like the outage window of git and GitHub steps
         try:
             await workflow.execute_activity(
                 flaky, start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=50), maximum_attempts=3),
+                schedule_to_close_timeout=timedelta(seconds=window_s) if window_s else None,
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(milliseconds=300), backoff_coefficient=1.0,
+                    maximum_attempts=0 if window_s else 3,
+                ),
             )  # fmt: skip
         except ActivityError as exc:
             return error_text(exc)
@@ -170,8 +174,12 @@ async def test_a_retryable_failure_says_how_many_tries_it_took(temporal_env):
         client, task_queue=queue, workflows=[ErrorsTestWorkflow], activities=[flaky],
         workflow_runner=UnsandboxedWorkflowRunner(),
     ):  # fmt: skip
-        text = await client.execute_workflow(ErrorsTestWorkflow.run, id=queue, task_queue=queue)
-    assert text == "gave up after 3 tries: GitHub comment failed: HTTP 503: unavailable"
+        capped = await client.execute_workflow(ErrorsTestWorkflow.run, 0.0, id=queue, task_queue=queue)
+        windowed = await client.execute_workflow(ErrorsTestWorkflow.run, 2.0, id=f"{queue}-w", task_queue=queue)
+    assert capped == "gave up after 3 tries: GitHub comment failed: HTTP 503: unavailable"
+    assert windowed.startswith("gave up after ") and windowed.endswith(
+        " tries: GitHub comment failed: HTTP 503: unavailable"
+    ), windowed
 
 
 # --- a task whose push is rejected fails at once ------------------------------------------------------
@@ -203,6 +211,3 @@ async def test_a_task_whose_push_is_rejected_fails_at_once_not_retried(start_fac
 async def _branch(h: Any, task_id: int) -> str | None:
     await asyncio.sleep(0)
     return (await h.task(task_id)).get("branch")
-
-
-_ = WorkflowFailureError  # imported for readers: a failed workflow would raise it, this one returns its text
