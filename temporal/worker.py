@@ -32,29 +32,27 @@ from activities.github import GithubActivities
 from activities.memory import MemoryActivities
 from activities.records import Notifier, RecordActivities
 from activities.schedules import ScheduleActivities
+from activities.singletons import SingletonActivities
 from activities.workflow_runs import WorkflowRunActivities
 from activities.workspace import WorkspaceActivities
 from factory.config import FactoryConfig
 from factory.environments.broker import EnvironmentBroker
-from factory.git.orphans import remove_orphaned_checkouts
 from factory.integrations.setup import build_integrations
 from factory.launcher import Launcher
 from factory.memory.service import memory_queue
 from factory.sandbox.proxy import EgressProxy, Limits
 from factory.search_attributes import SEARCH_ATTRIBUTES
 from factory.store.board import Board
-from factory.store.retention import retention_loop
 from factory.store.tables import make_engine
+from temporal.background import host_loops
 from temporal.drain import HostWork
 from temporal.drain import drain as drain_host
 from temporal.launcher import TemporalLauncher
 from temporal.memory import RemoteMemory
 from temporal.schedules import sync_schedules
+from temporal.singletons import ensure_singletons
 from workflows.memory_service import MemoryServiceWorkflow
 from workflows.registry import WORKFLOWS
-
-# a finished task's own cleanup retries for hours (workflows/common.py): only after that is a checkout orphaned
-ORPHAN_GRACE = timedelta(hours=12)
 
 log = logging.getLogger("factory.worker")
 
@@ -108,20 +106,9 @@ class Runtime:
         found = build_integrations(cfg, engine, rt.http, lambda: rt.launcher)
         rt.notifiers.extend(found.notifiers)
         board.listeners.extend(found.board_listeners)
-        rt.background.extend(asyncio.create_task(loop, name=name) for name, loop in found.background.items())
-        if cfg.previews.janitor_interval_minutes > 0:
-            rt.background.append(asyncio.create_task(_janitor(rt)))
-        # prunes old records (retention_days) and closes agent runs a dead worker left open
-        retention = retention_loop(
-            engine,
-            retention_days=cfg.retention_days,
-            run_dir=cfg.workspace_path / "run",
-            homes_dir=cfg.workspace_path / "homes",
-            host=queues(cfg)[0],
-            longest_run=timedelta(minutes=cfg.agent_timeout_minutes),
-        )
-        rt.background.append(asyncio.create_task(retention, name="retention"))
-        rt.background.append(asyncio.create_task(_checkout_janitor(rt), name="orphaned-checkouts"))
+        # per host: what acts on this host's disk and Docker; the shared work runs once per cluster
+        # as singleton workflows (temporal/singletons.py, started by run_worker)
+        rt.background.extend(host_loops(cfg, engine, queues(cfg)[0]))
         return rt
 
     async def close(self) -> None:
@@ -138,31 +125,6 @@ class Runtime:
             await self.proxy.close()
         if self.broker is not None:
             await self.broker.stop()
-
-
-async def _janitor(rt: Runtime) -> None:
-    """Remove Docker environments whose task is gone or finished, whose PR closed, or that are too old."""
-    from factory.environments.janitor import Janitor, janitor_loop
-    from factory.store.tables import Task, session_scope
-
-    def lookup(task_id: int) -> tuple[str, str | None] | None:
-        with session_scope(rt.engine) as s:
-            task = s.get(Task, task_id)
-            return (task.status, task.pr_state) if task else None
-
-    await janitor_loop(Janitor(rt.cfg, lookup), rt.cfg.previews.janitor_interval_minutes * 60)
-
-
-async def _checkout_janitor(rt: Runtime, interval: float = 3600.0) -> None:
-    """Push and remove checkouts whose task ended long ago but whose cleanup never ran (now, then hourly)."""
-    while True:
-        try:
-            removed = await remove_orphaned_checkouts(rt.cfg, rt.engine, ORPHAN_GRACE)
-            if removed:
-                log.info("removed %d orphaned checkouts (their work pushed first)", removed)
-        except Exception as exc:  # the next pass tries again
-            log.warning("orphaned-checkout pass failed: %s", exc)
-        await asyncio.sleep(interval)
 
 
 def workflows() -> Sequence[type]:
@@ -195,6 +157,8 @@ def build_workers(client: Client, rt: Runtime, work: HostWork | None = None) -> 
         runs.record_handoff,
         ScheduleActivities(rt.engine, lambda: rt.launcher).start_scheduled_work,
     ]
+    single = SingletonActivities(cfg, rt.engine, rt.http, lambda: rt.launcher)
+    shared_acts += [single.poll_telegram, single.poll_pull_requests, single.prune_records]
     envs = EnvironmentActivities(cfg, rt.broker)
     if rt.memory is not None:
         shared_acts.append(MemoryActivities(rt.memory).remember_task)
@@ -284,6 +248,7 @@ async def run_worker(
     try:
         async with _all(workers):
             await sync_schedules(client, cfg)  # config.yml's schedules, created or updated in Temporal
+            await ensure_singletons(client, cfg)  # Telegram, PR poll, retention: started unless running
             log.info("worker %s polling %s", queues(cfg)[0], [w.task_queue for w in workers])
             await _first(stop, drain)
             if drain.is_set() and not stop.is_set():

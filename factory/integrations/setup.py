@@ -10,10 +10,8 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from factory.config import FactoryConfig
-from factory.integrations.github.inbound import poll_pr_states
 from factory.integrations.github.notifier import GitHubNotifier
 from factory.integrations.plane.notifier import PlaneNotifier
-from factory.integrations.telegram.inbound import poll_updates
 from factory.integrations.telegram.notifier import TelegramNotifier
 from factory.launcher import Launcher
 from factory.store.tables import Message
@@ -35,12 +33,9 @@ def build_integrations(
 
     - Plane, Telegram and GitHub notifiers (each send is its own retried activity).
     - Board messages whose type is in `message_board.forward_types` are forwarded to Telegram.
-    - Telegram long polling runs when a bot token is set, `telegram.polling` is on and no
-      `telegram.webhook_secret` is set (then updates arrive at `POST /webhooks/telegram`);
-      it answers through the launcher `get_launcher` returns once the worker is connected.
-    - Without `github.webhook_secret`, open Factory PRs are polled every `github.pr_poll_minutes`.
 
-    The background loops are returned as coroutines, not started: the caller owns their tasks.
+    Telegram long polling and the PR poll are not here: they run once per cluster, as Temporal
+    workflows with fixed ids (temporal/singletons.py).
     """
     out = Integrations()
     plane = PlaneNotifier(cfg, engine, http)
@@ -52,10 +47,6 @@ def build_integrations(
             out.notifiers.append(telegram)
         if cfg.message_board.telegram_forward:
             out.board_listeners.append(telegram.forward_board_message)
-        if cfg.telegram.polling and not cfg.telegram.webhook_secret:
-            out.background["telegram-getUpdates"] = poll_updates(cfg, engine, http, get_launcher)
     # it speaks only of issues and PRs Factory works on: status comments, check runs, thread replies
     out.notifiers.append(GitHubNotifier(cfg, engine, http))
-    if not cfg.github.webhook_secret and cfg.github.pr_poll_minutes > 0:
-        out.background["pr-state-poll"] = poll_pr_states(cfg, engine, http)
     return out

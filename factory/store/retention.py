@@ -139,6 +139,19 @@ def prune(
     return out
 
 
+def prune_files(engine: Engine, older_than: timedelta, run_dir: Path, homes_dir: Path | None = None) -> Pruned:
+    """`prune`'s host-local part alone: the per-task files under this host's run and homes folders.
+
+    The rows are shared by every host and pruned once per cluster; the files are on each host's disk.
+    """
+    cutoff = utcnow() - older_than
+    out = Pruned()
+    out.add("stderr_files", _prune_task_files(engine, _per_task(run_dir, _STDERR), cutoff))
+    if homes_dir is not None:
+        out.add("agent_homes", _prune_task_files(engine, _per_task(homes_dir, _HOME), cutoff))
+    return out
+
+
 def _delete_keys(engine: Engine, model: Any, where: Any, batch: int) -> int:
     """`_batched` for tables keyed by a string (`key` or `id`)."""
     pk = next(iter(model.__table__.primary_key.columns))

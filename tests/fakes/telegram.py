@@ -7,6 +7,7 @@
 - `fail_sends` makes the next `sendMessage` calls fail: a status (500) or `(429, retry_after)`,
   answered in the Bot API's error shape (`{"ok": false, "error_code", "description",
   "parameters": {"retry_after"}}`). `always_fail` fails every `sendMessage` with that status.
+- `polling` / `most_polling`: the getUpdates calls open now, and the most ever open at once.
 - `down()` / `recover()`: an outage: every call (polls included) is answered 502 Bad Gateway, as a
   proxy in front of a dead Bot API would, until `recover()`; `downtime` records when.
 """
@@ -52,6 +53,8 @@ class FakeTelegram:
     _closing: bool = False
     outage: bool = False
     downtime: list[tuple[float, float | None]] = field(default_factory=list)  # (from, until) monotonic
+    polling: int = 0  # getUpdates calls being answered now (the real API refuses a second with 409)
+    most_polling: int = 0  # the most there ever were at once
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -99,6 +102,16 @@ class FakeTelegram:
         return app
 
     async def _get_updates(self, body: dict[str, Any], request: Request) -> Any:
+        with self.lock:
+            self.polling += 1
+            self.most_polling = max(self.most_polling, self.polling)
+        try:
+            return await self._long_poll(body, request)
+        finally:
+            with self.lock:
+                self.polling -= 1
+
+    async def _long_poll(self, body: dict[str, Any], request: Request) -> Any:
         offset = body.get("offset")
         deadline = time.monotonic() + float(body.get("timeout") or 0)
         with self.lock:

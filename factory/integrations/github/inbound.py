@@ -293,17 +293,9 @@ async def start_revision(
 
 
 async def poll_pr_states(cfg: FactoryConfig, engine: Engine, http: httpx.AsyncClient) -> None:
-    """Without a webhook: every `github.pr_poll_minutes`, ask GitHub about open Factory PRs."""
-    gh = GitHubClient(cfg, http)
-    interval = max(cfg.github.pr_poll_minutes * 60, 0.2)
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await _poll_once(cfg, engine, http, gh)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("PR state poll failed")
+    """Without a webhook: ask GitHub once about open Factory PRs (a cluster singleton runs it every
+    `github.pr_poll_minutes`: workflows/singletons.py)."""
+    await _poll_once(cfg, engine, http, GitHubClient(cfg, http))
 
 
 def _open_prs(engine: Engine) -> list[Any]:
