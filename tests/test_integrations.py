@@ -609,7 +609,8 @@ async def test_reviews_and_closes_from_strangers_and_forks_do_nothing(start_fact
 
 
 async def test_pr_state_poll_without_webhook_secret(start_factory, github, plane):
-    async with start_factory(worker=False, plane=plane.config(), github={"pr_poll_minutes": 0.005}) as h:
+    # the poll is a cluster singleton whose passes run on a worker (temporal/singletons.py)
+    async with start_factory(plane=plane.config(), github={"pr_poll_minutes": 0.005}) as h:
         branch = f"factory/task-poll-{uuid.uuid4().hex[:6]}"
         with github.lock:
             number = len(github.prs) + 1
