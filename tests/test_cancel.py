@@ -95,3 +95,23 @@ async def test_plane_cancel_mid_run_keeps_the_issue_out_of_review(start_factory,
 
         await _cancel_mid_run(h, model, github, sc, task_id, cancel)
         assert "in_review" not in plane.state_names(issue), plane.state_names(issue)
+
+
+async def test_a_cancel_as_the_agent_starts_still_stops_it_within_seconds(start_factory, model, github):
+    # the run may not have spawned its process yet when the stop comes: the stop is asked again
+    sc = busy_agent(model)
+    async with start_factory(temporal={"heartbeat_timeout_seconds": 30}) as h:
+        t = await h.create("Cancelled as it starts", sc)
+        await h.wait_for(t["id"], "in_progress", timeout=60)
+        r = await h.api.post(f"/api/tasks/{t['id']}/cancel")
+        assert r.status_code == 202, r.text
+        cancelled_at = time.monotonic()
+        done = await h.wait_for(t["id"], {"done", "failed", "cancelled"}, timeout=60)
+        assert done["status"] == "cancelled", done
+        await h.settled(t["id"])
+        with Session(h.runtime.engine) as s:
+            runs = s.exec(select(AgentRun).where(AgentRun.task_id == t["id"])).all()
+        assert all(r.pid is None or not alive(r.pid) for r in runs)
+        assert time.monotonic() - cancelled_at < 15, "the workflow waited for the agent's heartbeat"
+        assert len(model.requests_for(sc)) <= 4
+        assert not [c for c in github.pr_creations() if c.body.get("head") == done["branch"]]

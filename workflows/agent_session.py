@@ -142,18 +142,29 @@ class AgentSession:
             run.cancel()
         return await run
 
-    async def _stop_agent(self) -> None:
-        """Kill the agent's process on the host holding the worktree (not behind busy agent slots)."""
+    async def _stop_agent(self, run: asyncio.Future[AgentResult]) -> None:
+        """Kill the agent's process on the host holding the worktree (not behind busy agent slots).
+
+        A run between its start and its process's spawn has nothing to kill yet: asked again every
+        2 s (five times) until one was killed or the run ended; its heartbeat is the last backstop."""
         if not workflow.patched("stop-agent-on-cancel"):
             return
-        try:
-            await workflow.execute_activity_method(
-                AgentStopper.stop_agent, self.inp.task_id, task_queue=self.ws.host_queue,
-                start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=timedelta(minutes=2),
-                summary="stop the agent",
-            )  # fmt: skip
-        except ActivityError:
-            pass  # the run's heartbeat carries the cancel to it as well, only later
+        for _ in range(5):
+            try:
+                killed = await workflow.execute_activity_method(
+                    AgentStopper.stop_agent, self.inp.task_id, task_queue=self.ws.host_queue,
+                    start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=timedelta(minutes=2),
+                    summary="stop the agent",
+                )  # fmt: skip
+            except ActivityError:
+                return  # the run's heartbeat carries the cancel to it as well, only later
+            if killed or run.done():
+                return
+            try:
+                await workflow.wait_condition(run.done, timeout=timedelta(seconds=2))
+                return
+            except TimeoutError:
+                continue
 
     async def _agent_activity(self, prompt: str, session_id: str, resume: bool) -> AgentResult:
         inp, ws = self.inp, self.ws

@@ -20,7 +20,7 @@ from temporalio import workflow
 T = TypeVar("T")
 
 
-async def cancel_wins(step: Awaitable[T], on_cancel: Callable[[], Awaitable[Any]] | None = None) -> T:
+async def cancel_wins(step: Awaitable[T], on_cancel: Callable[[asyncio.Future[T]], Awaitable[Any]] | None = None) -> T:
     """`step`'s result; on a cancel of the workflow, the step is cancelled, `on_cancel` runs beside it
     (a faster way to stop it than the step's next heartbeat), and CancelledError is raised once it ended."""
     run = asyncio.ensure_future(step)
@@ -29,7 +29,7 @@ async def cancel_wins(step: Awaitable[T], on_cancel: Callable[[], Awaitable[Any]
     except asyncio.CancelledError:
         run.cancel()
         if on_cancel is not None:
-            await on_cancel()
+            await on_cancel(run)
         await workflow.wait([run])
         if not run.cancelled():
             run.exception()  # retrieved: the cancel is what the workflow reports, not the step's outcome
