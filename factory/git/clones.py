@@ -18,6 +18,7 @@ See "Factory's git and the agent's checkout" in docs/architecture.md.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -200,7 +201,7 @@ class TaskClone:
         Raises:
             UnsafeCloneError: `.git` is not a plain directory, or holds a symlink.
         """
-        self._check_layout()
+        await asyncio.to_thread(self._check_layout)  # walks a tree the agent can fill: off the event loop
         git_dir = self.git_dir
         (git_dir / "commondir").unlink(missing_ok=True)  # would make the mirror (or anything) its common dir
         _atomic_write(
