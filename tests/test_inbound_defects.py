@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from factory.git.repos import discoverable
 from factory.integrations.github.prs import repo_for
 from factory.integrations.telegram.client import TelegramBot
 from factory.integrations.telegram.inbound import UpdateHandler
@@ -153,3 +154,20 @@ async def test_every_ignored_event_is_logged_once_with_its_reason(start_factory,
         assert outcome == "ignored: not a message"
         tg = [r.getMessage() for r in caplog.records if r.name.startswith("factory") and "update 77" in r.getMessage()]
         assert tg == ["Telegram update 77: ignored: not a message"], tg
+
+
+def test_discoverable_is_configured_or_inside_default_org(factory_config):
+    cfg = factory_config(default_org="Acme")
+    assert discoverable(cfg, "demo") and discoverable(cfg, "tools") and discoverable(cfg, "acme/tools")
+    assert not discoverable(cfg, "evil/tools") and not discoverable(cfg, "a/b/c")
+    assert not discoverable(factory_config(), "tools") and discoverable(factory_config(), "demo")
+
+
+async def test_a_plane_repo_label_outside_default_org_starts_nothing(start_factory, plane):
+    plane_cfg = plane.config(webhook_secret=PLANE_SECRET, default_repo="demo")
+    async with start_factory(worker=False, default_org="acme", plane=plane_cfg) as h:
+        issue = str(uuid.uuid4())
+        r = await post_plane(h, plane.issue_payload(issue, "queued", labels=["repo:evil/tools"]))
+        assert r.status_code == 422 and "'evil/tools' is not in repos: and not in default_org" in r.text, r.text
+        assert tasks_where(h) == []
+        await h.until(lambda: "failed" in plane.state_names(issue), what="the issue moved to failed")

@@ -86,6 +86,23 @@ def resolve_repo(cfg: FactoryConfig, repo: str) -> RepoRef:
     return RepoRef(name=f"{owner}/{name}", url=url, github=f"{owner}/{name.removesuffix('.git')}")
 
 
+def discoverable(cfg: FactoryConfig, repo: str) -> bool:
+    """Whether an inbound event (a GitHub webhook, a Plane label) may name `repo`: a key of `repos:`, or
+    a short name or owner/name inside `default_org` (owner compared case-insensitively).
+
+    `resolve_repo` accepts any owner/name, for people holding the API token; an event comes from
+    whoever can label an issue, and one GitHub App can be installed on several accounts, so an
+    event never reaches a repository of another owner.
+    """
+    repo = (repo or "").strip()
+    if repo in cfg.repos:
+        return True
+    parts = repo.split("/")
+    if not cfg.default_org or len(parts) > 2:
+        return False
+    return len(parts) == 1 or parts[0].lower() == cfg.default_org.lower()
+
+
 # Worker variables a network command may need: the SSH agent for ssh remotes, proxies and CA files.
 _NETWORK_PASS_THROUGH = (
     "SSH_AUTH_SOCK", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy",

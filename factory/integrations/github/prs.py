@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from factory.config import FactoryConfig
-from factory.git.repos import RepoError, resolve_repo
+from factory.git.repos import RepoError, discoverable, resolve_repo
 from factory.integrations.claims import claimed, start_or_forget
 from factory.launcher import Launcher, NewTask, TaskStart
 from factory.store.tables import FINISHED, Task, WorkflowRun, session_scope
@@ -57,10 +57,7 @@ def repo_for(cfg: FactoryConfig, repo_full: str) -> str | None:
     for name in cfg.repos:
         if (github_of(cfg, name) or "").lower() == repo_full.lower():
             return name
-    owner = repo_full.split("/", 1)[0]
-    if not cfg.default_org or owner.lower() != cfg.default_org.lower():
-        return None
-    return repo_full if github_of(cfg, repo_full) else None
+    return repo_full if "/" in repo_full and discoverable(cfg, repo_full) and github_of(cfg, repo_full) else None
 
 
 def _tasks_of(engine: Engine, cfg: FactoryConfig, repo_full: str, branch: str) -> list[Task]:

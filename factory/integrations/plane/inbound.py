@@ -32,6 +32,7 @@ from sqlmodel import select
 
 from factory.config import FactoryConfig
 from factory.domain.redact import scrub
+from factory.git.repos import discoverable
 from factory.integrations.claims import claimed, start_or_forget
 from factory.integrations.plane.client import PlaneClient, PlaneError, html_to_text, is_factory_comment, paragraph
 from factory.launcher import AnswerRefused, Launcher, LaunchError, NewTask
@@ -241,6 +242,8 @@ async def _start(
     repo = repo or cfg.plane.default_repo
     if not repo:
         raise Refused("no repository: add a repo:NAME label or set plane.default_repo")
+    if not discoverable(cfg, repo):
+        raise Refused(f"repository {repo!r} is not in repos: and not in default_org")
     workflow = next((label.split(":", 1)[1].strip() for label in labels if label.lower().startswith("workflow:")), "")
     try:
         if workflow:
