@@ -17,7 +17,9 @@ import ast
 import base64
 import inspect
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,11 +28,11 @@ from temporalio.exceptions import ApplicationError
 
 from activities._agent_process import checkout_binds
 from factory.config import load_config
-from factory.contracts import RepoRef
 from factory.git.clones import TaskClone, mirror_config, mirror_path, sync_mirror
 from factory.git.commands import git
-from factory.git.repos import check_reachable, git_env
+from factory.git.repos import git_env
 from factory.store.tables import AgentRun, Message, session_scope
+from tests.adversarial.conftest import _python_for_user
 from tests.conftest import ROOT, make_remote, remote_file
 from tests.fakes.anthropic import Text, ToolUse
 
@@ -238,19 +240,41 @@ async def test_protocol_numbers_that_overflow_a_column_are_ignored_not_retried(s
 # --- Factory's git never discovers a repository -------------------------------------------------------
 
 
-async def test_a_hostile_repository_around_the_workers_directory_is_never_read(tmp_path, monkeypatch):
-    hostile, marker = tmp_path / "hostile", tmp_path / "ran"
+_LS_REMOTE = """
+import asyncio, sys
+from factory.config import load_config
+from factory.contracts import RepoRef
+from factory.git.commands import git
+from factory.git.repos import check_reachable, git_env
+cfg = load_config(sys.argv[1] + "/none.yml", repos={})
+url = "file://" + sys.argv[1] + "/remote.git"
+print(asyncio.run(git("ls-remote", "--heads", url, git_dir=None, env=git_env(cfg))))
+check_reachable(cfg, RepoRef(name="x/y", url=url, github="x/y"))
+print("REACHABLE")
+"""
+
+
+def test_a_hostile_repository_around_the_workers_directory_is_never_read(factory_as):
+    """Factory (as root, and as a user that does not own the repository: git's own ownership check is
+    off in Factory's git, the sandbox owning the checkouts) started from inside someone else's repository."""
+    tmp = factory_as.tmp
+    hostile, marker = tmp / "hostile", tmp / "ran"
     sh("git", "init", "-q", str(hostile))
     # read by any git run from there: every file:// URL sent nowhere, and ssh through a command of its own
     sh("git", "config", "--file", str(hostile / ".git" / "config"), "url.file:///nonexistent/.insteadOf", "file://")
     sh("git", "config", "--file", str(hostile / ".git" / "config"), "core.sshCommand", f"touch {marker}")
-    remote = make_remote(tmp_path / "remote.git")
-    monkeypatch.chdir(hostile)  # the worker started from inside a repository someone else controls
-    cfg = load_config(tmp_path / "none.yml", repos={})
-    out = await git("ls-remote", "--heads", f"file://{remote}", git_dir=None, env=git_env(cfg))
-    assert "refs/heads/main" in out  # the planted insteadOf would have sent it nowhere
-    check_reachable(cfg, RepoRef(name="x/y", url=f"file://{remote}", github="x/y"))
-    assert not list(tmp_path.glob("ran*"))
+    remote = make_remote(tmp / "remote.git")
+    prefix = []
+    if factory_as.name == "user":  # the remote is the user's (a server's, in life); the hostile repository is not
+        sh("chown", "-R", f"{factory_as.uid}:{factory_as.gid}", str(remote))
+        prefix = [*_python_for_user(), "setpriv", f"--reuid={factory_as.uid}", f"--regid={factory_as.gid}"]
+        prefix.append("--clear-groups")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp), "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"}
+    argv = [*prefix, os.path.realpath(sys.executable), "-c", _LS_REMOTE, str(tmp)]
+    run = subprocess.run(argv, cwd=hostile, env=env, capture_output=True, text=True, timeout=60)
+    # the planted insteadOf would have sent both nowhere
+    assert run.returncode == 0 and "refs/heads/main" in run.stdout and "REACHABLE" in run.stdout, run.stderr[-3000:]
+    assert not marker.exists()
 
 
 def test_every_factory_git_call_names_its_git_dir():
