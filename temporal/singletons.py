@@ -34,14 +34,15 @@ def singleton_id(cfg: FactoryConfig, job: str) -> str:
 
 def wanted(cfg: FactoryConfig) -> list[Singleton]:
     """The singleton jobs config.yml turns on."""
+    beat = cfg.temporal.heartbeat_timeout_seconds  # how soon a dead worker's pass moves to another
     jobs = []
     # without a webhook secret Telegram is polled (with one, updates arrive at POST /webhooks/telegram)
     if cfg.telegram_token and cfg.telegram.polling and not cfg.telegram.webhook_secret:
-        jobs.append(Singleton("telegram"))
+        jobs.append(Singleton("telegram", heartbeat_s=beat))
     if not cfg.github.webhook_secret and cfg.github.pr_poll_minutes > 0:
-        jobs.append(Singleton("pull_requests", every_s=max(cfg.github.pr_poll_minutes * 60, 0.2)))
+        jobs.append(Singleton("pull_requests", every_s=max(cfg.github.pr_poll_minutes * 60, 0.2), heartbeat_s=beat))
     if cfg.retention_days > 0:
-        jobs.append(Singleton("retention", every_s=RETENTION_EVERY_S))
+        jobs.append(Singleton("retention", every_s=RETENTION_EVERY_S, heartbeat_s=beat))
     return jobs
 
 

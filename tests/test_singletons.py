@@ -82,10 +82,11 @@ async def test_two_workers_run_one_telegram_poller_and_one_pr_poll(temporal_env,
     other = await Client.connect(
         client.service_client.config.target_host, namespace=client.namespace, data_converter=data_converter
     )
-    stop = asyncio.Event()
-    workers = [asyncio.create_task(run_worker(cfg, c, stop)) for cfg, c in ((a, client), (b, other))]
+    stops = [asyncio.Event(), asyncio.Event()]
+    workers = [asyncio.create_task(run_worker(a, client, stops[0]))]
     try:
-        await until(lambda: telegram.polling >= 1, "a getUpdates poll")
+        await until(lambda: telegram.polling >= 1, "a getUpdates poll")  # on the first host: the only one yet
+        workers.append(asyncio.create_task(run_worker(b, other, stops[1])))
         await asyncio.sleep(1.5)  # both workers are up and have asked for the singletons by now
         assert not any(w.done() for w in workers), [w.exception() for w in workers if w.done()]
         updates = [telegram.push(_message(f"hello {i}")) for i in range(4)]
@@ -109,8 +110,18 @@ async def test_two_workers_run_one_telegram_poller_and_one_pr_poll(temporal_env,
                 e async for e in h.fetch_history_events() if e.HasField("workflow_execution_started_event_attributes")
             ]
             assert len(first) == 1
+
+        # the first host, which polls, stops: the other polls on (the span cut short is taken up again there)
+        stops[0].set()
+        await asyncio.wait_for(workers[0], 60)
+        more = [telegram.push(_message(f"again {i}")) for i in range(2)]
+        await until(lambda: all(telegram.consumed(u) for u in more), "the other host to poll", timeout=40)
+        await until(lambda: len(telegram.texts(CHAT)) >= len(updates) + len(more), "the replies")
+        assert telegram.most_polling == 1
+        assert telegram.texts(CHAT) == [HINT] * (len(updates) + len(more))
     finally:
-        stop.set()
+        for stop in stops:
+            stop.set()
         await asyncio.gather(*workers, return_exceptions=True)
         for job in JOBS:  # leave nothing running on the shared dev server
             try:
