@@ -10,16 +10,14 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from factory.config import ConfigError, FactoryConfig, load_config
 from factory.preflight import PortBusy, bind
-
-T = TypeVar("T")
+from factory.startup import Stopped, in_daemon_thread, run_then_exit, then_stop, unless_stopped
 
 app = typer.Typer(help="Factory: durable orchestration of Claude Code agents.", no_args_is_help=True)
 
@@ -65,27 +63,6 @@ def _bind(command: str, host: str, port: int, option: str) -> socket.socket:
         _fail(command, str(exc), 3)
 
 
-class _Stopped(Exception):
-    """A Ctrl-C or SIGTERM arrived before the process was serving."""
-
-
-async def _unless_stopped(stops: tuple[asyncio.Event, ...], aw: Awaitable[T]) -> T:
-    """`aw`'s result, or _Stopped (with `aw` cancelled) as soon as one of `stops` is set.
-
-    Start-up steps wait on the network, a child process or a thread; none of them may hold off a
-    Ctrl-C (a thread cannot be cancelled: it is abandoned, and the process exits without it).
-    """
-    work = asyncio.ensure_future(aw)
-    stopped = [asyncio.create_task(e.wait()) for e in stops]
-    await asyncio.wait({work, *stopped}, return_when=asyncio.FIRST_COMPLETED)
-    for t in stopped:
-        t.cancel()
-    if work.done():
-        return work.result()
-    work.cancel()
-    raise _Stopped
-
-
 async def _serve_api(
     cfg: FactoryConfig, sock: socket.socket, stop: asyncio.Event, ui_port: int | None = None, **app_kwargs: object
 ) -> None:
@@ -117,15 +94,7 @@ async def _serve_api(
     await task
 
 
-async def _then_stop(stop: asyncio.Event, aw: Awaitable[None]) -> None:
-    """Await `aw`, then stop the rest, however it ended (a worker that fails must not leave the API up alone)."""
-    try:
-        await aw
-    finally:
-        stop.set()
-
-
-async def _up(cfg: FactoryConfig, api_sock: socket.socket, temporal_port: int, ui_port: int) -> None:
+async def _up(cfg: FactoryConfig, lock: Any, api_sock: socket.socket, temporal_port: int, ui_port: int) -> None:
     from factory.store.tables import make_engine
     from temporal.client import TemporalUnavailable, wait_for_temporal
     from temporal.devserver import DevServer, DevServerFailed
@@ -140,25 +109,25 @@ async def _up(cfg: FactoryConfig, api_sock: socket.socket, temporal_port: int, u
         if not address:
             dev = DevServer(cfg.data_path, port=temporal_port, ui_port=ui_port, namespace=cfg.temporal.namespace)
             dev.spawn()  # in the main thread: the server's parent-death signal is tied to the forking thread
-            await _unless_stopped((stop,), dev.ready())
+            await unless_stopped((stop,), dev.ready())
             address = dev.address
             typer.echo(f"Temporal dev server on {address}, web UI on http://127.0.0.1:{ui_port}")
-        client = await _unless_stopped((stop,), wait_for_temporal(cfg, address))
-        await _unless_stopped((stop,), ensure_search_attributes(client))
-        engine = await _unless_stopped((stop,), asyncio.to_thread(make_engine, cfg.db_url))  # migrates
+        client = await unless_stopped((stop,), wait_for_temporal(cfg, address))
+        await unless_stopped((stop,), ensure_search_attributes(client))
+        engine = await unless_stopped((stop,), in_daemon_thread(make_engine, cfg.db_url))  # migrates
         rt = await Runtime.create(cfg, engine=engine)
         try:
             if stop.is_set():
-                raise _Stopped
+                raise Stopped
             typer.echo(f"Factory API on http://{host}:{api_port} (data in {cfg.data_path})")
             await asyncio.gather(
-                _then_stop(stop, run_worker(cfg, client, stop, rt)),
+                then_stop(stop, run_worker(cfg, client, stop, rt)),
                 _serve_api(cfg, api_sock, stop, ui_port if dev else None, client=client, engine=rt.engine,
                            memory=rt.memory, board=rt.board),
             )  # fmt: skip
         finally:
             await rt.close()
-    except _Stopped:
+    except Stopped:
         pass
     except (DevServerFailed, TemporalUnavailable) as exc:
         _fail("up", str(exc))
@@ -166,6 +135,7 @@ async def _up(cfg: FactoryConfig, api_sock: socket.socket, temporal_port: int, u
         api_sock.close()
         if dev is not None:
             await asyncio.to_thread(dev.stop)
+        lock.release()
     typer.echo("Factory stopped.")
 
 
@@ -187,15 +157,12 @@ def up(
         lock.acquire()
     except DataDirBusy as exc:
         _fail("up", str(exc), 3)
-    try:
-        if not cfg.temporal.address:  # the dev server binds these itself: checked here, before anything is announced
-            for port, option in ((temporal_port, "--temporal-port"), (ui_port, "--ui-port")):
-                _bind("up", "127.0.0.1", port, option).close()
-        api_sock = _bind("up", host, api_port, "--api-port")
-        _warn_sandbox(cfg)
-        asyncio.run(_up(cfg, api_sock, temporal_port, ui_port))
-    finally:
-        lock.release()
+    if not cfg.temporal.address:  # the dev server binds these itself: checked here, before anything is announced
+        for port, option in ((temporal_port, "--temporal-port"), (ui_port, "--ui-port")):
+            _bind("up", "127.0.0.1", port, option).close()
+    api_sock = _bind("up", host, api_port, "--api-port")  # (an exit here drops the lock with the process)
+    _warn_sandbox(cfg)
+    run_then_exit(_up(cfg, lock, api_sock, temporal_port, ui_port))
 
 
 @app.command()
@@ -232,11 +199,11 @@ def worker(
         # systemd stops a service with SIGTERM: drain; a second SIGTERM stops at once
         loop.add_signal_handler(signal.SIGTERM, lambda: (stop if draining.is_set() else draining).set())
         try:  # before it runs anything there is nothing to drain: either signal stops the start-up
-            client = await _unless_stopped((stop, draining), wait_for_temporal(cfg))
-            await _unless_stopped((stop, draining), ensure_search_attributes(client))
+            client = await unless_stopped((stop, draining), wait_for_temporal(cfg))
+            await unless_stopped((stop, draining), ensure_search_attributes(client))
         except TemporalUnavailable as exc:
             _fail("worker", str(exc))
-        except _Stopped:
+        except Stopped:
             typer.echo("worker stopped before it started")
             return
         write_pid(pids)
@@ -245,7 +212,7 @@ def worker(
         finally:
             pids.unlink(missing_ok=True)
 
-    asyncio.run(main())
+    run_then_exit(main())
 
 
 def _ask_to_drain(pids: Path) -> int:
@@ -287,19 +254,16 @@ def api(
         stop = asyncio.Event()
         _install_signals(stop)
         try:
-            client = await _unless_stopped((stop,), wait_for_temporal(cfg))
+            client = await unless_stopped((stop,), wait_for_temporal(cfg))
         except TemporalUnavailable as exc:
             _fail("api", str(exc))
-        except _Stopped:
+        except Stopped:
             typer.echo("api stopped before it started")
             return
         typer.echo(f"Factory API on http://{host}:{sock.getsockname()[1]}")
         await _serve_api(cfg, sock, stop, client=client)
 
-    try:
-        asyncio.run(main())
-    finally:
-        sock.close()
+    run_then_exit(main())
 
 
 @app.command()

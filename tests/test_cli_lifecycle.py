@@ -9,6 +9,7 @@ whose frontend is not healthy yet, as a loaded machine shows one).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import signal
@@ -176,6 +177,34 @@ def test_sigterm_while_the_dev_server_starts_stops_it_too(tmp_path):
     text = log.read_text()
     assert "Factory API on" not in text and "Traceback" not in text, text  # it was stopped during start-up
     assert not alive(dev) and not (data / "temporal.pid").exists()
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.readlink(fd) == str(path) for fd in fds.iterdir())
+    except OSError:
+        return False
+
+
+def test_sigterm_while_migrating_stops_at_once_and_stops_the_dev_server(tmp_path):
+    """The migration waits on its file lock (held here, as another process's migration would)."""
+    data, log = tmp_path / "data", tmp_path / "out.log"
+    data.mkdir()
+    lock = data / "factory.db.migrate.lock"
+    with open(lock, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        args = ["--api-port", free_port(), "--temporal-port", free_port(), "--ui-port", free_port()]
+        proc = _spawn(["up", "--config", str(_config(tmp_path)), *map(str, args)], log)
+        deadline = time.monotonic() + 60
+        while not _has_open(proc.pid, lock):  # the migration has opened the lock file and waits for it
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        dev = _dev_pid(data)
+        assert _sigterm_and_time(proc, log) == 0
+    text = log.read_text()
+    assert "Factory API on" not in text and "Traceback" not in text, text
+    assert not alive(dev)
 
 
 def test_sigterm_while_serving_stops_everything_and_the_temporal_link_uses_the_ui_port(tmp_path):
