@@ -103,7 +103,7 @@ class Runtime:
 
             rt.memory = await MemoryStore.open(cfg)  # never raises: an unreachable store is "degraded"
             rt.serves_memory = not cfg.surrealdb_url
-        found = build_integrations(cfg, engine, rt.http, lambda: rt.launcher)
+        found = build_integrations(cfg, engine, rt.http)
         rt.notifiers.extend(found.notifiers)
         board.listeners.extend(found.board_listeners)
         # per host: what acts on this host's disk and Docker; the shared work runs once per cluster

@@ -1,10 +1,9 @@
-"""Which integrations a worker runs: Plane and Telegram notifiers, board forwarding, background loops."""
+"""Which integrations a worker runs: Plane, Telegram and GitHub notifiers, and board forwarding."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 from sqlalchemy.engine import Engine
@@ -13,7 +12,6 @@ from factory.config import FactoryConfig
 from factory.integrations.github.notifier import GitHubNotifier
 from factory.integrations.plane.notifier import PlaneNotifier
 from factory.integrations.telegram.notifier import TelegramNotifier
-from factory.launcher import Launcher
 from factory.store.tables import Message
 
 
@@ -23,12 +21,9 @@ class Integrations:
 
     notifiers: list[PlaneNotifier | TelegramNotifier | GitHubNotifier] = field(default_factory=list)
     board_listeners: list[Callable[[Message], Awaitable[None]]] = field(default_factory=list)
-    background: dict[str, Coroutine[Any, Any, None]] = field(default_factory=dict)  # task name -> loop
 
 
-def build_integrations(
-    cfg: FactoryConfig, engine: Engine, http: httpx.AsyncClient, get_launcher: Callable[[], Launcher | None]
-) -> Integrations:
+def build_integrations(cfg: FactoryConfig, engine: Engine, http: httpx.AsyncClient) -> Integrations:
     """The integrations config.yml turns on.
 
     - Plane, Telegram and GitHub notifiers (each send is its own retried activity).
