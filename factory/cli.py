@@ -129,7 +129,7 @@ async def _up(cfg: FactoryConfig, lock: Any, api_sock: socket.socket, temporal_p
             await rt.close()
     except Stopped:
         pass
-    except (DevServerFailed, TemporalUnavailable) as exc:
+    except (DevServerFailed, TemporalUnavailable, FileNotFoundError) as exc:  # (no `temporal` binary: the last)
         _fail("up", str(exc))
     finally:
         api_sock.close()

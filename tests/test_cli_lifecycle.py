@@ -179,6 +179,17 @@ def test_sigterm_while_the_dev_server_starts_stops_it_too(tmp_path):
     assert not alive(dev) and not (data / "temporal.pid").exists()
 
 
+def test_a_dev_server_that_fails_to_start_is_named_in_one_line(tmp_path):
+    data = tmp_path / "data"
+    (data / "temporal.db").mkdir(parents=True)  # the server cannot open its database: it exits at once
+    args = ["--api-port", free_port(), "--temporal-port", free_port(), "--ui-port", free_port()]
+    r, took = _run(["up", "--config", str(_config(tmp_path)), *map(str, args)], timeout=60)
+    assert r.returncode == 1 and took < 30, (r.returncode, took, r.stderr)
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("factory up: the Temporal dev server exited (") and str(data / "temporal.log") in last
+    assert "Traceback" not in r.stderr and "Factory API on" not in r.stdout
+
+
 def _has_open(pid: int, path: Path) -> bool:
     fds = Path(f"/proc/{pid}/fd")
     try:
@@ -332,3 +343,16 @@ async def test_the_health_wait_is_bounded_says_why_and_is_cancelled_at_once(sile
     with pytest.raises(TemporalUnavailable, match=r"\(nothing listens there yet\)"):
         await wait_for_temporal(FactoryConfig(), refused, timeout=1)
     assert any(f"waiting for Temporal at {refused} (nothing listens there yet)" in r.message for r in caplog.records)
+
+
+@pytest.mark.fast
+def test_the_sdk_s_not_healthy_error_is_named_as_such():
+    """What Client.connect raises while the frontend starts (the found defect's message) reads as a wait."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from temporal.client import _reason
+
+    assert (
+        _reason(RPCError("Frontend is not healthy yet", RPCStatusCode.UNAVAILABLE, b"")) == "frontend not healthy yet"
+    )
+    assert _reason(RuntimeError("Failed client connect: ... Connection refused ...")) == "nothing listens there yet"
