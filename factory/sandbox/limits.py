@@ -80,6 +80,10 @@ class RunLimits:
         """Remove the run's cgroups; their processes are gone or going (bwrap's PID namespace died)."""
         for cg in self.cgroups:
             _rmdir(cg)
+            # the `factory` parent too once no run uses it: an empty child cgroup left in the cgroup
+            # Factory runs in would stop whoever made that one from removing it
+            with contextlib.suppress(OSError):
+                cg.parent.rmdir()
         self.cgroups = []
 
 
@@ -96,6 +100,21 @@ def _rmdir(cg: Path, wait: float = 2.0) -> None:
                 return  # `remove_stale` takes it later
             _kill_members(cg)
             time.sleep(0.001)  # usually a millisecond: the exiting processes are released
+
+
+def _make(cg: Path) -> None:
+    """mkdir the run's cgroup, and its parent if another run's end just removed it (v2: with the
+    controllers enabled for its children again). Fails on an existing name: a run never takes over
+    (or later removes) another run's cgroup."""
+    for _ in range(3):
+        try:
+            cg.mkdir()
+            return
+        except FileNotFoundError:
+            cg.parent.mkdir(exist_ok=True)
+            if (cg.parent / "cgroup.subtree_control").exists():  # v2
+                _write(cg.parent / "cgroup.subtree_control", "+pids +memory +cpu")
+    cg.mkdir()
 
 
 def _kill_members(cg: Path) -> None:
@@ -197,7 +216,7 @@ def prepare(limits: Limits, run_id: str | None = None) -> RunLimits:
     if v2 is not None:
         try:
             cg = v2 / name
-            cg.mkdir()
+            _make(cg)
             run.cgroups.append(cg)
             _write(cg / "pids.max", str(limits.processes))
             _write(cg / "memory.max", str(mem))
@@ -217,7 +236,7 @@ def prepare(limits: Limits, run_id: str | None = None) -> RunLimits:
                 continue
             cg = parent / name
             try:
-                cg.mkdir()  # fails on an existing name: never take over (or remove) another run's cgroup
+                _make(cg)
                 run.cgroups.append(cg)
                 if ctrl == "pids":
                     _write(cg / "pids.max", str(limits.processes))
