@@ -19,7 +19,7 @@ from temporalio.client import Client
 from factory.config import FactoryConfig, load_config
 from factory.store.tables import Task, TaskStatus, make_engine, session_scope
 from temporal.client import data_converter
-from temporal.singletons import JOBS, singleton_id
+from temporal.singletons import JOBS, ensure_singletons, singleton_id
 from temporal.worker import run_worker
 from tests.conftest import make_remote, write_config
 from tests.fakes.github import FakeGitHub
@@ -140,3 +140,36 @@ def _message(text: str) -> dict[str, Any]:
             "text": text,
         }
     }
+
+
+async def test_a_second_start_adopts_the_running_singleton_and_a_job_turned_off_is_cancelled(
+    temporal_env, tmp_path, telegram, gh
+):
+    remote = make_remote(tmp_path / "remote.git")
+    (tmp_path / "a").mkdir()
+    on = host_config(tmp_path, remote, telegram, gh, "a")
+    off = on.model_copy(update={"telegram": on.telegram.model_copy(update={"webhook_secret": "tg-hook-secret-1"})})
+    client = temporal_env.client
+    await ensure_singletons(client, on)
+    handle = client.get_workflow_handle(singleton_id(on, "telegram"))
+    first = (await handle.describe()).run_id
+    await ensure_singletons(client, on)  # another worker's start (no worker runs here: nothing polls)
+    assert (await handle.describe()).run_id == first
+    await ensure_singletons(client, off)  # webhook mode: the poller must stop
+    await cancel_requested(handle)
+    for job in JOBS:
+        try:
+            await client.get_workflow_handle(singleton_id(on, job)).terminate("test over")
+        except Exception:
+            pass
+
+
+async def cancel_requested(handle: Any, timeout: float = 10) -> None:
+    """No worker runs here, so the cancel shows as the request recorded in the workflow's history."""
+    end = time.monotonic() + timeout
+    while True:
+        events = [e async for e in handle.fetch_history_events()]
+        if any(e.HasField("workflow_execution_cancel_requested_event_attributes") for e in events):
+            return
+        assert time.monotonic() < end, f"{handle.id} was not asked to cancel"
+        await asyncio.sleep(0.1)
