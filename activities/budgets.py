@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from temporalio import activity
 
 from factory.config import FactoryConfig
-from factory.contracts import AgentRequest, AgentResult, BudgetStop
+from factory.contracts import AgentRequest, AgentResult, BudgetStop, HoldCheck, HoldState  # noqa: F401 (the wire forms live in factory.contracts)
 from factory.domain.budgets import (
     DAILY,
     Budget,
@@ -35,19 +35,6 @@ from factory.store.tables import Task, session_scope
 from factory.store.writes import add_log
 
 HOLD_PREFIX = "held: daily budget reached"
-
-
-@dataclass
-class HoldCheck:
-    task_id: int
-    repo: str
-    agent_type: str = "coder"
-
-
-@dataclass
-class HoldState:
-    held: bool
-    reason: str = ""
 
 
 @dataclass

@@ -6,20 +6,13 @@ is merged or closed (the janitor sees to those and to anything left behind).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from temporalio import activity
 
 from activities._heartbeat import heartbeats
 from factory.config import FactoryConfig
+from factory.contracts import CleanupEnvInput  # noqa: F401 (the wire forms live in factory.contracts)
 from factory.environments import docker as environments
 from factory.environments.broker import EnvironmentBroker
-
-
-@dataclass
-class CleanupEnvInput:
-    task_id: int
-    kinds: list[str] = field(default_factory=lambda: ["test"])
 
 
 class EnvironmentActivities:

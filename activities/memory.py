@@ -6,37 +6,13 @@ Both run on the shared queue and never fail a task: when memory is down, recall 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from factory.contracts import RecallInput, RememberTaskInput  # noqa: F401 (the wire forms live in factory.contracts)
 from factory.memory.records import MemoryRecord
 from factory.memory.service import MemoryCall, MemoryReply, serve
 from factory.memory.store import MemoryStore
-
-
-@dataclass
-class RememberTaskInput:
-    repo: str
-    task_id: int | None
-    workflow_id: int | None
-    agent_type: str
-    title: str
-    outcome: str
-    summary: str
-    learnings: list[str] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    pr_url: str | None = None
-
-
-@dataclass
-class RecallInput:
-    title: str
-    description: str
-    repo: str
-    task_id: int | None = None  # leaves out the task's own memories when it runs again
-    top_k: int | None = None
 
 
 class MemoryActivities:

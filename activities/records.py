@@ -15,7 +15,6 @@ task) finds the first attempt's row and returns it instead of writing a second o
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy.engine import Engine
@@ -24,7 +23,15 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from factory.contracts import PendingQuestion, TaskEvent, TaskUpdate
+from factory.contracts import (  # noqa: F401 (the wire forms live in factory.contracts)
+    AnswerRecord,
+    NotifyInput,
+    PendingQuestion,
+    QuestionInput,
+    TaskEvent,
+    TaskUpdate,
+    WorkflowRunUpdate,
+)
 from factory.store import ledger
 from factory.store.board import Board
 from factory.store.kv import first_write, mark_written
@@ -40,43 +47,6 @@ class Notifier(Protocol):
     def wants(self, event: TaskEvent) -> bool: ...
 
     async def send(self, event: TaskEvent) -> None: ...
-
-
-@dataclass
-class QuestionInput:
-    task_id: int
-    text: str
-    options: list[str] | None = None
-    workflow_run_id: int | None = None
-
-
-@dataclass
-class AnswerRecord:
-    question_id: int
-    answer: str
-    answered_by: str
-
-
-@dataclass
-class NotifyInput:
-    channel: str
-    event: TaskEvent
-
-
-@dataclass
-class WorkflowRunUpdate:
-    run_id: int
-    status: str | None = None
-    current_step: int | None = None
-    current_agent: str | None = None
-    iteration: int | None = None
-    branch: str | None = None
-    pr_url: str | None = None
-    pr_number: int | None = None
-    approved: bool | None = None
-    note: str | None = None
-    error: str | None = None
-    finished: bool = False
 
 
 class RecordActivities:

@@ -4,36 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from factory.contracts import ScheduledWork, ScheduledWorkResult  # noqa: F401 (the wire forms live in factory.contracts)
 from factory.launcher import Launcher, LaunchError, NewTask
 from factory.store.kv import kv_get, kv_set
 from factory.store.tables import FINISHED, Task, WorkflowRun, session_scope
-
-
-@dataclass
-class ScheduledWork:
-    """A schedule's action: one task (of `agent_type`, or the repo's default) or one configured workflow run."""
-
-    schedule: str
-    repo: str
-    title: str
-    description: str = ""
-    agent_type: str | None = None
-    workflow: str | None = None
-    cron: str = ""  # as written (Temporal keeps the spec only in its own parsed form)
-    timezone: str = "UTC"
-
-
-@dataclass
-class ScheduledWorkResult:
-    task_id: int | None = None
-    workflow_run_id: int | None = None
-    skipped: str | None = None  # why nothing started
 
 
 class ScheduleActivities:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
@@ -22,19 +21,13 @@ from temporalio import activity
 
 from activities._heartbeat import heartbeating
 from factory.config import FactoryConfig
+from factory.contracts import PollSpan  # noqa: F401 (the wire forms live in factory.contracts)
 from factory.integrations.github.inbound import poll_pr_states
 from factory.integrations.telegram.inbound import poll_updates
 from factory.launcher import Launcher
 from factory.store.retention import prune
 
 log = logging.getLogger("factory.singletons")
-
-
-@dataclass
-class PollSpan:
-    """How long one `poll_telegram` activity polls before it returns (the workflow then starts the next)."""
-
-    seconds: float
 
 
 class SingletonActivities:

@@ -7,43 +7,15 @@ runs them on its thread-pool executor, off the event loop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 from temporalio import activity
 
+from factory.contracts import HandoffInput, StepTaskInput  # noqa: F401 (the wire forms live in factory.contracts)
 from factory.store.board import Board
 from factory.store.tables import Handoff, Task, session_scope
-
-
-@dataclass
-class StepTaskInput:
-    run_id: int
-    step: int
-    iteration: int
-    title: str
-    description: str
-    repo: str
-    agent_type: str
-    input_handoff_id: int | None = None  # the handoff this step consumes (its to_task_id is set)
-
-
-@dataclass
-class HandoffInput:
-    run_id: int
-    step: int
-    iteration: int
-    from_task_id: int
-    from_agent: str
-    to_agent: str | None
-    output_key: str | None
-    summary: str
-    issues: list[dict[str, Any]] | None = None
-    verdict: str | None = None
-    changed_files: list[str] = field(default_factory=list)
-    diff_stat: str = ""
 
 
 def _of_step(model: Any, step_column: Any, run_id: int, step: int, iteration: int) -> Any:

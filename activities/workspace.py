@@ -6,7 +6,6 @@ host that now holds the worktree, and every later step of the task runs there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio import activity
@@ -14,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities._heartbeat import heartbeats
 from factory.config import FactoryConfig
-from factory.contracts import ChangesResult, RepoRef, WorkspaceInfo
+from factory.contracts import ChangesResult, CleanupInput, FinalizeInput, PrepareInput, RepoRef, WorkspaceInfo  # noqa: F401 (the wire forms live in factory.contracts)
 from factory.domain.errors import git_retryable
 from factory.domain.text import clip
 from factory.environments.docker import preview_url_of
@@ -22,33 +21,6 @@ from factory.git.clones import TaskClone, UnsafeCloneError, mirror_path, sync_mi
 from factory.git.commands import GitError, file_lock, git, slugify
 from factory.git.repos import git_env
 from factory.integrations.errors import failure
-
-
-@dataclass
-class PrepareInput:
-    task_id: int
-    title: str
-    repo: RepoRef
-    branch: str | None = None  # continue an existing branch
-    # failover: continue `branch` from the remote where it was pushed, else start it afresh from the base
-    moved: bool = False
-
-
-@dataclass
-class FinalizeInput:
-    task_id: int
-    workspace: WorkspaceInfo
-    repo: RepoRef
-    message: str
-    push: bool = True
-
-
-@dataclass
-class CleanupInput:
-    task_id: int
-    workspace: WorkspaceInfo
-    repo: RepoRef
-    wip_message: str = ""
 
 
 class WorkspaceActivities:

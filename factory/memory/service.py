@@ -8,10 +8,9 @@ up`, or `factory worker --memory-owner`) serves these calls on the Temporal task
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
 
-from factory.memory.records import MemoryHit, MemoryRecord
+from factory.contracts import MemoryCall, MemoryReply  # noqa: F401 (the wire forms live in factory.contracts)
 from factory.memory.store import MemoryStore
 
 Operation = Literal["add", "get", "recent", "search", "delete", "recall_section", "health"]
@@ -20,35 +19,6 @@ Operation = Literal["add", "get", "recent", "search", "delete", "recall_section"
 def memory_queue(task_queue: str) -> str:
     """The task queue the memory owner serves on."""
     return f"{task_queue}/memory"
-
-
-@dataclass
-class MemoryCall:
-    """One call of a `MemoryStore` method, by name, with the arguments it takes."""
-
-    op: Operation
-    record: MemoryRecord | None = None
-    memory_id: str = ""
-    query: str = ""
-    title: str = ""
-    description: str = ""
-    repo: str | None = None
-    limit: int = 20
-    top_k: int | None = None
-    exclude_task_id: int | None = None
-
-
-@dataclass
-class MemoryReply:
-    """What the call returned, and whether the owner's store was available after it."""
-
-    available: bool
-    memory_id: str | None = None
-    record: MemoryRecord | None = None
-    hits: list[MemoryHit] = field(default_factory=list)
-    text: str = ""
-    done: bool = False
-    health: dict[str, str] = field(default_factory=dict)
 
 
 async def serve(store: MemoryStore, call: MemoryCall) -> MemoryReply:

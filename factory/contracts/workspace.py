@@ -1,0 +1,55 @@
+"""Git and GitHub steps' wire forms: preparing, finalizing and cleaning a task's worktree, its pull request.
+
+New fields always get defaults, so that the histories of running workflows stay readable
+(docs/versioning.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from factory.contracts.tasks import ChangesResult, RepoRef, WorkspaceInfo  # noqa: F401 (ChangesResult: re-exported)
+
+
+@dataclass
+class PrepareInput:
+    task_id: int
+    title: str
+    repo: RepoRef
+    branch: str | None = None  # continue an existing branch
+    # failover: continue `branch` from the remote where it was pushed, else start it afresh from the base
+    moved: bool = False
+
+
+@dataclass
+class FinalizeInput:
+    task_id: int
+    workspace: WorkspaceInfo
+    repo: RepoRef
+    message: str
+    push: bool = True
+
+
+@dataclass
+class CleanupInput:
+    task_id: int
+    workspace: WorkspaceInfo
+    repo: RepoRef
+    wip_message: str = ""
+
+
+@dataclass
+class PullRequestInput:
+    task_id: int | None
+    repo: RepoRef
+    branch: str
+    base_branch: str
+    title: str
+    body: str
+    workflow_run_id: int | None = None
+
+
+@dataclass
+class PullRequestResult:
+    url: str
+    number: int
+    created: bool
