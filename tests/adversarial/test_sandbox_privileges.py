@@ -355,3 +355,23 @@ async def test_doctor_reports_what_holds_inside_a_real_sandbox():
     assert "seccomp mode 2" in text and "no_new_privs 1" in text, text
     assert re.search(r"processes 512 \((cgroup v[12]|rlimit NPROC)", text), text
     assert re.search(r"memory 4096 MiB \((cgroup v[12]|rlimit DATA)", text), text
+
+
+def test_the_chown_before_a_run_follows_no_link_the_agent_left(factory_as, tmp_path):
+    """As root, each run first gives its worktree to the sandbox uid: links the agent planted there in an
+    earlier run (to a file, to a directory) and a hard link to a file outside keep their targets' owners."""
+    if factory_as.name != "root":
+        pytest.skip("only a root Factory chowns")
+    victim_dir = tmp_path / "victim-dir"
+    victim_dir.mkdir()
+    (victim_dir / "inner").write_text("x")
+    victim = tmp_path / "victim"
+    victim.write_text("root's")
+    first = factory_as.sandbox(f"ln -s {victim} evil-file && ln -s {victim_dir} evil-dir && echo planted", task_id=7)
+    assert "planted" in first.stdout, first
+    os.link(victim, os.path.join(first.worktree, "hard"))  # what a container of the task's could leave
+    second = factory_as.sandbox("ls -ln", task_id=7)  # the chown before this run walks the planted links
+    assert second.rc == 0, second
+    for p in (victim, victim_dir, victim_dir / "inner"):
+        assert os.stat(p).st_uid == 0 and os.stat(p).st_gid == 0, p
+    assert os.lstat(os.path.join(first.worktree, "evil-file")).st_uid == factory_as.sandbox_uid
