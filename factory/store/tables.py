@@ -247,3 +247,6 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     """A session whose objects stay readable after commit (they are handed to callers)."""
     with Session(engine, expire_on_commit=False) as session:
         yield session
+
+
+import factory.store.people  # noqa: E402,F401  (registers the people and audit tables on SQLModel.metadata)
