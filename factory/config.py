@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from factory.config_sections import (
     AGENT_TYPES,
     AgentTemplate,
+    AuthConfig,
     BudgetsConfig,
     GithubConfig,
     MemoryConfig,
@@ -47,7 +48,7 @@ class ConfigError(Exception):
 
 SECRET_FIELDS = frozenset(
     "anthropic_api_key github_token factory_auth_token plane_api_key telegram_bot_token surrealdb_url surrealdb_user "
-    "surrealdb_pass openai_api_key temporal_api_key".split()
+    "surrealdb_pass openai_api_key temporal_api_key oidc_client_secret github_oauth_client_secret".split()
 )
 """Settings read only from the environment or `.env`, never from config.yml: the one list of Factory's secrets."""
 
@@ -90,6 +91,7 @@ class FactoryConfig(BaseSettings):
     previews: PreviewsConfig = Field(default_factory=PreviewsConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)  # people, roles, sign-in (docs/auth.md)
     schedules: dict[str, ScheduleConfig] = Field(default_factory=dict)  # name -> a Temporal Schedule
     claude_command: str = "claude"
     workspace_root: str = "./workspaces"
@@ -111,6 +113,8 @@ class FactoryConfig(BaseSettings):
     surrealdb_pass: SecretStr | None = None
     openai_api_key: SecretStr | None = None
     temporal_api_key: SecretStr | None = None  # Temporal Cloud's API key (temporal.* in docs/deploy.md)
+    oidc_client_secret: SecretStr | None = None  # auth.oidc's client secret
+    github_oauth_client_secret: SecretStr | None = None  # auth.github's client secret
 
     # where this config came from; set by load_config, and the file the YAML source reads
     config_file: str | None = None

@@ -131,6 +131,39 @@ class GithubConfig(_Model):
     check_runs: bool = False
 
 
+class OidcConfig(_Model):
+    """Sign-in by OpenID Connect (`auth.oidc`); the client secret is `OIDC_CLIENT_SECRET` in the environment."""
+
+    issuer: str
+    client_id: str
+    scopes: str = "openid profile email"
+    # the claim whose value becomes the user's login
+    login_claim: str = "preferred_username"
+
+
+class GithubOAuthConfig(_Model):
+    """Sign-in with GitHub (`auth.github`); the secret is `GITHUB_OAUTH_CLIENT_SECRET` in the environment."""
+
+    client_id: str
+    # empty: github.web_url and github.api_url
+    web_url: str = ""
+    api_url: str = ""
+
+
+class AuthConfig(_Model):
+    """Who may use the dashboard and the API (docs/auth.md). Nothing set and no FACTORY_AUTH_TOKEN: open."""
+
+    oidc: OidcConfig | None = None
+    github: GithubOAuthConfig | None = None
+    local: bool = False  # sign-in with a password an admin set
+    default_role: Literal["admin", "operator", "viewer"] = "viewer"  # new people from OIDC or GitHub
+    admins: list[str] = Field(default_factory=list)  # logins made admin at their first sign-in
+    session_hours: float = Field(default=12, gt=0)
+    audit_retention_days: float = Field(default=365, ge=0)  # 0: keep the audit log forever
+    # where people open Factory (https://factory.example.com); empty: the request's own Host
+    public_url: str = ""
+
+
 class ScheduleConfig(_Model):
     """One entry of `schedules:`: a cron expression, its time zone, and the task or workflow it starts."""
 
