@@ -21,7 +21,6 @@ import httpx
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities._agent_process import refusal_logger
 from activities.agent import AgentActivities
@@ -51,6 +50,7 @@ from temporal.launcher import TemporalLauncher
 from temporal.memory import RemoteMemory
 from temporal.schedules import sync_schedules
 from temporal.singletons import ensure_singletons
+from temporal.workflow_sandbox import workflow_runner
 from workflows.memory_service import MemoryServiceWorkflow
 from workflows.registry import WORKFLOWS
 
@@ -178,9 +178,7 @@ def build_workers(client: Client, rt: Runtime, work: HostWork | None = None) -> 
                 task_queue=memory_queue(tq),
                 workflows=[MemoryServiceWorkflow],
                 activities=[MemoryActivities(rt.memory).serve_memory],
-                workflow_runner=SandboxedWorkflowRunner(
-                    restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
-                ),
+                workflow_runner=workflow_runner(),
             )
         )
     return served + [
@@ -191,11 +189,8 @@ def build_workers(client: Client, rt: Runtime, work: HostWork | None = None) -> 
             activities=shared_acts,
             activity_executor=executor,
             interceptors=tracked,
-            # the workflow modules import only dataclasses and pass their imports through; letting
-            # every module through spares a re-import of them for each run (bench/PIPELINE.md)
-            workflow_runner=SandboxedWorkflowRunner(
-                restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
-            ),
+            # only factory.contracts passes through the sandbox; see temporal/workflow_sandbox.py
+            workflow_runner=workflow_runner(),
         ),
         Worker(client, task_queue=host_queue, activities=host_acts, activity_executor=executor, interceptors=tracked),
         Worker(

@@ -16,28 +16,27 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
-with workflow.unsafe.imports_passed_through():
-    from activities.agent import AgentActivities
-    from activities.agent_stop import AgentStopper
-    from activities.records import AnswerRecord, QuestionInput, RecordActivities
-    from factory.contracts import (
-        AgentRequest,
-        AgentResult,
-        AnswerInput,
-        BudgetStop,
-        PendingQuestion,
-        TaskInput,
-        WorkspaceInfo,
-    )
-    from factory.domain.budgets import decide, question, usd
-    from factory.domain.prompts import task_prompt
-    from factory.domain.review import VERDICT_REMINDER, parse_verdict
-    from factory.domain.text import clip
-    from workflows.budget_steps import push_wip, timed_out
-    from workflows.cancel import cancel_wins
-    from workflows.common import QUICK, error_text
-    from workflows.events import Notifications, task_event
-    from workflows.failover import HostLost, watch_host
+from factory.contracts import (
+    AgentRequest,
+    AgentResult,
+    AnswerInput,
+    AnswerRecord,
+    BudgetStop,
+    PendingQuestion,
+    QuestionInput,
+    TaskInput,
+    WorkspaceInfo,
+)
+from factory.contracts import activities as acts
+from factory.domain.budgets import decide, question, usd
+from factory.domain.prompts import task_prompt
+from factory.domain.review import VERDICT_REMINDER, parse_verdict
+from factory.domain.text import clip
+from workflows.budget_steps import push_wip, timed_out
+from workflows.cancel import cancel_wins
+from workflows.common import QUICK, error_text
+from workflows.events import Notifications, task_event
+from workflows.failover import HostLost, watch_host
 
 
 class AgentFailed(Exception):
@@ -151,8 +150,8 @@ class AgentSession:
             return
         for _ in range(5):
             try:
-                killed = await workflow.execute_activity_method(
-                    AgentStopper.stop_agent, self.inp.task_id, task_queue=self.ws.host_queue,
+                killed = await workflow.execute_activity(
+                    acts.stop_agent, self.inp.task_id, task_queue=self.ws.host_queue,
                     start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=timedelta(minutes=2),
                     summary="stop the agent",
                 )  # fmt: skip
@@ -169,8 +168,8 @@ class AgentSession:
     async def _agent_activity(self, prompt: str, session_id: str, resume: bool) -> AgentResult:
         inp, ws = self.inp, self.ws
         try:
-            return await workflow.execute_activity_method(
-                AgentActivities.run_agent,
+            return await workflow.execute_activity(
+                acts.run_agent,
                 AgentRequest(
                     task_id=inp.task_id, agent=inp.agent, cwd=ws.path, prompt=prompt, session_id=session_id,
                     resume=resume, workflow_run_id=inp.workflow_run_id, repo_name=inp.repo.name,
@@ -199,9 +198,10 @@ class AgentSession:
             answer = await self._question(text, options)
             choice = decide(answer, stop.limit, stop.spent)
             if choice is None:  # neither a stop nor an amount above what was spent: ask again
-                text = f"{clip(answer, 80)!r} is neither 'Stop' nor an amount above {usd(stop.spent)}. " + question(
-                    stop.key, stop.label, stop.limit, stop.spent
-                )[0]
+                text = (
+                    f"{clip(answer, 80)!r} is neither 'Stop' nor an amount above {usd(stop.spent)}. "
+                    + question(stop.key, stop.label, stop.limit, stop.spent)[0]
+                )
                 continue
             if choice.stop:
                 raise AgentFailed(f"stopped at the budget, {pushed}")
@@ -220,8 +220,8 @@ class AgentSession:
     async def _question(self, text: str, options: list[str] | None) -> str:
         """Record a question, tell people, and wait for the answer; the answer's text."""
         inp = self.inp
-        pq = await workflow.execute_activity_method(
-            RecordActivities.record_question,
+        pq = await workflow.execute_activity(
+            acts.record_question,
             QuestionInput(task_id=inp.task_id, text=text, options=options, workflow_run_id=inp.workflow_run_id),
             summary="record question",
             **QUICK,
@@ -240,22 +240,16 @@ class AgentSession:
             )
         except TimeoutError:
             self.questions.pending = None
-            await workflow.execute_activity_method(
-                RecordActivities.close_question, AnswerRecord(pq.id, "expired", ""), **QUICK
-            )
+            await workflow.execute_activity(acts.close_question, AnswerRecord(pq.id, "expired", ""), **QUICK)
             hours = inp.clarification_timeout_s / 3600
             raise AgentFailed(
                 f"no answer came to the agent's question within {hours:g} hours (clarification_timeout_hours)"
             ) from None
         except asyncio.CancelledError:
-            await workflow.execute_activity_method(
-                RecordActivities.close_question, AnswerRecord(pq.id, "cancelled", ""), **QUICK
-            )
+            await workflow.execute_activity(acts.close_question, AnswerRecord(pq.id, "cancelled", ""), **QUICK)
             raise
         ans = self.questions.answer
         assert ans is not None
-        await workflow.execute_activity_method(
-            RecordActivities.record_answer, AnswerRecord(pq.id, ans.answer, ans.answered_by), **QUICK
-        )
+        await workflow.execute_activity(acts.record_answer, AnswerRecord(pq.id, ans.answer, ans.answered_by), **QUICK)
         self.questions.answer = None
         return ans.answer

@@ -13,18 +13,16 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-with workflow.unsafe.imports_passed_through():
-    from activities.budgets import BudgetActivities, HoldCheck
-    from activities.workspace import FinalizeInput, WorkspaceActivities
-    from factory.contracts import TaskInput, WorkspaceInfo
-    from workflows.common import GIT, QUICK, error_text, noticing
+from factory.contracts import FinalizeInput, HoldCheck, TaskInput, WorkspaceInfo
+from factory.contracts import activities as acts
+from workflows.common import GIT, QUICK, error_text, noticing
 
 
 async def wait_for_budget(inp: TaskInput, stage_to: Callable[[str, str], None]) -> None:
     """Return once no daily budget holds the task (at once when none is reached)."""
     while True:
-        state = await workflow.execute_local_activity_method(
-            BudgetActivities.check_budget_hold,
+        state = await workflow.execute_local_activity(
+            acts.check_budget_hold,
             HoldCheck(task_id=inp.task_id, repo=inp.repo.name, agent_type=inp.agent.agent_type),
             summary="daily budget",
             **QUICK,
@@ -38,8 +36,8 @@ async def wait_for_budget(inp: TaskInput, stage_to: Callable[[str, str], None]) 
 async def push_wip(inp: TaskInput, ws: WorkspaceInfo, why: str) -> str:
     """Commit what the agent left and push the branch; a sentence saying what was pushed (never raises)."""
     try:
-        changes = await workflow.execute_activity_method(
-            WorkspaceActivities.finalize_changes,
+        changes = await workflow.execute_activity(
+            acts.finalize_changes,
             FinalizeInput(
                 task_id=inp.task_id, workspace=ws, repo=inp.repo,
                 message=f"WIP: {inp.title} (task #{inp.task_id}, {why})",

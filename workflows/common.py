@@ -9,9 +9,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, RetryState, TimeoutError
 
-with workflow.unsafe.imports_passed_through():
-    from factory.domain.errors import gave_up
-    from factory.search_attributes import AGENT_TYPE, REPO, STAGE, TASK_ID  # noqa: F401 (re-exported to workflows)
+from factory.domain.errors import gave_up
+from factory.search_attributes import AGENT_TYPE, REPO, STAGE, TASK_ID  # noqa: F401 (re-exported to workflows)
 
 _RAN_OUT = (RetryState.MAXIMUM_ATTEMPTS_REACHED, RetryState.TIMEOUT)
 

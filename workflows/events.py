@@ -8,10 +8,9 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
-with workflow.unsafe.imports_passed_through():
-    from activities.records import NotifyInput, RecordActivities
-    from factory.contracts import TaskEvent, TaskInput, WorkflowRunInput, WorkflowRunResult
-    from workflows.common import NOTIFY, QUICK, error_text
+from factory.contracts import NotifyInput, TaskEvent, TaskInput, WorkflowRunInput, WorkflowRunResult
+from factory.contracts import activities as acts
+from workflows.common import NOTIFY, QUICK, error_text
 
 
 def task_event(inp: TaskInput, kind: str, **fields: Any) -> TaskEvent:
@@ -45,8 +44,8 @@ class Notifications:
     async def emit(self, event: TaskEvent) -> None:
         """Post the event to the board and start one send per channel that wants it."""
         try:
-            channels = await workflow.execute_local_activity_method(
-                RecordActivities.publish_event, event, summary=f"event: {event.kind}", **QUICK
+            channels = await workflow.execute_local_activity(
+                acts.publish_event, event, summary=f"event: {event.kind}", **QUICK
             )
         except ActivityError as exc:
             if is_cancelled_exception(exc):
@@ -55,8 +54,8 @@ class Notifications:
             return
         for channel in channels:
             self._pending.append(
-                workflow.start_activity_method(
-                    RecordActivities.send_notification,
+                workflow.start_activity(
+                    acts.send_notification,
                     NotifyInput(channel=channel, event=event),
                     summary=f"{channel}: {event.kind}",
                     **NOTIFY,

@@ -21,10 +21,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, TimeoutError, TimeoutType
 
-with workflow.unsafe.imports_passed_through():
-    from activities.workspace import PrepareInput, WorkspaceActivities
-    from factory.contracts import TaskInput, WorkflowRunInput, WorkspaceInfo
-    from workflows.common import GIT, noticing
+from factory.contracts import PrepareInput, TaskInput, WorkflowRunInput, WorkspaceInfo
+from factory.contracts import activities as acts
+from workflows.common import GIT, noticing
 
 
 class HostLost(Exception):
@@ -50,8 +49,8 @@ def not_started(exc: BaseException) -> bool:
 async def host_alive(inp: TaskInput, ws: WorkspaceInfo) -> bool:
     """Whether the host holding `ws` still takes work: its own queue answers a ping in time."""
     try:
-        await workflow.execute_activity_method(
-            WorkspaceActivities.ping_host,
+        await workflow.execute_activity(
+            acts.ping_host,
             task_queue=ws.host_queue,
             schedule_to_start_timeout=start_timeout(inp),
             start_to_close_timeout=timedelta(seconds=30),
@@ -83,8 +82,8 @@ async def watch_host(run: asyncio.Future[Any], inp: TaskInput, ws: WorkspaceInfo
 
 async def relocate(inp: TaskInput, lost: WorkspaceInfo) -> WorkspaceInfo:
     """Prepare the task's worktree on another host from its branch as last pushed."""
-    return await workflow.execute_activity_method(
-        WorkspaceActivities.prepare_workspace,
+    return await workflow.execute_activity(
+        acts.prepare_workspace,
         PrepareInput(task_id=inp.task_id, title=inp.title, repo=inp.repo, branch=lost.branch, moved=True),
         summary=f"prepare the worktree again ({lost.host} is gone)",
         **noticing(GIT, inp.heartbeat_timeout_s),

@@ -11,15 +11,14 @@ from datetime import timedelta
 
 from temporalio import workflow
 
-with workflow.unsafe.imports_passed_through():
-    from activities.memory import MemoryActivities
-    from factory.memory.service import MemoryCall, MemoryReply
+from factory.contracts import MemoryCall, MemoryReply
+from factory.contracts import activities as acts
 
 
 @workflow.defn
 class MemoryServiceWorkflow:
     @workflow.run
     async def run(self, call: MemoryCall) -> MemoryReply:
-        return await workflow.execute_local_activity_method(
-            MemoryActivities.serve_memory, call, start_to_close_timeout=timedelta(seconds=30), summary=call.op
+        return await workflow.execute_local_activity(
+            acts.serve_memory, call, start_to_close_timeout=timedelta(seconds=30), summary=call.op
         )

@@ -7,43 +7,42 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-with workflow.unsafe.imports_passed_through():
-    from activities.github import GithubActivities
-    from activities.records import RecordActivities, WorkflowRunUpdate
-    from activities.workflow_runs import HandoffInput, StepTaskInput, WorkflowRunActivities
-    from activities.workspace import CleanupInput, PrepareInput, WorkspaceActivities
-    from factory.contracts import (
-        PullRequestInput,
-        PullRequestResult,
-        StepOutput,
-        TaskInput,
-        TaskResult,
-        WorkflowRunInput,
-        WorkflowRunResult,
-        WorkflowStepSpec,
-        WorkspaceInfo,
-    )
-    from factory.domain.handoffs import REVIEW_INSTRUCTIONS, consumer_of, step_context
-    from factory.domain.pull_request import workflow_pr_body
-    from workflows import failover
-    from workflows.common import GIT, GITHUB, QUICK, noticing
-    from workflows.task import TaskWorkflow
-    from workflows.task_steps import best_effort
+from factory.contracts import (
+    CleanupInput,
+    HandoffInput,
+    PrepareInput,
+    PullRequestInput,
+    PullRequestResult,
+    StepOutput,
+    StepTaskInput,
+    TaskInput,
+    TaskResult,
+    WorkflowRunInput,
+    WorkflowRunResult,
+    WorkflowRunUpdate,
+    WorkflowStepSpec,
+    WorkspaceInfo,
+)
+from factory.contracts import activities as acts
+from factory.domain.handoffs import REVIEW_INSTRUCTIONS, consumer_of, step_context
+from factory.domain.pull_request import workflow_pr_body
+from workflows import failover
+from workflows.common import GIT, GITHUB, QUICK, noticing
+from workflows.task import TaskWorkflow
+from workflows.task_steps import best_effort
 
 
 async def update(upd: WorkflowRunUpdate) -> None:
     """Write the run's row (a local activity: no server round trip)."""
-    await workflow.execute_local_activity_method(
-        RecordActivities.update_workflow_run, upd, summary="record workflow run", **QUICK
-    )
+    await workflow.execute_local_activity(acts.update_workflow_run, upd, summary="record workflow run", **QUICK)
 
 
 async def create_step_task(
     inp: WorkflowRunInput, step: WorkflowStepSpec, iteration: int, title: str, source: StepOutput | None
 ) -> int:
     """The Task row of one step (its own logs and answerable questions); its id."""
-    return await workflow.execute_activity_method(
-        WorkflowRunActivities.create_step_task,
+    return await workflow.execute_activity(
+        acts.create_step_task,
         StepTaskInput(
             run_id=inp.run_id, step=step.index, iteration=iteration, title=title, description=inp.description,
             repo=inp.repo.name, agent_type=step.agent.agent_type,
@@ -56,8 +55,8 @@ async def create_step_task(
 
 async def prepare(inp: WorkflowRunInput, task_id: int) -> WorkspaceInfo:
     """The run's shared worktree; it (and its branch name) take the first step's task id."""
-    return await workflow.execute_activity_method(
-        WorkspaceActivities.prepare_workspace,
+    return await workflow.execute_activity(
+        acts.prepare_workspace,
         PrepareInput(task_id=task_id, title=inp.title, repo=inp.repo),
         summary="prepare the shared worktree",
         **noticing(GIT, inp.heartbeat_timeout_s),
@@ -89,8 +88,8 @@ async def run_step_task(
 
 async def record_handoff(inp: WorkflowRunInput, step: WorkflowStepSpec, out: StepOutput) -> int:
     """Record what the step hands to the agent after it; the handoff's id."""
-    return await workflow.execute_activity_method(
-        WorkflowRunActivities.record_handoff,
+    return await workflow.execute_activity(
+        acts.record_handoff,
         HandoffInput(
             run_id=inp.run_id, step=step.index, iteration=out.iteration, from_task_id=out.task_id,
             from_agent=out.agent_type, to_agent=consumer_of(inp.steps, step), output_key=step.output,
@@ -104,8 +103,8 @@ async def record_handoff(inp: WorkflowRunInput, step: WorkflowStepSpec, out: Ste
 
 async def open_pr(inp: WorkflowRunInput, ws: WorkspaceInfo, result: WorkflowRunResult) -> PullRequestResult:
     """The run's one PR, opened (or found open) at the end."""
-    return await workflow.execute_activity_method(
-        GithubActivities.open_pull_request,
+    return await workflow.execute_activity(
+        acts.open_pull_request,
         PullRequestInput(
             task_id=None, repo=inp.repo, branch=ws.branch, base_branch=ws.base_branch,
             title=inp.title, body=workflow_pr_body(inp, result), workflow_run_id=inp.run_id,
@@ -120,8 +119,8 @@ async def clean_up(inp: WorkflowRunInput, ws: WorkspaceInfo, task_id: int, statu
     wip = "" if status == "completed" else f"WIP: {inp.title} (workflow #{inp.run_id} {status})"
     await best_effort(
         "cleanup failed",
-        workflow.execute_activity_method(
-            WorkspaceActivities.cleanup_workspace,
+        workflow.execute_activity(
+            acts.cleanup_workspace,
             CleanupInput(task_id=task_id, workspace=ws, repo=inp.repo, wip_message=wip),
             task_queue=ws.host_queue,
             schedule_to_start_timeout=failover.start_timeout(inp),  # a lost host's: given up, not waited for

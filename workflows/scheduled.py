@@ -11,9 +11,9 @@ from datetime import timedelta
 
 from temporalio import workflow
 
-with workflow.unsafe.imports_passed_through():
-    from activities.schedules import ScheduleActivities, ScheduledWork, ScheduledWorkResult
-    from workflows.common import QUICK
+from factory.contracts import ScheduledWork, ScheduledWorkResult
+from factory.contracts import activities as acts
+from workflows.common import QUICK
 
 
 @workflow.defn
@@ -21,8 +21,8 @@ class ScheduledWorkWorkflow:
     @workflow.run
     async def run(self, work: ScheduledWork) -> ScheduledWorkResult:
         """Start the schedule's work (once, however often the activity is retried)."""
-        return await workflow.execute_activity_method(
-            ScheduleActivities.start_scheduled_work,
+        return await workflow.execute_activity(
+            acts.start_scheduled_work,
             work,
             summary=f"schedule {work.schedule}",
             **{**QUICK, "start_to_close_timeout": timedelta(minutes=2)},

@@ -22,8 +22,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-with workflow.unsafe.imports_passed_through():
-    from activities.singletons import PollSpan, SingletonActivities
+from factory.contracts import PollSpan
+from factory.contracts import activities as acts
 
 MAX_PASSES = 500
 
@@ -57,8 +57,8 @@ class SingletonWorkflow:
     async def _pass(self, job: Singleton) -> None:
         beat = timedelta(seconds=job.heartbeat_s)
         if job.job == "telegram":
-            await workflow.execute_activity_method(
-                SingletonActivities.poll_telegram,
+            await workflow.execute_activity(
+                acts.poll_telegram,
                 PollSpan(job.span_s),
                 start_to_close_timeout=timedelta(seconds=job.span_s + 120),
                 heartbeat_timeout=beat,
@@ -68,10 +68,10 @@ class SingletonWorkflow:
             )
             return
         method = {
-            "pull_requests": SingletonActivities.poll_pull_requests,
-            "retention": SingletonActivities.prune_records,
+            "pull_requests": acts.poll_pull_requests,
+            "retention": acts.prune_records,
         }[job.job]
-        await workflow.execute_activity_method(
+        await workflow.execute_activity(
             method,
             start_to_close_timeout=timedelta(minutes=30),
             heartbeat_timeout=beat,

@@ -17,20 +17,19 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, is_cancelled_exception
 
-with workflow.unsafe.imports_passed_through():
-    from activities.records import WorkflowRunUpdate
-    from factory.contracts import (
-        ChangesResult,
-        StepOutput,
-        WorkflowRunInput,
-        WorkflowRunResult,
-        WorkflowStepSpec,
-        WorkspaceInfo,
-    )
-    from factory.domain.review import condition_met, parse_verdict
-    from workflows import run_steps
-    from workflows.common import AGENT_TYPE, REPO, STAGE, error_text
-    from workflows.events import Notifications, iteration_event, run_event
+from factory.contracts import (
+    ChangesResult,
+    StepOutput,
+    WorkflowRunInput,
+    WorkflowRunResult,
+    WorkflowRunUpdate,
+    WorkflowStepSpec,
+    WorkspaceInfo,
+)
+from factory.domain.review import condition_met, parse_verdict
+from workflows import run_steps
+from workflows.common import AGENT_TYPE, REPO, STAGE, error_text
+from workflows.events import Notifications, iteration_event, run_event
 
 
 class StepFailed(Exception):

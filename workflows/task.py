@@ -13,25 +13,24 @@ import dataclasses
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
-with workflow.unsafe.imports_passed_through():
-    from factory.contracts import (
-        AgentResult,
-        AnswerInput,
-        ChangesResult,
-        PendingQuestion,
-        PullRequestResult,
-        TaskInput,
-        TaskResult,
-        TaskUpdate,
-        WorkspaceInfo,
-    )
-    from factory.domain.pull_request import NO_CHANGES_NOTE
-    from factory.domain.text import clip
-    from workflows import budget_steps, failover, task_steps
-    from workflows.agent_session import AgentFailed, AgentSession, Questions
-    from workflows.cancel import cancel_wins
-    from workflows.common import AGENT_TYPE, REPO, TASK_ID, error_text, set_stage
-    from workflows.events import Notifications, task_event
+from factory.contracts import (
+    AgentResult,
+    AnswerInput,
+    ChangesResult,
+    PendingQuestion,
+    PullRequestResult,
+    TaskInput,
+    TaskResult,
+    TaskUpdate,
+    WorkspaceInfo,
+)
+from factory.domain.pull_request import NO_CHANGES_NOTE
+from factory.domain.text import clip
+from workflows import budget_steps, failover, task_steps
+from workflows.agent_session import AgentFailed, AgentSession, Questions
+from workflows.cancel import cancel_wins
+from workflows.common import AGENT_TYPE, REPO, TASK_ID, error_text, set_stage
+from workflows.events import Notifications, task_event
 
 
 @workflow.defn

@@ -13,30 +13,30 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-with workflow.unsafe.imports_passed_through():
-    from activities.environments import CleanupEnvInput, EnvironmentActivities
-    from activities.github import GithubActivities
-    from activities.memory import MemoryActivities, RememberTaskInput
-    from activities.records import RecordActivities
-    from activities.workspace import CleanupInput, FinalizeInput, PrepareInput, WorkspaceActivities
-    from factory.contracts import (
-        ChangesResult,
-        PullRequestInput,
-        PullRequestResult,
-        TaskInput,
-        TaskResult,
-        TaskUpdate,
-        WorkspaceInfo,
-    )
-    from factory.domain.pull_request import commit_message, pr_body
-    from workflows import failover
-    from workflows.common import ENVIRONMENTS, GIT, GITHUB, MEMORY, QUICK, error_text, noticing
+from factory.contracts import (
+    ChangesResult,
+    CleanupEnvInput,
+    CleanupInput,
+    FinalizeInput,
+    PrepareInput,
+    PullRequestInput,
+    PullRequestResult,
+    RememberTaskInput,
+    TaskInput,
+    TaskResult,
+    TaskUpdate,
+    WorkspaceInfo,
+)
+from factory.contracts import activities as acts
+from factory.domain.pull_request import commit_message, pr_body
+from workflows import failover
+from workflows.common import ENVIRONMENTS, GIT, GITHUB, MEMORY, QUICK, error_text, noticing
 
 
 async def prepare(inp: TaskInput) -> WorkspaceInfo:
     """Fetch the repo and make the task's worktree (on any host; the answer names the host)."""
-    return await workflow.execute_activity_method(
-        WorkspaceActivities.prepare_workspace,
+    return await workflow.execute_activity(
+        acts.prepare_workspace,
         PrepareInput(task_id=inp.task_id, title=inp.title, repo=inp.repo, branch=inp.branch),
         summary="prepare worktree",
         **noticing(GIT, inp.heartbeat_timeout_s),
@@ -47,8 +47,8 @@ async def finalize(inp: TaskInput, ws: WorkspaceInfo) -> ChangesResult:
     """Commit what the agent left and push the branch (`failover.HostLost` when its host is gone)."""
     while True:
         try:
-            return await workflow.execute_activity_method(
-                WorkspaceActivities.finalize_changes,
+            return await workflow.execute_activity(
+                acts.finalize_changes,
                 FinalizeInput(task_id=inp.task_id, workspace=ws, repo=inp.repo, message=commit_message(inp)),
                 task_queue=ws.host_queue,
                 schedule_to_start_timeout=failover.start_timeout(inp),
@@ -64,8 +64,8 @@ async def finalize(inp: TaskInput, ws: WorkspaceInfo) -> ChangesResult:
 
 async def open_pr(inp: TaskInput, ws: WorkspaceInfo, result: TaskResult) -> PullRequestResult:
     """Open the task's PR, or find the one already open for its branch."""
-    return await workflow.execute_activity_method(
-        GithubActivities.open_pull_request,
+    return await workflow.execute_activity(
+        acts.open_pull_request,
         PullRequestInput(
             task_id=inp.task_id, repo=inp.repo, branch=ws.branch, base_branch=ws.base_branch, title=inp.title,
             body=pr_body(inp.task_id, inp.description, result.result_text, result.preview_url),
@@ -78,7 +78,7 @@ async def open_pr(inp: TaskInput, ws: WorkspaceInfo, result: TaskResult) -> Pull
 
 async def record(upd: TaskUpdate) -> None:
     """Write the task's row (a local activity: no server round trip)."""
-    await workflow.execute_local_activity_method(RecordActivities.update_task, upd, summary="record", **QUICK)
+    await workflow.execute_local_activity(acts.update_task, upd, summary="record", **QUICK)
 
 
 async def clean_up(inp: TaskInput, ws: WorkspaceInfo, status: str) -> None:
@@ -86,8 +86,8 @@ async def clean_up(inp: TaskInput, ws: WorkspaceInfo, status: str) -> None:
     steps = [
         best_effort(
             "could not remove test environments",
-            workflow.execute_activity_method(
-                EnvironmentActivities.cleanup_task_environments,
+            workflow.execute_activity(
+                acts.cleanup_task_environments,
                 CleanupEnvInput(task_id=inp.task_id, kinds=["test"]),
                 task_queue=ws.host_queue,
                 schedule_to_start_timeout=failover.start_timeout(inp),  # a lost host's: given up, not waited for
@@ -101,8 +101,8 @@ async def clean_up(inp: TaskInput, ws: WorkspaceInfo, status: str) -> None:
         steps.append(
             best_effort(
                 "cleanup failed",
-                workflow.execute_activity_method(
-                    WorkspaceActivities.cleanup_workspace,
+                workflow.execute_activity(
+                    acts.cleanup_workspace,
                     CleanupInput(task_id=inp.task_id, workspace=ws, repo=inp.repo, wip_message=wip),
                     task_queue=ws.host_queue,
                     schedule_to_start_timeout=failover.start_timeout(inp),
@@ -118,8 +118,8 @@ async def remember(inp: TaskInput, result: TaskResult) -> None:
     """Leave a memory of what the task did and learned (memory never fails a task)."""
     await best_effort(
         "could not store the task's memory",
-        workflow.execute_activity_method(
-            MemoryActivities.remember_task,
+        workflow.execute_activity(
+            acts.remember_task,
             RememberTaskInput(
                 repo=inp.repo.name, task_id=inp.task_id, workflow_id=inp.workflow_run_id,
                 agent_type=inp.agent.agent_type, title=inp.title, outcome=result.status,
