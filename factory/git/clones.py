@@ -218,11 +218,18 @@ class TaskClone:
         git_dir = self.git_dir
         if git_dir.is_symlink() or not git_dir.is_dir():
             raise UnsafeCloneError(f"{git_dir} is not a plain directory (was it replaced by a file or a link?)")
+        locks = []
         for root, dirs, files in os.walk(git_dir):
             for name in dirs + files:
                 if os.path.islink(os.path.join(root, name)):
                     rel = os.path.relpath(os.path.join(root, name), self.path)
                     raise UnsafeCloneError(f"{rel} is a symlink; Factory will not run git in this clone")
+            locks += [os.path.join(root, n) for n in files if n.endswith(".lock")]
+        # a lock the agent left (index, HEAD, a ref, packed-refs) would fail every Factory command that
+        # takes it, and the step would be retried for ever; no other git runs here now (the sandbox
+        # ended every process of the run, and a task's steps on its clone run one at a time)
+        for lock in locks:
+            os.unlink(lock)
 
     async def sync_refs(self, keep: str | None = None) -> None:
         """Set refs/remotes/origin/* (and tags) to the mirror's, which Factory alone writes.
@@ -254,6 +261,11 @@ class TaskClone:
         Submodules and nested repositories are left out of the dirty check: git would otherwise run
         `git status` inside them, under config the agent wrote there.
         """
+        # the agent's index is never read: rebuilt from HEAD, so no entry it marked assume-unchanged or
+        # skip-worktree hides a change, and one crafted huge costs nothing (the work tree is what is committed)
+        (self.git_dir / "index").unlink(missing_ok=True)
+        if await self.has_ref("HEAD"):
+            await self.git("read-tree", "HEAD")
         if not (await self.git("status", "--porcelain", "--ignore-submodules=all")).strip():
             return False
         # an untracked nested repository is listed as "dir/" (git does not look inside); staging one with

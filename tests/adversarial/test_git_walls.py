@@ -323,3 +323,24 @@ async def test_a_planted_ref_does_not_keep_the_work_from_the_remote(start_factor
     # the work reached the remote although the agent set the remote-tracking ref to claim it had
     assert remote_file(h.remote, done["branch"], "work.txt") == "work\n"
     assert remote_file(h.remote, done["branch"], "nested/inner.txt") is None  # an untracked nested repo stays out
+
+
+async def test_lock_files_and_a_crafted_index_do_not_keep_the_work_from_the_remote(start_factory, model):
+    """Locks left under `.git` made every Factory `git add` fail (finalize retried for ever); an index marking a
+    changed file assume-unchanged or skip-worktree hid it from Factory's commit; a huge one cost the worker."""
+    plant = (
+        "set -e; echo changed > README.md; echo hidden > hidden.txt; git add hidden.txt; "
+        "git commit -qm hidden; echo changed-again > hidden.txt; "
+        "git update-index --assume-unchanged README.md; git update-index --skip-worktree hidden.txt; "
+        'b=$(git branch --show-current); touch .git/index.lock .git/HEAD.lock ".git/refs/heads/$b.lock"; '
+        "touch .git/packed-refs.lock .git/config.lock; echo PLANTED"
+    )
+    model.add_scenario("locks", [bash(plant), Text("done")])
+    async with start_factory() as h:
+        t = await h.create("Plant locks", "locks")
+        done = await h.wait_for(t["id"], {"done", "failed"}, timeout=60)
+        await h.settled(t["id"])
+    assert "PLANTED" in "\n".join(r.all_text for r in model.requests_for("locks"))
+    assert done["status"] == "done", done
+    assert remote_file(h.remote, done["branch"], "README.md") == "changed\n"
+    assert remote_file(h.remote, done["branch"], "hidden.txt") == "changed-again\n"
