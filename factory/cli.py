@@ -109,6 +109,7 @@ async def _up(cfg: FactoryConfig, lock: Any, api_sock: socket.socket, temporal_p
         if not address:
             dev = DevServer(cfg.data_path, port=temporal_port, ui_port=ui_port, namespace=cfg.temporal.namespace)
             dev.spawn()  # in the main thread: the server's parent-death signal is tied to the forking thread
+            typer.echo(f"starting the Temporal dev server on {dev.address} (its log: {dev.data_dir / 'temporal.log'})")
             await unless_stopped((stop,), dev.ready())
             address = dev.address
             typer.echo(f"Temporal dev server on {address}, web UI on http://127.0.0.1:{ui_port}")
