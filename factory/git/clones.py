@@ -204,6 +204,10 @@ class TaskClone:
         await asyncio.to_thread(self._check_layout)  # walks a tree the agent can fill: off the event loop
         git_dir = self.git_dir
         (git_dir / "commondir").unlink(missing_ok=True)  # would make the mirror (or anything) its common dir
+        # a clone of Factory's is never shallow and has no grafts: either planted would make every push
+        # fail ("shallow update not allowed") or change what history Factory counts and sends
+        for planted in ("shallow", "info/grafts"):
+            (git_dir / planted).unlink(missing_ok=True)
         _atomic_write(
             git_dir / "config",
             clone_config(self.url, await object_format(self.mirror), self.author_name, self.author_email),

@@ -326,11 +326,11 @@ async def test_a_planted_ref_does_not_keep_the_work_from_the_remote(start_factor
 
 
 async def test_lock_files_and_a_crafted_index_do_not_keep_the_work_from_the_remote(start_factory, model):
-    """Locks left under `.git` made every Factory `git add` fail (finalize retried for ever); an index marking a
-    changed file assume-unchanged or skip-worktree hid it from Factory's commit; a huge one cost the worker."""
+    """Locks left under `.git` made every Factory `git add` fail (finalize retried for ever), a `shallow` file every
+    push; an index marking a changed file assume-unchanged or skip-worktree hid it from Factory's commit."""
     plant = (
         "set -e; echo changed > README.md; echo hidden > hidden.txt; git add hidden.txt; "
-        "git commit -qm hidden; echo changed-again > hidden.txt; "
+        "git commit -qm hidden; git rev-parse HEAD > .git/shallow; echo changed-again > hidden.txt; "
         "git update-index --assume-unchanged README.md; git update-index --skip-worktree hidden.txt; "
         'b=$(git branch --show-current); touch .git/index.lock .git/HEAD.lock ".git/refs/heads/$b.lock"; '
         "touch .git/packed-refs.lock .git/config.lock; echo PLANTED"
