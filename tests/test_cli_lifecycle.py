@@ -226,6 +226,10 @@ def test_sigterm_while_serving_stops_everything_and_the_temporal_link_uses_the_u
         assert link == f"http://127.0.0.1:{up.ui_port}"
         assert httpx.get(link, timeout=10).status_code == 200  # the dev server's web UI really is there
         dev = _dev_pid(up.data_dir)
+        # an open message-board stream (a dashboard left open) must not hold the shutdown up
+        board = httpx.Client(base_url=up.url, timeout=httpx.Timeout(10, read=30))
+        stream = board.stream("GET", "/api/messages/stream/sse").__enter__()
+        assert stream.status_code == 200  # the response has begun: the server holds the connection open
         assert _sigterm_and_time(up.proc, up.log) == 0
     finally:
         if up.proc.poll() is None:
