@@ -235,7 +235,7 @@ class AgentActivities:
         if self.broker is not None:  # the token is valid while this agent runs, for its task's environments
             env["FACTORY_BROKER_SOCKET"] = self.sandbox.service_socket(self.broker.socket_path)
             env["FACTORY_BROKER_TOKEN"] = self.broker.grant(req.task_id, req.cwd, req.repo_name)
-            contained.callback(self.broker.revoke, req.task_id)
+            contained.push_async_callback(self.broker.end_run, req.task_id)  # token gone, test envs down
         try:
             sockets = [self.broker.socket_path] if self.broker is not None else []
             sandboxed = self.sandbox.command(req.task_id, req.cwd, cmd, sockets, gateway, repo_name=req.repo_name)

@@ -240,6 +240,7 @@ class PreviewsConfig(_Model):
     entrypoint: str = "websecure"
     cert_resolver: str = "letsencrypt"
     max_running: int = 10
+    max_copy_mb: int = 200  # what an environment's compose file names is copied once, up to this size
     max_age_hours: float = 72
     janitor_interval_minutes: float = 5
     default_memory: str = "512m"

@@ -188,7 +188,8 @@ async def test_test_env_answers_is_labelled_limited_and_cleaned_up(broker, task_
         broker.env(task_id, wt),
         wt / "sub",  # relative to where the agent stands
     ).stdout.strip()
-    assert out.startswith("http://127.0.0.1:")
+    # no port is published on the host: the service is reached at its address on the project's internal network
+    assert out.startswith("http://") and not out.startswith("http://127.0.0.1:")
     assert httpx.get(out + "/index.html", timeout=10).text == f"hello from task {task_id}"
 
     # labels on every container, network and volume; the agent's own traefik.*/factory.* labels dropped
@@ -201,7 +202,9 @@ async def test_test_env_answers_is_labelled_limited_and_cleaned_up(broker, task_
         assert labels["factory.kind"] == "test"
         assert labels["factory.repo"] == "acme/widgets"
         assert abs(int(labels["factory.created"]) - time.time()) < 600
-        assert not any(k.startswith("traefik.") for k in labels) and "factory.url" not in labels
+        # the agent's own traefik.* and factory.url are gone; containers carry Factory's values only
+        assert {k: v for k, v in labels.items() if k.startswith("traefik.")} in ({}, {"traefik.enable": "false"})
+        assert labels.get("factory.url", "") == ""
 
     # default limits where the file sets none; the file's own limits stand; ports on 127.0.0.1 only
     by_service = {c["Config"]["Labels"]["com.docker.compose.service"]: c["HostConfig"] for c in containers}
@@ -210,9 +213,10 @@ async def test_test_env_answers_is_labelled_limited_and_cleaned_up(broker, task_
     assert by_service["web"]["PidsLimit"] == 512
     assert by_service["other"]["Memory"] == 64 * 1024 * 1024 and by_service["other"]["PidsLimit"] == 20
     bindings = [b for c in containers for bs in c["NetworkSettings"]["Ports"].values() for b in bs or []]
-    assert len(bindings) == 2 and {b["HostIp"] for b in bindings} == {"127.0.0.1"}
-    # the egress proxy may let this task's agent reach exactly those ports
-    assert broker.broker.allowed_targets(task_id) == {("127.0.0.1", int(b["HostPort"])) for b in bindings}
+    assert bindings == [] and networks[0]["Internal"] is True
+    # the egress proxy may let this task's agent reach exactly the service it asked for
+    ip = out.split("//", 1)[1].split(":")[0]
+    assert broker.broker.allowed_targets(task_id) == {(ip, 8080)}
     assert broker.broker.allowed_targets(task_id + 1) == set()
 
     [env] = await list_environments(task_id=task_id)

@@ -93,6 +93,18 @@ class EnvironmentBroker:
         for digest in [d for d, g in self._grants.items() if g.task_id == task_id]:
             del self._grants[digest]
 
+    async def end_run(self, task_id: int) -> None:
+        """The task's agent has ended: revoke its token and remove its test environments.
+
+        A test environment is the agent's tool; one left running would go on seeing (and,
+        before Factory copied what it mounts, writing) the task's files while Factory
+        finalizes them. Previews stay: they are for people, and run from Factory's copy.
+        """
+        self.revoke(task_id)
+        async with self._locks.setdefault((task_id, "test"), asyncio.Lock()):
+            await docker.tear_down(project_name(task_id, "test"))
+            self.forget(task_id, ("test",))
+
     def allowed_targets(self, task_id: int) -> set[tuple[str, int]]:
         """(host, port) pairs of the task's running environments, for the egress proxy."""
         out: set[tuple[str, int]] = set()
@@ -230,7 +242,6 @@ class EnvironmentBroker:
             raise _HttpError(400, "bad_request", f"the body is not JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise _HttpError(400, "bad_request", "the body must be a JSON object")
-        snapshots = str(self.cfg.workspace_path.resolve() / "previews")
         compose_file, service, port, timeout = (
             data.get("compose_file", "docker-compose.yml"), data.get("service"), data.get("port"), data.get("timeout", 120)
         )  # fmt: skip
@@ -246,5 +257,6 @@ class EnvironmentBroker:
             raise _HttpError(400, "bad_request", "timeout must be a number of seconds from 0 to 1800")
         return Request(
             task_id=grant.task_id, kind=kind, worktree=grant.worktree, compose_file=compose_file,
-            repo=grant.repo, service=service, port=port, timeout=float(timeout), snapshots=snapshots,
+            repo=grant.repo, service=service, port=port, timeout=float(timeout),
+            workspace_root=str(self.cfg.workspace_path.resolve()), max_copy_mb=self.cfg.previews.max_copy_mb,
         )  # fmt: skip

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ def compose_environment() -> dict[str, str]:
     """The environment docker and compose run with: the engine's address and nothing of Factory's."""
     env = {k: os.environ[k] for k in _COMPOSE_ENV_KEYS if k in os.environ}
     env.setdefault("PATH", os.defpath)
+    # named, so nothing else (compose v1 reads DOCKER_HOST from a project's .env) picks the engine
+    env.setdefault("DOCKER_HOST", "unix:///var/run/docker.sock")
     return env
 
 
@@ -194,8 +197,11 @@ async def _list(task_id: int | None, kind: str | None) -> list[EnvironmentInfo]:
         created = labels.get(LABEL_CREATED, "")
         if created.isdigit():
             env.created = min(env.created or float(created), float(created))
-        if labels.get(LABEL_URL) and not env.url:
-            env.url = labels[LABEL_URL]
+        # Factory writes factory.url over every container's (labels.override); and a URL must name
+        # this task's own host, whatever a label says
+        url = labels.get(LABEL_URL, "")
+        if url and not env.url and re.match(rf"^https?://task-{env.task_id}\.[A-Za-z0-9.-]+(:[0-9]+)?/?$", url):
+            env.url = url
         return env
 
     for c in containers:
@@ -236,8 +242,9 @@ def _remove_snapshots(containers: list[dict[str, Any]], project: str) -> None:
     """Delete the copy of the worktree a preview ran from (named by Factory's own label)."""
     for c in containers:
         snap = _labels(c).get(LABEL_SNAPSHOT, "")
-        # only ever a `<...>/previews/<this project>` directory, whatever a label says
-        if snap and os.path.basename(snap) == project and os.path.basename(os.path.dirname(snap)) == "previews":
+        # only ever a `<...>/envs/<this project>-<n>` directory of Factory's, whatever a label says
+        name, parent = os.path.basename(snap), os.path.basename(os.path.dirname(snap))
+        if snap and parent == "envs" and name.startswith(project + "-") and name[len(project) + 1 :].isdigit():
             shutil.rmtree(snap, ignore_errors=True)
 
 

@@ -1,31 +1,31 @@
-"""Start one environment for a task: check the agent's compose file, run Factory's version, wait.
+"""Start one environment for a task from Factory's own copy of what its compose file names.
 
-The broker calls `start_environment` for an agent. The agent's file is read once, by
-`<compose> config` with no environment of Factory's; the resolved config is checked, then
-labelled, limited and written to a file of Factory's, and only that file is run.
+The broker calls `start_environment` for an agent. The agent's compose file is read once
+(bounded, off the event loop) and everything it names is copied once into
+`<workspace_root>/envs/<project>-<n>/` (see `copy`); the copy is parsed against an
+allow-list (`spec`), labelled, limited and written as a file of Factory's, and compose runs
+only that file, from that directory, with an empty `.env` and no environment of Factory's
+beyond the engine's address. Nothing reads the worktree again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from factory.config import PreviewsConfig
 from factory.environments import docker
-from factory.environments.checks import UnsafeComposeError, check_compose_safety, check_file_references, is_within
+from factory.environments.checks import UnsafeComposeError, check_compose_safety
 from factory.environments.compose import (
     LABEL_SNAPSHOT,
+    LABEL_URL,
     env_labels,
     finalize_config,
     pick_service,
@@ -33,6 +33,9 @@ from factory.environments.compose import (
     preview_url,
     project_name,
 )
+from factory.environments.labels import image_labels_of, override
+from factory.environments.prepare import PrepareError, envs_root, harden, prepare
+from factory.environments.spec import escape_dollars
 
 
 class EnvironmentFailure(Exception):
@@ -64,21 +67,11 @@ class Request:
     service: str | None = None
     port: int | None = None
     timeout: float = 120
-    snapshots: str = ""  # where previews' copies of their worktree go (`<workspace_root>/previews`)
+    workspace_root: str = ""  # copies go to `<workspace_root>/envs` (`envs_root`)
+    max_copy_mb: int = 200
 
 
 _limit_lock = asyncio.Lock()
-
-
-def resolve_compose_file(worktree: str, compose_file: str) -> str:
-    """The compose file's real path; it must be a file inside the worktree."""
-    p = Path(compose_file)
-    p = p if p.is_absolute() else Path(worktree) / p
-    if not is_within(str(p), worktree):
-        raise EnvironmentFailure("bad_request", f"the compose file {compose_file} is outside the worktree {worktree}")
-    if not p.is_file():
-        raise EnvironmentFailure("bad_request", f"no compose file at {compose_file} in the worktree")
-    return os.path.realpath(p)
 
 
 async def _compose(cmd: tuple[str, ...], *args: str, cwd: str, timeout: float = 120) -> str:
@@ -88,21 +81,6 @@ async def _compose(cmd: tuple[str, ...], *args: str, cwd: str, timeout: float = 
             "docker", f"{' '.join(cmd)} {args[-1] if args else ''} failed ({rc}): {err.strip()[-2000:]}"
         )
     return out
-
-
-async def load_config(cmd: tuple[str, ...], file: str, project: str) -> dict[str, Any]:
-    """`<compose> config` of the agent's file, parsed (v1 speaks YAML, v2 JSON)."""
-    args = ["-p", project, "-f", file, "config"]
-    if not docker.is_compose_v1(cmd):
-        args += ["--format", "json"]
-    out = await _compose(cmd, *args, cwd=os.path.dirname(file))
-    try:
-        config = json.loads(out) if not docker.is_compose_v1(cmd) else yaml.safe_load(out)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise EnvironmentFailure("docker", f"cannot parse the resolved compose config: {exc}") from exc
-    if not isinstance(config, dict):
-        raise EnvironmentFailure("bad_request", "the compose file resolves to no mapping")
-    return config
 
 
 def _probe(host: str, port: int) -> bool:
@@ -123,11 +101,15 @@ def _probe(host: str, port: int) -> bool:
         return False
 
 
-def _host_port(c: dict[str, Any], port: int) -> tuple[str, int] | None:
-    for b in ((c.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{port}/tcp") or []:
-        if b.get("HostPort"):
-            return "127.0.0.1", int(b["HostPort"])
-    return None
+def _own_address(preview_network: str, port: int) -> Callable[[dict[str, Any]], tuple[str, int] | None]:
+    """The container's address on a network of its project (not Traefik's): test environments publish no port."""
+
+    def address(c: dict[str, Any]) -> tuple[str, int] | None:
+        nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
+        ips = [n.get("IPAddress") for name, n in sorted(nets.items()) if name != preview_network and n]
+        return next(((ip, port) for ip in ips if ip), None)
+
+    return address
 
 
 def _network_address(network: str, port: int) -> Callable[[dict[str, Any]], tuple[str, int] | None]:
@@ -172,81 +154,85 @@ async def _wait(project: str, service: str, address: Callable, timeout: float) -
 
 
 async def targets_of(project: str, network: str) -> set[tuple[str, int]]:
-    """(host, port) pairs of a running environment: its 127.0.0.1 ports and its addresses on `network`."""
+    """(host, port) pairs of a running environment: each container's addresses with the port Factory
+    recorded (`factory.port`, Traefik's routed port) and the ports its image exposes."""
+    del network  # every network of the project counts: none of them is published on the host
     out: set[tuple[str, int]] = set()
     for c in await docker.project_containers(project):
-        for key, binds in ((c.get("NetworkSettings") or {}).get("Ports") or {}).items():
-            for b in binds or []:
-                if b.get("HostPort") and key.endswith("/tcp"):
-                    out.add(("127.0.0.1", int(b["HostPort"])))
-        ip = (((c.get("NetworkSettings") or {}).get("Networks") or {}).get(network) or {}).get("IPAddress")
-        if ip:  # the routed port (Factory's own label) and whatever the image exposes
-            labels = (c.get("Config") or {}).get("Labels") or {}
-            ports = [v for k, v in labels.items() if k.endswith(".loadbalancer.server.port")]
-            ports += [k.split("/")[0] for k in (c.get("Config") or {}).get("ExposedPorts") or {} if k.endswith("/tcp")]
-            out |= {(ip, int(p)) for p in ports if str(p).isdigit()}
+        labels = (c.get("Config") or {}).get("Labels") or {}
+        ports = [v for k, v in labels.items() if k.endswith(".loadbalancer.server.port") or k == LABEL_PORT]
+        ports += [k.split("/")[0] for k in (c.get("Config") or {}).get("ExposedPorts") or {} if k.endswith("/tcp")]
+        for net in ((c.get("NetworkSettings") or {}).get("Networks") or {}).values():
+            if ip := (net or {}).get("IPAddress"):
+                out |= {(ip, int(p)) for p in ports if str(p).isdigit()}
     return out
 
 
-def _snapshot(req: Request, project: str, file: str) -> tuple[str, str]:
-    """Copy the worktree for a preview; (the copy, the compose file in it).
+LABEL_PORT = "factory.port"
+"""Set by Factory on an environment's services: the port Factory reaches (empty on the others)."""
 
-    A preview outlives its task, whose worktree Factory removes when the task ends, so its
-    bind mounts must not point into the worktree; and the agent cannot change the copy
-    between the checks and `up`.
-    """
-    if not req.snapshots:
-        raise EnvironmentFailure("bad_request", "previews need a snapshot directory (the broker sets it)")
-    snap = Path(req.snapshots) / project
-    shutil.rmtree(snap, ignore_errors=True)
-    snap.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(req.worktree, snap, symlinks=True, ignore=shutil.ignore_patterns(".git"))
-    return str(snap), str(snap / os.path.relpath(file, os.path.realpath(req.worktree)))
+
+async def _image_labels(image: str, pull: bool) -> dict[str, str]:
+    """An image's labels; pulled first (with Factory's registry config) when it is not here yet."""
+    rc, out, _err = await docker.run("docker", "image", "inspect", image)
+    if rc != 0 and pull:
+        rc, _out, err = await docker.run("docker", "pull", image, timeout=600)
+        if rc != 0:
+            raise EnvironmentFailure("docker", f"cannot pull {image}: {err.strip()[-1000:]}")
+        rc, out, _err = await docker.run("docker", "image", "inspect", image)
+    if rc != 0:
+        raise EnvironmentFailure("docker", f"no image {image} after building and pulling")
+    return image_labels_of(json.loads(out or "[]"))
+
+
+def _write(env_dir: str, final: dict[str, Any]) -> str:
+    path = Path(env_dir) / "docker-compose.factory.json"
+    path.write_text(json.dumps(escape_dollars(final), indent=2))
+    return str(path)
 
 
 async def start_environment(req: Request, pv: PreviewsConfig) -> Started:
-    """Check, label, limit and start an environment, then wait until it answers.
+    """Copy, check, label, limit and start an environment, then wait until it answers.
 
     Raises:
         UnsafeComposeError: the file breaks a rule (each violation names it).
         EnvironmentFailure: bad request, host limit, timeout, or docker failing.
     """
     project = project_name(req.task_id, req.kind)
-    file = resolve_compose_file(req.worktree, req.compose_file)
-    worktree = req.worktree
-    snapshot = ""
-    if req.kind == "preview":
-        snapshot, file = await asyncio.to_thread(_snapshot, req, project, file)
-        worktree = snapshot
+    if not req.workspace_root:
+        raise EnvironmentFailure("bad_request", "environments need Factory's workspace_root (the broker sets it)")
+    root = envs_root(req.workspace_root)
     try:
-        violations = check_file_references(file, worktree)
-    except ValueError as exc:
+        env_dir, config = await asyncio.to_thread(
+            prepare, req.worktree, req.compose_file, project, root, max(1, req.max_copy_mb) << 20
+        )
+    except PrepareError as exc:
         raise EnvironmentFailure("bad_request", str(exc)) from exc
-    if violations:
-        raise UnsafeComposeError(violations)
-    cmd = await docker.compose_command()
-    config = await load_config(cmd, file, project)
-    violations = check_compose_safety(config, worktree, project)
-    if violations:
-        raise UnsafeComposeError(violations)
-
-    labels = env_labels(req.task_id, req.kind, req.repo, time.time())
-    if snapshot:
-        labels[LABEL_SNAPSHOT] = snapshot
-    preview = publish = None
     try:
-        service, port, published = pick_service(config, req.service, req.port)
+        return await _start(req, pv, project, env_dir, config)
+    except BaseException:
+        # a refused or failed start leaves nothing of Factory's behind but what compose already runs
+        if not await docker.project_containers(project):
+            await asyncio.to_thread(shutil.rmtree, env_dir, True)
+        raise
+
+
+async def _start(req: Request, pv: PreviewsConfig, project: str, env_dir: str, config: dict[str, Any]) -> Started:
+    labels = env_labels(req.task_id, req.kind, req.repo, time.time())
+    labels[LABEL_SNAPSHOT] = env_dir
+    preview = None
+    try:
+        service, port, _published = pick_service(config, req.service, req.port)
     except ValueError as exc:
-        if req.kind == "test" or req.service is None or req.port is None:
+        if req.service is None or req.port is None:
             raise EnvironmentFailure("bad_request", str(exc)) from exc
-        service, port, published = req.service, req.port, False
-    if req.kind == "test":
-        publish = None if published else (service, port)
-        url = ""
-    else:
+        service, port = req.service, req.port
+    url = ""
+    host = preview_host(req.task_id, pv.domain)
+    if req.kind == "preview":
         url = preview_url(req.task_id, pv.domain, pv.scheme)
         preview = {
-            "service": service, "port": int(port), "host": preview_host(req.task_id, pv.domain),
+            "service": service, "port": int(port), "host": host,
             "network": pv.network, "entrypoint": pv.entrypoint,
             "cert_resolver": pv.cert_resolver if pv.scheme == "https" else "", "domain": pv.domain, "url": url,
         }  # fmt: skip
@@ -259,30 +245,57 @@ async def start_environment(req: Request, pv: PreviewsConfig) -> Started:
             )
     try:
         final = finalize_config(
-            config, labels=labels, memory=pv.default_memory or None, cpus=pv.default_cpus or None,
-            publish=publish, preview=preview,
-        )  # fmt: skip
+            config, labels=labels, memory=pv.default_memory or None, cpus=pv.default_cpus or None, preview=preview
+        )
     except ValueError as exc:
         raise EnvironmentFailure("bad_request", str(exc)) from exc
+    final = harden(final, project, pv.network if preview else None)
+    for name, svc in final["services"].items():
+        svc["labels"][LABEL_PORT] = str(int(port)) if name == service else ""
+    # the second wall: the file Factory wrote names nothing outside its own copy
+    violations = check_compose_safety(
+        {**final, "networks": {k: v for k, v in (final.get("networks") or {}).items() if k != pv.network}},
+        env_dir, project,
+    )  # fmt: skip
+    if violations:
+        raise UnsafeComposeError(violations)
 
-    with tempfile.TemporaryDirectory(prefix=f"{project}-") as tmp:
-        path = Path(tmp) / "docker-compose.factory.json"
-        path.write_text(json.dumps(final, indent=2))
-        args = ["-p", project, "--project-directory", os.path.dirname(file), "-f", str(path)]
-        if docker.is_compose_v1(cmd):
-            args.insert(0, "--compatibility")  # v1 honours deploy.resources.limits only so
-        async with _limit_lock:
-            others = await docker.running_environments() - {(str(req.task_id), req.kind)}
-            if len(others) >= pv.max_running:
-                raise EnvironmentFailure(
-                    "limit",
-                    f"this host already runs {len(others)} environments (previews.max_running={pv.max_running}); "
-                    "tear one of yours down or try later",
-                )
-            await _compose(cmd, *args, "up", "-d", "--remove-orphans", cwd=os.path.dirname(file), timeout=600)
+    cmd = await docker.compose_command()
+    Path(env_dir, ".env").write_text("")  # compose reads .env from the project directory: Factory's, empty
+    file = _write(env_dir, final)
+    args = ["-p", project, "--project-directory", env_dir, "--env-file", str(Path(env_dir, ".env")), "-f", file]
+    if docker.is_compose_v1(cmd):
+        args.insert(0, "--compatibility")  # v1 honours deploy.resources.limits only so
+    async with _limit_lock:
+        others = await docker.running_environments() - {(str(req.task_id), req.kind)}
+        if len(others) >= pv.max_running:
+            raise EnvironmentFailure(
+                "limit",
+                f"this host already runs {len(others)} environments (previews.max_running={pv.max_running}); "
+                "tear one of yours down or try later",
+            )
+        if any(s.get("build") is not None for s in final["services"].values()):
+            await _compose(cmd, *args, "build", cwd=env_dir, timeout=900)
+        rule = f"Host(`{host}`)"
+        for name, svc in final["services"].items():
+            image_labels = await _image_labels(str(svc.get("image") or ""), svc.get("build") is None)
+            svc["labels"] = override(
+                svc["labels"], image_labels, routed=bool(preview) and name == service, rule=rule, url_label=LABEL_URL
+            )
+        _write(env_dir, final)
+        await _compose(cmd, *args, "up", "-d", "--no-build", "--remove-orphans", cwd=env_dir, timeout=600)
+    await _remove_older_copies(project, env_dir)
     if req.kind == "test":
-        host, hport = await _wait(project, service, lambda c: _host_port(c, int(port)), req.timeout)
-        url = f"http://{host}:{hport}"
+        ip, iport = await _wait(project, service, _own_address(pv.network, int(port)), req.timeout)
+        url = f"http://{ip}:{iport}"
     else:
         await _wait(project, service, _network_address(pv.network, int(port)), req.timeout)
     return Started(project=project, url=url, targets=await targets_of(project, pv.network))
+
+
+async def _remove_older_copies(project: str, keep: str) -> None:
+    """Earlier copies of this project's environment: its containers now run from `keep`."""
+    root = Path(keep).parent
+    for old in root.glob(f"{project}-*"):
+        if str(old) != keep and old.name[len(project) + 1 :].isdigit():
+            await asyncio.to_thread(shutil.rmtree, old, True)
