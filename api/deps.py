@@ -15,7 +15,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from api.bodies import MAX_ID
-from api.middleware import token_problem
+from api.middleware import TOKEN_HELP
+from factory.auth.people import Principal
 from factory.config import FactoryConfig
 from factory.domain.text import clip
 from factory.launcher import Conflict, Launcher, LaunchError, NotFound
@@ -86,14 +87,26 @@ async def known_query(request: Request) -> None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(problems))
 
 
-_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <FACTORY_AUTH_TOKEN>`")
+_bearer = HTTPBearer(
+    auto_error=False, description="`Authorization: Bearer <your API token>` (or the bootstrap FACTORY_AUTH_TOKEN)"
+)
 
 
 async def require_token(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-    """Bearer-token auth for /api (declares the scheme in OpenAPI; `TokenGate` checks it before the body is read)."""
-    problem = token_problem(request.app.state.cfg, request.headers.get("authorization"))
-    if problem:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, problem, headers={"WWW-Authenticate": "Bearer"})
+    """Declares the bearer scheme in OpenAPI; `AuthGate` has already found the principal before the body was read.
+
+    A route reached without one (the gate was bypassed, e.g. a router mounted outside /api) is a 401.
+    """
+    if getattr(request.state, "principal", None) is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, TOKEN_HELP, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def get_principal(request: Request) -> Principal:
+    """Who this request acts as (set by `AuthGate`; with no auth configured, the open anonymous admin)."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, TOKEN_HELP, headers={"WWW-Authenticate": "Bearer"})
+    return principal
 
 
 @asynccontextmanager
@@ -122,6 +135,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 LauncherDep = Annotated[Launcher, Depends(get_launcher)]
 BoardDep = Annotated[Board, Depends(get_board)]
 MemoryDep = Annotated[MemoryStore, Depends(get_memory)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="a row id (1 to 2^63-1)")]
 IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="a row id (1 to 2^63-1)")]

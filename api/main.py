@@ -18,12 +18,14 @@ from temporalio.client import Client
 
 from api.deps import known_query, require_token
 from api.errors import responses, status_handler, validation_error
-from api.middleware import BodyLimit, TokenGate
+from api.middleware import AuthGate, BodyLimit
 from api.routes import (
     agents,
     analytics,
     costs,
     environments,
+    events,
+    followups,
     handoffs,
     messages,
     pages,
@@ -33,8 +35,12 @@ from api.routes import (
     webhooks,
     workflows,
 )
+from api.routes import audit as audit_routes
+from api.routes import auth as auth_routes
 from api.routes import memory as memory_routes
+from api.routes import users as user_routes
 from api.schemas import HealthPublic
+from factory.auth.status import in_force
 from factory.config import FactoryConfig
 from factory.integrations.telegram.notifier import TelegramNotifier
 from factory.launcher import Conflict, Launcher, LaunchError, NotFound
@@ -79,8 +85,8 @@ def create_app(
         elif own_memory:  # the embedded store is the memory owner's: ask it over Temporal
             launcher = app.state.launcher
             app.state.memory = RemoteMemory(cfg, launcher.client if isinstance(launcher, TemporalLauncher) else None)
-        if cfg.factory_auth_token is None:
-            log.warning("FACTORY_AUTH_TOKEN is not set: /api is open to anyone who can reach this port")
+        if not in_force(cfg):
+            log.warning("no auth configured (FACTORY_AUTH_TOKEN, auth.*): /api is open to anyone who can reach this port")
         yield
         if own_memory:
             await app.state.memory.close()
@@ -96,18 +102,23 @@ def create_app(
 
     # The token is checked by TokenGate before any body is read; the dependency declares the
     # bearer scheme in /openapi.json (only when a token is set: without one /api is open).
-    auth = [Security(require_token)] if cfg.factory_auth_token else []
-    denied = responses(401) if cfg.factory_auth_token else {}
+    auth = [Security(require_token)] if in_force(cfg) else []
+    denied = responses(401, 403) if in_force(cfg) else {}
     for r in (
         tasks, agents, workflows, handoffs, messages, memory_routes, environments, analytics, settings, costs, schedules,
+        events, followups,
     ):  # fmt: skip
         app.include_router(r.router, dependencies=auth, responses=denied)
+    # people, tokens and the audit log; roles for every /api route are applied by AuthGate (factory/auth/roles.py)
+    for people_router in (user_routes.router, audit_routes.router, auth_routes.api_router):
+        app.include_router(people_router, dependencies=auth, responses=denied)
+    app.include_router(auth_routes.router)  # sign-in: open, it is how one gets a session
     # webhooks prove themselves (signatures); pages hold no data
     app.include_router(webhooks.router, responses=responses(400, 403, 404, 413, 422, 503))
     app.include_router(pages.router)
     # added last = outermost: the token is checked first, then the size, then a route reads the body
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
-    app.add_middleware(TokenGate, cfg=cfg)
+    app.add_middleware(AuthGate, cfg=cfg)
 
     for exc_type, code in _STATUS.items():
         app.add_exception_handler(exc_type, status_handler(code))

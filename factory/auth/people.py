@@ -202,3 +202,20 @@ def token_principal(engine: Engine, token: str) -> Principal | None:
     if user is None or user.disabled:
         return None
     return Principal(user.login, lower(user.role, SCOPES.get(row.scope, "viewer")), user.id, row.id, None, "token")
+
+
+def update_user(engine: Engine, user_id: int, role: str | None, disabled: bool | None) -> User:
+    """Change a role or disable a user (a disabled user's sessions and tokens are refused from then on)."""
+    with Session(engine, expire_on_commit=False) as s:
+        user = s.get(User, user_id)
+        if user is None:
+            raise Missing(f"user {user_id} not found")
+        if role is not None:
+            if role not in ROLES:
+                raise ValueError(f"role must be one of {', '.join(ROLES)}")
+            user.role = role
+        if disabled is not None:
+            user.disabled = disabled
+        s.add(user)
+        s.commit()
+    return user
