@@ -10,6 +10,7 @@ source; unlinked ones are written as they came.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from datetime import datetime
@@ -102,3 +103,8 @@ def export(engine: Engine, since: datetime | None = None, page: int = 500) -> It
         if len(rows) < page:
             return
         last = rows[-1].id
+
+
+async def arecord(engine: Engine, actor: str, action: str, target: str = "", **kw: object) -> None:
+    """`record` off the event loop, for the inbound handlers (`actor`: `github:<login>`, `plane:<member id>`, ...)."""
+    await asyncio.to_thread(lambda: record(engine, actor, action, target, **kw))  # type: ignore[arg-type]

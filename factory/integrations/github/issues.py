@@ -26,6 +26,7 @@ from factory.integrations.github.links import issue_link, link_work
 from factory.integrations.github.notifier import status_text, upsert_status_comment
 from factory.integrations.github.prs import obj, repo_for
 from factory.launcher import Launcher, LaunchError, NewTask, TaskStart
+from factory.store import audit
 from factory.store.tables import FINISHED, Task, WorkflowRun, session_scope
 
 log = logging.getLogger("factory.github")
@@ -93,7 +94,7 @@ async def handle_issue_event(
     for role, who in (("issue's author", obj(issue.get("user")).get("login")), ("labeller", _sender(payload))):
         if not await _may_write(cfg, http, repo_full, who):
             return {"status": "ignored", "reason": f"the {role} ({who!r}) has no write access to the repository"}
-    return await start_issue_work(cfg, engine, launcher, http, repo_full, issue)
+    return await start_issue_work(cfg, engine, launcher, http, repo_full, issue, actor=f"github:{_sender(payload)}")
 
 
 def _sender(payload: dict[str, Any]) -> str:
@@ -119,6 +120,7 @@ async def start_issue_work(
     repo_full: str,
     issue: dict[str, Any],
     instruction: str = "",
+    actor: str = "github:unknown",  # who labelled or mentioned, for the audit log
 ) -> dict[str, Any]:
     """Start a task or workflow run for the issue, link it, and post the status comment."""
     number = int(issue["number"])
@@ -147,6 +149,7 @@ async def start_issue_work(
     except LaunchError as exc:
         return {"status": "ignored", "reason": str(exc)}
     await asyncio.to_thread(link_work, engine, repo_full, number, task.id)
+    await audit.arecord(engine, actor, "task.create", f"task:{task.id}", source="github", task_id=task.id)
     # the status comment exists before the task starts, so its events edit it instead of posting a second
     await _first_status(engine, gh, repo_full, number, status_text(cfg, task.id, None, "queued"))
     await start_or_forget(launcher, engine, task, TaskStart())

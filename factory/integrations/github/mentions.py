@@ -29,6 +29,7 @@ from factory.integrations.github.issues import start_issue_work
 from factory.integrations.github.links import is_own_comment, issue_link
 from factory.integrations.github.prs import FollowUp, factory_pr, may_write, obj, start_follow_up
 from factory.launcher import AnswerRefused, Launcher
+from factory.store import audit
 from factory.store.tables import Question, Task, session_scope
 from factory.store.views import first_waiting
 
@@ -89,7 +90,9 @@ async def handle_comment(
         async with claimed(engine, "github-mention", key) as first:
             if not first:
                 return {"status": "ignored", "reason": "this mention started work already"}
-            return await start_issue_work(cfg, engine, launcher, http, repo_full, issue, instruction)
+            return await start_issue_work(
+                cfg, engine, launcher, http, repo_full, issue, instruction, actor=f"github:{login}"
+            )
     if action != "created":
         return {"status": "ignored", "reason": "an edited comment without a mention"}
     return {"status": "ignored", "reason": "no mention, and no task of this issue is waiting for an answer"}
@@ -105,6 +108,7 @@ async def _answer(
             await launcher.deliver_answer(task.id, answer, f"github:{login}", question.id)
         except AnswerRefused as exc:
             return {"status": "ignored", "reason": f"not taken as an answer: {exc}"}
+    await audit.arecord(engine, f"github:{login}", "task.answer", f"task:{task.id}", source="github", task_id=task.id)
     log.info("GitHub comment %s answered question #%s of task #%s", comment["id"], question.id, task.id)
     return {"status": "answered", "task_id": task.id, "question_id": question.id}
 

@@ -36,6 +36,7 @@ from factory.git.repos import discoverable
 from factory.integrations.claims import claimed, start_or_forget
 from factory.integrations.plane.client import PlaneClient, PlaneError, html_to_text, is_factory_comment, paragraph
 from factory.launcher import AnswerRefused, Launcher, LaunchError, NewTask
+from factory.store import audit
 from factory.store.tables import FINISHED, Question, Task, WorkflowRun, WorkflowStatus, session_scope
 from factory.store.views import first_waiting
 
@@ -336,6 +337,7 @@ async def _comment_event(
             await launcher.deliver_answer(task.id, text, f"plane:{who}", question.id)
         except AnswerRefused as exc:
             return ignored(f"not taken as an answer: {exc}")
+    await audit.arecord(engine, f"plane:{actor}", "task.answer", f"task:{task.id}", source="plane", task_id=task.id)
     log.info("Plane comment %s answered question #%s of task #%s", data["id"], question.id, task.id)
     return {"status": "answered", "task_id": task.id, "question_id": question.id}
 

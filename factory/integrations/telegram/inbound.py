@@ -22,6 +22,7 @@ from sqlmodel import select
 from factory.config import FactoryConfig
 from factory.integrations.telegram.client import TelegramBot, TelegramError
 from factory.launcher import AnswerRefused, Launcher
+from factory.store import audit
 from factory.store.kv import kv_get, kv_set
 from factory.store.tables import Question, session_scope
 
@@ -115,6 +116,9 @@ class UpdateHandler:
         except AnswerRefused as exc:
             await self._say(chat, f"⚠️ Not delivered to task #{task_id}: {exc}", reply_to)
             return f"refused: {exc}"
+        await audit.arecord(
+            self.engine, f"telegram:{chat}", "task.answer", f"task:{task_id}", source="telegram", task_id=task_id
+        )
         await self._say(chat, f"✅ Answer sent to task #{task_id}; the agent continues.", reply_to)
         return f"answered question #{qid} of task #{task_id}"
 
