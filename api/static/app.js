@@ -85,8 +85,9 @@
   };
 
   // ---- API -------------------------------------------------------------------------------
-  F.token = () => sessionStorage.getItem(TOKEN_KEY) || "";
-  F.userName = () => sessionStorage.getItem(NAME_KEY) || "user";
+  // kept in localStorage, so a new tab opens signed in (as the docs say); Sign out removes it
+  F.token = () => localStorage.getItem(TOKEN_KEY) || "";
+  F.userName = () => localStorage.getItem(NAME_KEY) || "user";
 
   F.api = async function api(path, options = {}) {
     const headers = { Accept: "application/json" };
@@ -141,12 +142,13 @@
   // ---- the token gate --------------------------------------------------------------------
   function showGate(reason) {
     stopView();
+    if (F.closeStreams) F.closeStreams();
     $("topbar").hidden = true;
     $("view").hidden = true;
     $("view").replaceChildren();
     if (reason) $("token-reason").textContent = reason;
     $("token-input").value = "";
-    $("name-input").value = sessionStorage.getItem(NAME_KEY) || "";
+    $("name-input").value = localStorage.getItem(NAME_KEY) || "";
     $("token-gate").hidden = false;
     $("token-input").focus();
   }
@@ -193,6 +195,7 @@
   function render() {
     if (!F.info) return;
     stopView();
+    F.closeStreams();
     const parts = (location.hash.replace(/^#\/?/, "") || "tasks").split("/").map(decodeURIComponent);
     const name = parts[0];
     const view = $("view");
@@ -201,27 +204,34 @@
       if (a.dataset.nav === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     });
     const page = F.routes[name];
+    F.title(name.charAt(0).toUpperCase() + name.slice(1));
     if (!page) {
-      view.append(el("h1", {}, "Not found"), el("p", {}, "No such page. ", el("a", { href: "#/tasks" }, "Back to the tasks")));
+      F.notFound(view, "No such page.");
       return;
     }
     const run = page(view, parts.slice(1));
     if (run && run.catch) run.catch((err) => { if (!(err instanceof AuthError)) F.fail(view, err); });
   }
 
+  F.title = (text) => { document.title = text ? `${text} · Factory` : "Factory"; };
+  F.notFound = (view, text) => {
+    F.title("Not found");
+    view.replaceChildren(el("div", { class: "not-found", id: "not-found" }, el("h1", {}, "Not found"),
+      el("p", {}, text, " ", el("a", { href: "#/tasks" }, "Back to the tasks"))));
+  };
   F.fail = (view, err) => view.append(el("p", { class: "error-text", role: "alert" }, err.message || String(err)));
   F.heading = (text, ...extra) => el("div", { class: "page-head" }, el("h1", {}, text), ...extra);
 
   document.addEventListener("DOMContentLoaded", () => {
     $("token-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
-      sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
+      localStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
       const name = $("name-input").value.trim();
-      if (name) sessionStorage.setItem(NAME_KEY, name); else sessionStorage.removeItem(NAME_KEY);
+      if (name) localStorage.setItem(NAME_KEY, name); else localStorage.removeItem(NAME_KEY);
       start();
     });
     $("sign-out").addEventListener("click", () => {
-      sessionStorage.removeItem(TOKEN_KEY);
+      localStorage.removeItem(TOKEN_KEY);
       F.info = null;
       showGate("Signed out. Enter the token to open the dashboard again.");
     });

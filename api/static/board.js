@@ -1,11 +1,10 @@
-// Tasks: the live board by status with filters, and the New task form.
+// Tasks: the live board by status (pushed by /api/events, filtered on the server), and the New task form.
 "use strict";
 
 (() => {
   const { el } = F;
   const COLUMNS = ["queued", "in_progress", "awaiting_input", "done", "failed", "cancelled"];
-  const POLL_MS = 1500;
-  const filters = { repo: "", agent: "", workflow: "", text: "" };
+  const filters = { status: "", repo: "", agent: "", workflow: "", text: "" };
 
   function option(value, label, selected) {
     return el("option", { value, selected: value === selected }, label);
@@ -26,51 +25,86 @@
     return box;
   }
 
-  function card(t, runNames) {
-    const run = t.workflow_run_id ? runNames.get(t.workflow_run_id) : null;
-    return el(
-      "li",
-      { class: "task-card", dataset: { taskId: t.id, status: t.status } },
-      el("a", { class: "task-title", href: `#/tasks/${t.id}` }, t.title),
-      el("div", { class: "meta" },
-        el("span", { class: "muted" }, `#${t.id}`), el("span", {}, t.repo), el("span", { class: "chip" }, t.agent_type),
-        t.workflow_run_id ? el("a", { class: "chip", href: `#/runs/${t.workflow_run_id}` }, `${run || "workflow"} #${t.workflow_run_id}`) : null),
-      el("div", { class: "meta" },
-        el("span", {}, F.fmtTime(t.created_at)),
-        t.cost_usd ? el("span", {}, F.fmtCost(t.cost_usd)) : null,
-        t.pr_url ? F.link(t.pr_url, `PR${t.pr_number ? ` #${t.pr_number}` : ""}`) : null),
-      t.pending_question ? el("p", { class: "card-question" }, "Asks: ", t.pending_question.text) : null,
-    );
+  // A card is made once per key and changed in place afterwards: the title link (which may hold
+  // the keyboard focus) and an open steps panel are kept; only their text and the rest change.
+  function makeCard(key) {
+    const title = el("a", { class: "task-title" });
+    const body = el("div", { class: "card-body" });
+    const steps = el("details", { class: "card-steps", hidden: true }, el("summary", {}, "Steps"), el("ol", { class: "step-list" }));
+    const li = el("li", { class: "task-card", dataset: { key } }, title, body, steps);
+    li._parts = { title, body, steps };
+    return li;
   }
 
-  function matches(t, runNames) {
-    if (filters.repo && t.repo !== filters.repo) return false;
-    if (filters.agent && t.agent_type !== filters.agent) return false;
-    if (filters.workflow === "-" && t.workflow_run_id) return false;
-    if (filters.workflow && filters.workflow !== "-" && runNames.get(t.workflow_run_id) !== filters.workflow) return false;
-    if (filters.text) {
-      const hay = `#${t.id} ${t.title} ${t.description} ${t.branch || ""}`.toLowerCase();
-      if (!hay.includes(filters.text.toLowerCase())) return false;
+  function actionButton(t) {
+    if (!t.allowed.includes("run")) return null;  // offered only where the server would accept it
+    const b = el("button", { type: "button", class: "small run-btn", dataset: { taskId: t.id } }, "Run");
+    b.addEventListener("click", async () => {
+      b.disabled = true;
+      try { await F.api(`/api/tasks/${t.id}/run`, { method: "POST" }); } catch (e) { b.title = e.message; b.disabled = false; }
+    });
+    return b;
+  }
+
+  function fillCard(li, c) {
+    const { title, body, steps } = li._parts;
+    if (c.kind === "task") {
+      const t = c.task;
+      li.dataset.taskId = t.id;
+      li.dataset.status = t.status;
+      const cost = Math.max(t.cost_usd || 0, t.ledger_cost_usd || 0);
+      if (title.textContent !== t.title) title.textContent = t.title;
+      title.setAttribute("href", `#/tasks/${t.id}`);
+      F.fill(body,
+        el("div", { class: "meta" }, el("span", { class: "muted" }, `#${t.id}`), el("span", {}, t.repo), el("span", { class: "chip" }, t.agent_type)),
+        el("div", { class: "meta" }, el("span", {}, F.fmtTime(t.created_at)), cost ? el("span", { class: "card-cost" }, F.fmtCost(cost)) : null,
+          t.pr_url ? F.link(t.pr_url, `PR${t.pr_number ? ` #${t.pr_number}` : ""}`) : null, actionButton(t)),
+        t.pending_question ? el("p", { class: "card-question" }, "Asks: ", t.pending_question.text) : null);
+      steps.hidden = true;
+      F.notifyQuestion(t);
+      return;
     }
-    return true;
+    const r = c.run;
+    li.classList.add("run-card");
+    li.dataset.runId = r.id;
+    li.dataset.status = r.column;
+    li.dataset.workflow = r.name;
+    if (title.textContent !== r.title) title.textContent = r.title;
+    title.setAttribute("href", `#/runs/${r.id}`);
+    const waiting = c.steps.find((s) => s.pending_question);
+    F.fill(body,
+      el("div", { class: "meta" }, el("span", { class: "muted" }, `run #${r.id}`), el("span", {}, r.repo), el("span", { class: "chip" }, r.name),
+        r.iteration ? el("span", {}, `iteration ${r.iteration}`) : null),
+      el("div", { class: "meta" }, el("span", {}, F.fmtTime(r.created_at)), r.cost_usd ? el("span", {}, F.fmtCost(r.cost_usd)) : null,
+        r.pr_url ? F.link(r.pr_url, `PR${r.pr_number ? ` #${r.pr_number}` : ""}`) : null),
+      waiting ? el("p", { class: "card-question" }, "Asks: ", waiting.pending_question.text) : null);
+    steps.hidden = false;
+    steps.querySelector("summary").textContent = `${c.steps.length} step${c.steps.length === 1 ? "" : "s"}`;
+    F.fill(steps.querySelector("ol"), c.steps.map((s) => el("li", { dataset: { taskId: s.id } },
+      el("a", { href: `#/tasks/${s.id}` }, `#${s.id} ${s.agent_type}`), " ", F.badge(s.status))));
+    if (waiting) F.notifyQuestion(waiting);
   }
 
   F.route("tasks", async (view, parts) => {
-    if (parts.length && parts[0]) return F.taskPage(view, Number(parts[0]));
+    if (parts.length && parts[0]) return F.taskPage(view, parts[0]);
+    F.title("Tasks");
     const repos = new Set(F.info.repos.map((r) => r.name));
     const form = el("form", { class: "filters", id: "task-filters", role: "search", onsubmit: (e) => e.preventDefault() });
-    const repoSel = el("select", { id: "filter-repo", name: "repo" });
+    const repoSel = el("select", { id: "filter-repo", name: "repo" },
+      option("", "any", filters.repo), [...repos].sort().map((r) => option(r, r, filters.repo)));
+    const statusSel = el("select", { id: "filter-status", name: "status" },
+      option("", "any", filters.status), COLUMNS.map((s) => option(s, F.STATUS_LABEL[s], filters.status)));
     const agentSel = el("select", { id: "filter-agent", name: "agent" },
       option("", "any", filters.agent), F.info.agent_types.map((a) => option(a, a, filters.agent)));
     const wfSel = el("select", { id: "filter-workflow", name: "workflow" },
       option("", "any", filters.workflow), option("-", "single tasks", filters.workflow),
       F.info.workflows.map((w) => option(w, w, filters.workflow)));
-    const text = el("input", { id: "filter-text", name: "text", type: "search", placeholder: "title, #id, branch", value: filters.text });
+    const text = el("input", { id: "filter-text", name: "text", type: "search", placeholder: "title, #id, branch  (/)", value: filters.text });
     form.append(
-      el("label", {}, "Repo ", repoSel), el("label", {}, "Agent ", agentSel), el("label", {}, "Workflow ", wfSel),
-      el("label", { class: "grow" }, "Search ", text),
+      el("label", {}, "Status ", statusSel), el("label", {}, "Repo ", repoSel), el("label", {}, "Agent ", agentSel),
+      el("label", {}, "Workflow ", wfSel), el("label", { class: "grow" }, "Search ", text),
     );
-    const board = el("div", { class: "board", id: "board" });
+    const board = el("div", { class: "board", id: "board", hidden: true });
     const cols = {};
     for (const s of COLUMNS) {
       const list = el("ol", { class: "cards", "aria-label": F.STATUS_LABEL[s] });
@@ -82,35 +116,67 @@
     const empty = el("div", { id: "board-empty" });
     view.append(F.heading("Tasks", el("a", { class: "button", href: "#/new" }, "New task")), form, empty, board);
 
-    let last = { tasks: [], runNames: new Map() };
-    const draw = () => {
-      const { tasks, runNames } = last;
-      const seen = [...new Set([...repos, ...tasks.map((t) => t.repo)])].sort();
-      if (repoSel.dataset.repos !== seen.join("\n")) {  // rebuilt only when it changes: an open list stays open
-        const keep = repoSel.value || filters.repo;
-        repoSel.replaceChildren(option("", "any", keep), seen.map((r) => option(r, r, keep)));
-        repoSel.dataset.repos = seen.join("\n");
-      }
-      const shown = tasks.filter((t) => matches(t, runNames));
-      for (const s of COLUMNS) {
-        const mine = shown.filter((t) => t.status === s);
-        cols[s].list.replaceChildren(...mine.map((t) => card(t, runNames)));
-        cols[s].count.textContent = String(mine.length);
-      }
-      empty.replaceChildren(tasks.length ? "" : emptyState());
-      board.hidden = !tasks.length;
+    const nodes = new Map();  // key -> <li>, kept across updates
+    let order = [];
+    let everything = false;  // the unfiltered board has at least one card
+    const shown = (li) => {
+      const wf = filters.workflow;
+      if (!wf) return true;
+      if (wf === "-") return !li.dataset.runId;
+      return li.dataset.workflow === wf;
     };
-    const onFilter = () => {
-      Object.assign(filters, { repo: repoSel.value, agent: agentSel.value, workflow: wfSel.value, text: text.value.trim() });
-      draw();
+    const place = () => {
+      const per = Object.fromEntries(COLUMNS.map((s) => [s, []]));
+      for (const key of order) {
+        const li = nodes.get(key);
+        if (li && shown(li) && per[li.dataset.status]) per[li.dataset.status].push(li);
+      }
+      const focused = document.activeElement;
+      for (const s of COLUMNS) {
+        const list = cols[s].list;
+        const want = per[s];
+        const same = want.length === list.children.length && want.every((li, i) => list.children[i] === li);
+        if (!same) list.replaceChildren(...want);
+        cols[s].count.textContent = String(want.length);
+      }
+      for (const li of nodes.values()) if (!li.isConnected || !shown(li)) li.remove();
+      if (focused && focused !== document.activeElement && focused.isConnected) focused.focus();  // a moved card keeps it
+      const any = order.length > 0;
+      if (any) everything = true;
+      empty.replaceChildren(any ? "" : everything || filtersSet() ? el("p", { class: "empty" }, "No task matches these filters.") : emptyState());
+      board.hidden = !any;
+    };
+    const filtersSet = () => Boolean(filters.repo || filters.agent || filters.text || filters.status);
+    let stream = null;
+    const subscribe = () => {
+      if (stream) stream.close();
+      const q = new URLSearchParams();
+      for (const k of ["status", "repo", "agent", "text"]) if (filters[k]) q.set(k, filters[k]);
+      stream = F.stream(`/api/events?${q}`, {
+        card: (c) => {
+          let li = nodes.get(c.key);
+          if (!li) { li = makeCard(c.key); nodes.set(c.key, li); }
+          fillCard(li, c);
+          place();
+        },
+        order: (keys) => {
+          order = keys;
+          for (const k of [...nodes.keys()]) if (!keys.includes(k)) { nodes.get(k).remove(); nodes.delete(k); }
+          place();
+        },
+      });
+    };
+    let timer = 0;
+    const onFilter = (ev) => {
+      const before = `${filters.status}|${filters.repo}|${filters.agent}|${filters.text}`;
+      Object.assign(filters, { status: statusSel.value, repo: repoSel.value, agent: agentSel.value, workflow: wfSel.value, text: text.value.trim() });
+      if (`${filters.status}|${filters.repo}|${filters.agent}|${filters.text}` === before) { place(); return; }
+      clearTimeout(timer);
+      timer = setTimeout(subscribe, ev && ev.target === text ? 250 : 0);  // typing: one request per pause
     };
     form.addEventListener("input", onFilter);
     form.addEventListener("change", onFilter);
-    F.every(POLL_MS, async () => {
-      const [tasks, runs] = await Promise.all([F.api("/api/tasks?limit=500"), F.api("/api/workflows?limit=500")]);
-      last = { tasks, runNames: new Map(runs.map((r) => [r.id, r.name])) };
-      draw();
-    });
+    subscribe();
   });
 
   // ---- New task ------------------------------------------------------------------------
@@ -122,6 +188,7 @@
   }
 
   F.route("new", (view) => {
+    F.title("New task");
     const info = F.info;
     const repo = el("input", { id: "new-repo", name: "repo", list: "repo-names", required: true, autocomplete: "off",
       value: info.repos.length === 1 ? info.repos[0].name : "", placeholder: info.repos.length ? info.repos[0].name : "owner/name" });

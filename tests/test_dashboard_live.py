@@ -1,0 +1,253 @@
+"""The dashboard as a place to live in (Chromium via Playwright, a real Factory, the real CLI against
+the scripted model): cards change in place by push, the connection banner follows the server, a
+follow-up to a finished task starts a new round whose reply shows in the thread, a line comment on
+the split diff reaches the agent, tool calls and Markdown render (markup stays inert), and the
+rendered colours pass WCAG AA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+from factory.store.tables import Question, Task, TaskStatus, session_scope
+from tests.fakes.anthropic import Text, ToolUse
+from tests.fakes.http import BackgroundServer
+
+CHROMIUM = "/usr/bin/chromium"
+TOKEN = "live-token-0c41e7"
+XSS = "<img src=x onerror=window.__pwned=1>"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"Chromium is not installed at {CHROMIUM}"),
+]
+
+# WCAG 2.x contrast of two rendered colours (alpha is composited over the given background)
+CONTRAST_JS = """
+([sel, bgSel]) => {
+  const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const bgOf = (node) => {
+    for (let n = node; n; n = n.parentElement) {
+      const c = parse(getComputedStyle(n).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  return [...document.querySelectorAll(sel)].map((n) => {
+    const fg = parse(bgSel === "outline" ? getComputedStyle(n).outlineColor : getComputedStyle(n).color).slice(0, 3);
+    const bg = bgSel === "outline" ? bgOf(n.parentElement) : bgOf(n);
+    return { sel, text: n.textContent.slice(0, 30), ratio: Math.round(ratio(fg, bg) * 100) / 100 };
+  });
+}
+"""
+
+
+async def _browser(pw: Any) -> Any:
+    return await pw.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+    )
+
+
+async def _signed_in(browser: Any, url: str, hash_: str = "#/tasks", dark: bool = False) -> Any:
+    ctx = await browser.new_context(
+        viewport={"width": 1440, "height": 900}, color_scheme="dark" if dark else "light"
+    )
+    page = await ctx.new_page()
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    await page.goto(f"{url}/{hash_}")
+    await page.fill("#token-input", TOKEN)
+    await page.fill("#name-input", "Ana")
+    await page.click("#token-save")
+    await page.wait_for_selector("#topbar", state="visible")
+    return page
+
+
+def _set(engine: Any, task_id: int, **fields: Any) -> None:
+    with session_scope(engine) as s:
+        t = s.get(Task, task_id)
+        for k, v in fields.items():
+            setattr(t, k, v)
+        s.add(t)
+        s.commit()
+
+
+async def test_cards_change_in_place_the_banner_follows_the_server_and_colours_pass_aa(start_factory, monkeypatch):
+    from playwright.async_api import async_playwright, expect
+
+    monkeypatch.setenv("FACTORY_AUTH_TOKEN", TOKEN)
+    async with start_factory(worker=False) as h, async_playwright() as pw:
+        engine = h.runtime.engine
+        a = await h.create("Tidy the parser", "none", run=False)
+        b = await h.create("Answer me", "none", run=False)
+        _set(engine, b["id"], status=TaskStatus.awaiting_input)
+        with session_scope(engine) as s:
+            s.add(Question(task_id=b["id"], text="Which output format?", options=["json", "text"]))
+            s.commit()
+        server = BackgroundServer(h.app)
+        url = server.start()
+        port = server.port
+        browser = await _browser(pw)
+        try:
+            page = await _signed_in(browser, url)
+            card = page.locator(f'.task-card[data-task-id="{a["id"]}"]')
+            await expect(card).to_be_visible()
+            await expect(card.locator(".run-btn")).to_have_count(1)  # queued: Run is offered
+            await expect(page.locator(f'.task-card[data-task-id="{b["id"]}"] .run-btn')).to_have_count(0)
+            await expect(page.locator(f'.task-card[data-task-id="{b["id"]}"] .card-question')).to_contain_text("Which")
+            await card.locator(".task-title").focus()
+            await page.evaluate("document.activeElement.dataset.mark = 'same-node'")
+            # a change in the database reaches the card by push; the focused link is the same node
+            _set(engine, a["id"], cost_usd=1.25, title="Tidy the parser, now")
+            await expect(card.locator(".card-cost")).to_have_text("$1.25", timeout=10_000)
+            await expect(card.locator(".task-title")).to_have_text("Tidy the parser, now")
+            assert await page.evaluate("document.activeElement.dataset.mark") == "same-node"
+            # a status change moves the card to its column and keeps the focus on it
+            _set(engine, a["id"], status=TaskStatus.failed)
+            await expect(page.locator(f'.col-failed .task-card[data-task-id="{a["id"]}"]')).to_be_visible()
+            assert await page.evaluate("document.activeElement.dataset.mark") == "same-node"
+            await expect(card.locator(".run-btn")).to_have_count(0)  # failed: no Run
+            # server-side filters
+            await page.fill("#filter-text", "Answer")
+            await expect(page.locator("#board .task-card")).to_have_count(1)
+            await page.fill("#filter-text", "")
+            await expect(page.locator("#board .task-card")).to_have_count(2)
+
+            # contrast: badges, the waiting question, body text and the focus ring, light and dark
+            await page.keyboard.press("Tab")
+            checks = [(".badge", "bg"), (".card-question", "bg"), (".task-title", "bg"), (".meta span", "bg")]
+            for dark in (False, True):
+                p = page if not dark else await _signed_in(browser, url, dark=True)
+                await expect(p.locator(".card-question")).to_be_visible()
+                found = []
+                for sel, how in checks:
+                    found += await p.evaluate(CONTRAST_JS, [sel, how])
+                await p.locator(f'.task-card[data-task-id="{b["id"]}"] .task-title').focus()
+                await p.keyboard.press("Shift+Tab")
+                await p.keyboard.press("Tab")
+                found += await p.evaluate(CONTRAST_JS, [":focus-visible", "outline"])
+                assert any(f["sel"] == ":focus-visible" for f in found)
+                low = [f for f in found if f["ratio"] < (3.0 if f["sel"] == ":focus-visible" else 4.5)]
+                assert not low, f"{'dark' if dark else 'light'}: {low}"
+
+            # the server stops: the banner says so; it comes back: the banner goes, what changed shows
+            h.app.state.stopping = True  # open streams end, so the server can stop
+            server.stop()
+            await expect(page.locator("#conn-banner")).to_be_visible(timeout=10_000)
+            _set(engine, b["id"], title="Answer me, changed while down")
+            h.app.state.stopping = False
+            server = BackgroundServer(h.app, port=port)
+            server.start()
+            await expect(page.locator("#conn-banner")).to_be_hidden(timeout=15_000)
+            await expect(page.locator(f'.task-card[data-task-id="{b["id"]}"] .task-title')).to_have_text(
+                "Answer me, changed while down"
+            )
+
+            # a missing task is a real 404; the title names the page; a new tab needs no token again
+            await page.goto(f"{url}/#/tasks/999999")
+            await expect(page.locator("#not-found")).to_contain_text("no task #999999")
+            await page.goto(f"{url}/#/tasks/{a['id']}")
+            await expect(page).to_have_title(f"Task #{a['id']} · Factory")
+            other = await page.context.new_page()
+            await other.goto(f"{url}/#/tasks")
+            await expect(other.locator("#board")).to_be_visible()
+            await expect(other.locator("#token-gate")).to_be_hidden()
+            # ? opens the keyboard help
+            await page.locator("body").press("?")
+            await expect(page.locator("#shortcuts")).to_be_visible()
+            assert page.errors == []
+        finally:
+            await browser.close()
+            h.app.state.stopping = True
+            server.stop()
+
+
+async def test_work_renders_by_kind_a_follow_up_starts_a_round_and_a_line_comment_reaches_the_agent(
+    start_factory, model, monkeypatch
+):
+    from playwright.async_api import async_playwright, expect
+
+    monkeypatch.setenv("FACTORY_AUTH_TOKEN", TOKEN)
+    model.add_scenario(
+        "live-work",
+        [
+            [
+                Text(f"I will **fix** the `parser`:\n\n- step one\n- step two\n\n{XSS} [docs](https://example.com)"),
+                ToolUse("Bash", {"command": "printf 'alpha\\nbeta\\n' > notes.txt && cat notes.txt"}),
+            ],
+            [ToolUse("Write", {"file_path": "calc.py", "content": "def add(a, b):\n    return a - b\n"})],
+            Text("Added add()."),
+        ],
+    )
+    model.add_scenario("live-round", [Text("Round two: noted, calc stays.")])
+    model.add_scenario(
+        "live-comment",
+        [
+            [ToolUse("Write", {"file_path": "calc.py", "content": "def add(a, b):\n    return a + b\n"})],
+            Text("Fixed the sign."),
+        ],
+    )
+    async with start_factory() as h, async_playwright() as pw:
+        with BackgroundServer(h.app) as url:
+            browser = await _browser(pw)
+            try:
+                t = await h.create("Add calc", "live-work")
+                page = await _signed_in(browser, url, f"#/tasks/{t['id']}")
+                logs = page.locator("#logs")
+                bash = logs.locator(".tool-bash")
+                await expect(bash.locator(".tool-cmd")).to_contain_text("printf", timeout=60_000)
+                await expect(bash.locator(".tool-out")).to_contain_text("beta")
+                said = logs.locator(".log-assistant").first
+                await expect(said.locator("strong")).to_have_text("fix")
+                await expect(said.locator("code")).to_have_text("parser")
+                await expect(said.locator("li")).to_have_count(2)
+                await expect(said.locator("a")).to_have_attribute("href", "https://example.com")
+                await expect(said).to_contain_text(XSS)  # text, not an element
+                assert await page.locator("#view img").count() == 0
+                assert await page.evaluate("window.__pwned === undefined")
+                await expect(page.locator("#task-head .badge")).to_have_text("done", timeout=60_000)
+                await expect(logs.locator(".log-final")).to_have_count(1)  # the final reply once
+
+                # the split diff: line numbers on both sides
+                await expect(page.locator("#diff .diff-file")).to_have_count(2, timeout=30_000)
+                await page.click("#diff-split")
+                row = page.locator('#diff .diff-file[data-path="calc.py"] tr[data-line="2"]')
+                await expect(row.locator(".ln").nth(1)).to_have_text("2")
+
+                # a follow-up to the finished task: a new round on its branch whose reply shows in the thread
+                await page.fill("#follow-up-text", "Keep calc as it is [[scenario:live-round]]")
+                await page.click("#follow-up-send")
+                thread = page.locator("#thread")
+                await expect(thread.locator(".message")).to_contain_text("Ana")
+                await expect(thread.locator(".round")).to_contain_text("Round two: noted", timeout=90_000)
+                rounds = [r for r in model.requests_for("live-round")]
+                assert rounds and "Keep calc as it is" in rounds[0].all_text
+
+                # a line comment goes to the agent as its next round, with file and line
+                await page.click("#diff-refresh")
+                await page.click("#diff-split")
+                row = page.locator('#diff .diff-file[data-path="calc.py"] tr[data-line="2"]')
+                await row.locator(".add-comment").click()
+                await page.fill(".comment-text", "this should add [[scenario:live-comment]]")
+                await page.click(".comment-form button[type=submit]")
+                await expect(page.locator(".comment-sent")).to_be_visible()
+                await h.until(lambda: model.requests_for("live-comment"), what="the comment's round", timeout=60)
+                seen = model.requests_for("live-comment")[0].all_text
+                assert "calc.py:2" in seen and "this should add" in seen
+                await expect(thread.locator(".round")).to_have_count(2, timeout=60_000)
+                await expect(thread.locator(".round").nth(1)).to_contain_text("Fixed the sign", timeout=90_000)
+                tasks = [x for x in (await h.api.get("/api/tasks")).json() if x["parent_task_id"] == t["id"]]
+                assert len({x["pr_number"] for x in tasks} | {(await h.task(t["id"]))["pr_number"]}) == 1  # one PR
+                assert page.errors == []
+            finally:
+                await browser.close()
