@@ -25,7 +25,7 @@ from factory.contracts import PollSpan  # noqa: F401 (the wire forms live in fac
 from factory.integrations.github.inbound import poll_pr_states
 from factory.integrations.telegram.inbound import poll_updates
 from factory.launcher import Launcher
-from factory.store.retention import prune
+from factory.store.retention import prune, prune_people
 
 log = logging.getLogger("factory.singletons")
 
@@ -61,6 +61,11 @@ class SingletonActivities:
     @activity.defn
     async def prune_records(self) -> None:
         """Remove the records of work finished longer than `retention_days` ago (database rows only)."""
+        audit_days = self.cfg.auth.audit_retention_days  # the audit log has its own period (0: keep it)
+        old_audit = timedelta(days=audit_days) if audit_days > 0 else None
+        people = await asyncio.to_thread(prune_people, self.engine, old_audit)
+        if people:
+            log.info("retention removed %s", people.counts)
         if self.cfg.retention_days <= 0:
             return
         async with heartbeating():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import typer
 
+from factory.auth.status import report_auth
 from factory.config import FactoryConfig
 from factory.preflight import KeyCheck, check_github_token, check_model_key
 
@@ -103,6 +104,7 @@ def check_keys(cfg: FactoryConfig, report: Report) -> None:
     else:
         _key(report, "GITHUB_TOKEN", check_github_token(cfg.github.api_url, cfg.github_token.get_secret_value()),
              "GitHub refused the token: put a valid GITHUB_TOKEN in .env")  # fmt: skip
+    report_auth(cfg, report, note)  # which auth is in force; a warning when /api is open
 
 
 def check_temporal(cfg: FactoryConfig, address: str, report: Report) -> None:

@@ -29,7 +29,7 @@ CORE = [  # factory's packages and top modules, bottom to top; one rank may hold
     {"git", "sandbox", "memory", "environments"},  # what touches the host: git, bubblewrap, memory, Docker
     {"specs"},  # from config.yml to workflow inputs
     {"tasks"},  # the task service: the lifecycle and its state rules
-    {"integrations"},  # Plane, Telegram, GitHub: they call the launcher port
+    {"integrations", "auth"},  # Plane, Telegram, GitHub: they call the launcher port; people, sign-in, roles
     {"doctor"},  # `factory doctor`: checks every part, so it sits above them all
 ]
 

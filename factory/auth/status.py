@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from factory.config import FactoryConfig
 
 
@@ -31,3 +33,12 @@ def auth_status(cfg: FactoryConfig) -> tuple[bool, str]:
     if missing:
         return False, f"{line}; missing {', '.join(missing)}"
     return True, line
+
+
+def report_auth(cfg: FactoryConfig, report: Callable[..., None], warn: Callable[[str], None]) -> None:
+    """Doctor's auth line: a check when some auth is in force (failed when a client secret is missing), a warning when open."""
+    ok, line = auth_status(cfg)
+    if not in_force(cfg):
+        warn(line)
+    else:
+        report(ok, line, "set the missing secret in .env (docs/auth.md)")

@@ -26,6 +26,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Engine
 
 from factory.store.kv import DEDUP_PREFIXES
+from factory.store.people import AuditEntry, AuthSession
 from factory.store.tables import (
     FINISHED,
     RUN_FINISHED,
@@ -136,6 +137,17 @@ def prune(
         out.add("stderr_files", _prune_task_files(engine, _per_task(run_dir, _STDERR), cutoff))
     if homes_dir is not None:
         out.add("agent_homes", _prune_task_files(engine, _per_task(homes_dir, _HOME), cutoff))
+    return out
+
+
+def prune_people(engine: Engine, audit_older_than: timedelta | None, batch: int = BATCH) -> Pruned:
+    """Audit entries older than `auth.audit_retention_days` (None: keep them) and sessions ended a day ago."""
+    out = Pruned()
+    now = utcnow()
+    if audit_older_than is not None:
+        out.add("audit_entries", _delete_keys(engine, AuditEntry, AuditEntry.at < now - audit_older_than, batch))
+    ended = or_(AuthSession.expires_at < now - timedelta(days=1), AuthSession.revoked_at < now - timedelta(days=1))
+    out.add("sessions", _delete_keys(engine, AuthSession, ended, batch))
     return out
 
 
