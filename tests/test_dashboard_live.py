@@ -228,7 +228,7 @@ async def test_work_renders_by_kind_a_follow_up_starts_a_round_and_a_line_commen
                 await page.fill("#follow-up-text", "Keep calc as it is [[scenario:live-round]]")
                 await page.click("#follow-up-send")
                 thread = page.locator("#thread")
-                await expect(thread.locator(".message")).to_contain_text("Ana")
+                await expect(thread.locator(".message", has_text="Keep calc")).to_contain_text("Ana")
                 await expect(thread.locator(".round")).to_contain_text("Round two: noted", timeout=90_000)
                 rounds = [r for r in model.requests_for("live-round")]
                 assert rounds and "Keep calc as it is" in rounds[0].all_text
@@ -246,8 +246,11 @@ async def test_work_renders_by_kind_a_follow_up_starts_a_round_and_a_line_commen
                 assert "calc.py:2" in seen and "this should add" in seen
                 await expect(thread.locator(".round")).to_have_count(2, timeout=60_000)
                 await expect(thread.locator(".round").nth(1)).to_contain_text("Fixed the sign", timeout=90_000)
+                first = await h.task(t["id"])
                 tasks = [x for x in (await h.api.get("/api/tasks")).json() if x["parent_task_id"] == t["id"]]
-                assert len({x["pr_number"] for x in tasks} | {(await h.task(t["id"]))["pr_number"]}) == 1  # one PR
+                assert len(tasks) == 2 and all(x["branch"] == first["branch"] for x in tasks)
+                assert first["pr_number"] and {x["pr_number"] for x in tasks} == {first["pr_number"]}  # one PR
+                assert len(h.github.prs) == 1
                 assert page.errors == []
             finally:
                 await browser.close()
