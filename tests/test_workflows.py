@@ -4,14 +4,13 @@ Real Temporal, real git, the real `claude` CLI against the scripted model server
 workflow is its own CLI session; one scenario per test routes each request to the script of its
 step by the step header Factory puts in the prompt ("step 2 of 3 (reviewer) ..., iteration 1").
 
-Regenerate the committed history with `FACTORY_RECORD_HISTORIES=1 python -m pytest
-tests/test_workflows.py -k approves_on_the_second_review`.
+The committed histories in tests/histories/ are never regenerated: a history that stops replaying is a
+bug in the change (tests/test_replay.py, docs/versioning.md).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import uuid
@@ -26,7 +25,6 @@ from temporalio.worker import Replayer
 
 from factory.domain.review import VERDICT_REMINDER
 from factory.specs import run_workflow_id as workflow_id
-from factory.specs import task_workflow_id
 from factory.store.tables import AgentRun, Message, session_scope
 from temporal.client import data_converter as pydantic_data_converter
 from tests.conftest import remote_file
@@ -216,11 +214,6 @@ async def test_code_review_loop_revises_once_and_approves_on_the_second_review(s
         for step in ("prepare_workspace", "open_pull_request", "cleanup_workspace"):
             assert_outlives_a_dead_worker(options[step])
         assert not (h.cfg.workspace_path / "worktrees" / f"task-{steps[0]['task_id']}").exists()
-        if os.environ.get("FACTORY_RECORD_HISTORIES"):
-            HISTORIES.mkdir(exist_ok=True)
-            (HISTORIES / "code_review.json").write_text(history.to_json())
-            child = await h.client.get_workflow_handle(task_workflow_id(h.cfg, steps[1]["task_id"])).fetch_history()
-            (HISTORIES / "code_review_reviewer_step.json").write_text(child.to_json())
 
 
 async def test_a_review_that_never_approves_stops_at_max_iterations_with_a_note(start_factory, model, github):
