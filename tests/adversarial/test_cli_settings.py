@@ -128,10 +128,15 @@ async def test_a_reviewer_runs_no_hook_or_mcp_server_of_the_checkout(start_facto
 async def test_a_coder_runs_no_hook_of_the_checkout_or_of_its_home_from_a_previous_run(start_factory, model, recorder):
     home_settings = json.dumps(hook_settings("home", recorder.url))
     home_mcp = json.dumps(mcp_server("home", recorder.url))
+    # user and local MCP servers live in the home's `.claude.json` (the CLI's own state file)
+    add_mcp = (
+        "import json, os, sys; p = os.environ['CLAUDE_CONFIG_DIR'] + '/.claude.json'; "
+        "d = json.load(open(p)) if os.path.exists(p) else {}; m = json.loads(sys.argv[1]); "
+        "d.update(m); d.setdefault('projects', {}).setdefault(os.getcwd(), {}).update(m); json.dump(d, open(p, 'w'))"
+    )
     first = (
         f"printf '%s' '{home_settings}' > \"$CLAUDE_CONFIG_DIR/settings.json\"; "
-        f'printf \'%s\' \'{home_mcp}\' > "$HOME/.mcp.json"; cp "$HOME/.mcp.json" "$CLAUDE_CONFIG_DIR/.mcp.json"; '
-        "echo work > work.txt; echo RESULT:first"
+        f"python3 -c \"{add_mcp}\" '{home_mcp}'; echo work > work.txt; echo RESULT:first"
     )
     asks = json.dumps({"type": "question", "question": "Go on?"})
     model.add_scenario(
@@ -144,6 +149,7 @@ async def test_a_coder_runs_no_hook_of_the_checkout_or_of_its_home_from_a_previo
         assert waiting["status"] == "awaiting_input", waiting
         home = h.cfg.workspace_path / "homes" / f"task-{t['id']}"
         assert "hook-home" in (home / ".claude" / "settings.json").read_text()  # the next run's home holds them
+        assert "evil-home" in (home / ".claude" / ".claude.json").read_text()
         r = await h.api.post(f"/api/tasks/{t['id']}/answer", json={"answer": "yes"})
         assert r.status_code == 200, r.text
         done = await h.wait_for(t["id"], {"done", "failed"})
