@@ -62,14 +62,19 @@ async def my_tokens(principal: PrincipalDep, engine: EngineDep) -> list[TokenPub
 
 
 @router.post(
-    "/me/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated, responses=responses(401, 409, 422)
+    "/me/tokens",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TokenCreated,
+    responses=responses(401, 403, 409, 422),
 )
 async def create_my_token(body: TokenCreate, principal: PrincipalDep, engine: EngineDep) -> TokenCreated:
     """A new API token for me, shown once; its scope cannot be above my role (422)."""
     if principal.user_id is None:
         raise Conflict(f"{principal.actor} is no user: create a user and give them a token")
     if rank(SCOPES[body.scope]) > rank(principal.role):  # a read token must not mint an operate one
-        raise LaunchError(f"scope {body.scope} is above what this request may do ({principal.role})")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"scope {body.scope} is above this request's role ({principal.role})"
+        )
     return await run_in_threadpool(_new_token, engine, principal.user_id, body)
 
 

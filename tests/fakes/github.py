@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
@@ -79,6 +80,11 @@ class FakeGitHub:
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: BackgroundServer | None = None
     url: str = ""
+    # the OAuth web flow (sign-in with GitHub): who signs in next, issued codes and access tokens
+    oauth_user: str = "octocat"
+    oauth_client: tuple[str, str] = ("gh-client", "gh-oauth-secret-51a9")
+    oauth_codes: dict[str, str] = field(default_factory=dict)
+    oauth_tokens: dict[str, str] = field(default_factory=dict)
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -250,6 +256,31 @@ class FakeGitHub:
                     return JSONResponse({"message": "Not Found"}, status_code=404)
             # GitHub answers with a short-lived download URL on another host; here, on this server
             return RedirectResponse(f"/_blobs/job-logs/{job_id}.txt", status_code=302)
+
+        @app.get("/login/oauth/authorize")
+        def oauth_authorize(client_id: str, redirect_uri: str, state: str) -> Any:
+            if client_id != self.oauth_client[0]:
+                return JSONResponse({"error": "bad client"}, status_code=400)
+            code = f"code-{self._id()}"
+            self.oauth_codes[code] = self.oauth_user
+            return RedirectResponse(f"{redirect_uri}?code={code}&state={state}", status_code=302)
+
+        @app.post("/login/oauth/access_token")
+        async def oauth_token(request: Request) -> Any:
+            form = dict(parse_qsl((await request.body()).decode()))  # urlencoded, as GitHub takes it
+            login = self.oauth_codes.pop(str(form.get("code")), None)
+            if login is None or (form.get("client_id"), form.get("client_secret")) != self.oauth_client:
+                return JSONResponse({"error": "bad_verification_code"})  # GitHub answers 200 with an error
+            token = f"gho_{self._id()}"
+            self.oauth_tokens[token] = login
+            return {"access_token": token, "token_type": "bearer", "scope": "read:user"}
+
+        @app.get("/user")
+        def oauth_user_info(request: Request) -> Any:
+            login = self.oauth_tokens.get(request.headers.get("authorization", "").removeprefix("Bearer "))
+            if login is None:
+                return JSONResponse({"message": "Bad credentials"}, status_code=401)
+            return {"login": login, "id": 1}
 
         @app.get("/_blobs/job-logs/{job_id}.txt")
         def job_log_blob(job_id: int) -> Any:
