@@ -20,7 +20,7 @@ _HTTP_RULE = re.compile(r"^traefik\.http\.routers\.[^.]+\.rule$")
 
 
 def override(
-    labels: Mapping[str, str], image_labels: Mapping[str, str], *, routed: bool, rule: str, url_label: str
+    labels: Mapping[str, str], image_labels: Mapping[str, str], *, routed: bool, url_label: str
 ) -> dict[str, str]:
     """`labels` (Factory's, for one service) plus Factory's value for each reserved image label.
 
@@ -29,7 +29,6 @@ def override(
             the routed service).
         image_labels: the labels of the image the service runs (the agent's).
         routed: whether this is the preview's routed service.
-        rule: Factory's Traefik rule for the task's host (`Host(`task-<id>.<domain>`)`).
         url_label: the label naming the announced URL (always Factory's value, "" when not routed).
     """
     out = dict(labels)
@@ -39,10 +38,33 @@ def override(
     for key in image_labels:
         if not key.startswith(RESERVED) or key in out or key.startswith("com.docker.compose."):
             continue  # compose writes its own com.docker.compose.* labels over the image's
-        # an image's HTTP router may only ever match this task's host; any other reserved key is emptied
-        # (an empty TCP/UDP rule is an error Traefik drops the router for; an empty service is unused)
-        out[key] = rule if routed and _HTTP_RULE.match(key) else ""
+        out[key] = _factory_value(key, out) if routed else ""
+    if routed:  # an image's TCP/UDP router (its rule now empty) makes Traefik want a port for that protocol too
+        router = next((k.split(".")[3] for k in out if k.startswith("traefik.http.routers.factory-")), "")
+        port = next((v for k, v in out.items() if k.endswith(".loadbalancer.server.port")), "")
+        for proto in ("tcp", "udp"):
+            if router and any(k.startswith(f"traefik.{proto}.") for k in image_labels):
+                out[f"traefik.{proto}.services.{router}.loadbalancer.server.port"] = port
     return out
+
+
+def _factory_value(key: str, labels: Mapping[str, str]) -> str:
+    """Factory's value for a reserved key an image carries on the routed service.
+
+    An HTTP router may only ever match this task's host and lead to Factory's service on
+    Factory's port; anything else is emptied (an empty TCP/UDP rule is an error for which
+    Traefik drops that router). A value Traefik cannot parse makes it skip the container:
+    the task's own preview goes unrouted, no one else's.
+    """
+    mine = {k.split(".")[-1]: v for k, v in labels.items() if k.startswith("traefik.http.routers.factory-")}
+    port = next((v for k, v in labels.items() if k.endswith(".loadbalancer.server.port")), "")
+    if _HTTP_RULE.match(key):
+        return mine.get("rule", "")
+    if key.startswith("traefik.http.routers.") and key.rsplit(".", 1)[-1] in ("service", "entrypoints"):
+        return mine.get(key.rsplit(".", 1)[-1], "")
+    if key.startswith("traefik.http.services.") and key.endswith(".loadbalancer.server.port"):
+        return port
+    return ""
 
 
 def image_labels_of(inspect: list[dict[str, Any]]) -> dict[str, str]:

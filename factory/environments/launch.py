@@ -276,11 +276,10 @@ async def _start(req: Request, pv: PreviewsConfig, project: str, env_dir: str, c
             )
         if any(s.get("build") is not None for s in final["services"].values()):
             await _compose(cmd, *args, "build", cwd=env_dir, timeout=900)
-        rule = f"Host(`{host}`)"
         for name, svc in final["services"].items():
             image_labels = await _image_labels(str(svc.get("image") or ""), svc.get("build") is None)
             svc["labels"] = override(
-                svc["labels"], image_labels, routed=bool(preview) and name == service, rule=rule, url_label=LABEL_URL
+                svc["labels"], image_labels, routed=bool(preview) and name == service, url_label=LABEL_URL
             )
         _write(env_dir, final)
         await _compose(cmd, *args, "up", "-d", "--no-build", "--remove-orphans", cwd=env_dir, timeout=600)
