@@ -148,11 +148,11 @@
     const stats = new Map(d.files.map((x) => [x.path, x]));
     for (const f of files) f.stat = stats.get(f.path);
     const c = opts.taskId ? opts : null;
-    const body = el("div", { class: "diff-body" });
+    const body = el("div", { class: "diff-body patch", tabindex: "0", "aria-label": "The changes" });
     const draw = () => {
       F.fill(body, files.map((f) => el("section", { class: "diff-file", dataset: { path: f.path } },
         el("h3", { class: "diff-path" }, el("code", {}, f.path)),
-        el("div", { class: "table-wrap" }, el("table", { class: `diff-table patch ${opts.mode}` }, opts.mode === "split" ? split(f, c) : unified(f, c))))));
+        el("div", { class: "table-wrap" }, el("table", { class: `diff-table ${opts.mode}` }, opts.mode === "split" ? split(f, c) : unified(f, c))))));
     };
     const pick = (mode) => { opts.mode = mode; viewBtns.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.mode === mode))); draw(); };
     const viewBtns = ["unified", "split"].map((m) => el("button", { type: "button", class: "ghost small", id: `diff-${m}`, dataset: { mode: m }, onclick: () => pick(m) }, m));
