@@ -28,6 +28,7 @@ from factory.git.clones import mirror_path
 from factory.processes import die_with_parent, process_program, process_start_time
 from factory.sandbox.bwrap import INSTALL_HINT, TOOLKIT_ROOT, SandboxSpec, build_command, missing_tools
 from factory.sandbox.gateway import MODEL_HOST, GatewayRun, ModelGateway
+from factory.sandbox.gateway_openai import OpenAIRoute
 from factory.sandbox.launch import SandboxArgv, prepare_launch
 from factory.sandbox.policy import allowed_destinations, sandbox_environment, seed_settings
 from factory.sandbox.proxy import EgressProxy
@@ -279,12 +280,12 @@ class AgentSandbox:
         return self._settings
 
     @asynccontextmanager
-    async def model_gateway(self, budget: float | None) -> AsyncIterator[GatewayRun]:
+    async def model_gateway(self, budget: float | None, route: OpenAIRoute | None = None) -> AsyncIterator[GatewayRun]:
         """The run's side of the model gateway (stand-in key, meter, `budget` in USD), valid while this lasts.
 
         A proxied run reaches it as a virtual host of its own channel; any other run on a loopback port.
         """
-        run = self.gateway.open_run(budget)
+        run = self.gateway.open_run(budget, route)  # `route`: an OpenAI-speaking backend's upstream
         try:
             if not self.proxied:
                 await run.listen()
@@ -306,13 +307,15 @@ class AgentSandbox:
     @asynccontextmanager
     async def command(
         self, task_id: int, cwd: str, inner: Sequence[str], sockets: Sequence[str] = (),
-        gateway: GatewayRun | None = None, repo_name: str = "",
+        gateway: GatewayRun | None = None, repo_name: str = "", read_only_checkout: bool = False,
     ) -> AsyncIterator[list[str]]:  # fmt: skip
         """The argv that runs `inner` for this task, sandboxed; its proxy channel lives as long as this.
 
         `sockets`: unix sockets of Factory's services the run may use (the Docker broker's, which
         wants a capability token), shown at `service_socket(path)`, not in the host's run dir.
         `repo_name`: the task's repo, whose mirror's objects the checkout borrows (see `checkout_binds`).
+        `read_only_checkout`: the worktree is bound read-only (an agent that must not write, on a
+        backend with no per-tool list: factory/backends/).
         """
         if not self.enabled:
             yield list(inner)
@@ -337,6 +340,7 @@ class AgentSandbox:
             binds=[(Path(s), self.service_socket(s)) for s in sockets if Path(s).exists()],
             toolkit=PACKAGE_ROOT / "docker_toolkit",
             proxy_socket=channel.path if channel else None,
+            read_only_worktree=read_only_checkout,
         )
         launch = None
         try:  # limits, seccomp and, as root, the sandbox uid (chowns the trees it writes)

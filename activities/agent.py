@@ -1,4 +1,8 @@
-"""The agent activity: run `claude -p` in a worktree with a watchdog, heartbeats and logs.
+"""The agent activity: run one turn of the agent's CLI in a worktree with a watchdog, heartbeats and logs.
+
+Which CLI (Claude Code, Codex, OpenCode) is the agent spec's `backend` (factory/backends/): the
+backend gives the command line, its environment and the parser of its output; everything here —
+the sandbox, the gateway and its budget, the watchdog, logs, questions, the board — is the same for all.
 
 Two-layer watchdog (ARCHITECTURE.md, decision 4): a local idle timer restarted by
 every output line and a total timer both kill the agent's whole process group; the
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,24 +29,22 @@ from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities._agent_lines import protocol_line
 from activities._agent_process import AgentSandbox, PidFile, kill_group, read_head, read_tail, spawn
-from activities._protocol import clean_text, message_fields
 from activities.budgets import BudgetKeeper
+from factory.backends import AgentBackend, Parser, Turn, backend_for, read_only_agent
+from factory.backends.claude import BackendUnavailable
+from factory.backends.routes import openai_route
 from factory.config import FactoryConfig
 from factory.contracts import AgentRequest, AgentResult, QuestionAsked, TaskUpdate
 from factory.domain.redact import scrub
-from factory.domain.streamjson import parse_line, protocol_lines
+from factory.domain.streamjson import protocol_lines
 from factory.environments.broker import EnvironmentBroker
 from factory.sandbox.gateway import GatewayRun
 from factory.sandbox.proxy import EgressProxy
 from factory.store.board import Board
 from factory.store.tables import AgentRun, TaskStatus, utcnow
 from factory.store.writes import add_log, add_logs, insert, update_agent_run, update_task
-
-
-def _session_saved(session_id: str, config_dir: Path) -> bool:
-    """Whether the CLI has saved this session in the task's home (`<config dir>/projects/<cwd>/<id>.jsonl`)."""
-    return any((config_dir / "projects").glob(f"*/{session_id}.jsonl"))
 
 
 @dataclass
@@ -92,32 +94,26 @@ class AgentActivities:
         return self._pidfile(task_id).kill_stale()
 
     # --- command -------------------------------------------------------------------
-    def _command(self, req: AgentRequest, resume: bool, budget_usd: float | None = None) -> list[str]:
-        claude = shutil.which(self.cfg.claude_command)
-        if not claude:
-            raise ApplicationError(
-                f"the Claude Code CLI ({self.cfg.claude_command!r}) is not on PATH: install it with "
-                "`npm install -g @anthropic-ai/claude-code` or set claude_command in config.yml",
-                type="AgentUnavailable",
-                non_retryable=True,
-            )
-        spec = req.agent
-        tools = ",".join(spec.tools)
-        cmd = [claude, "-p", "--output-format", "stream-json", "--verbose"]
-        cmd += ["--append-system-prompt", self._system_prompt(spec.system_prompt_file)]
-        cmd += ["--tools", tools]
-        if spec.tools:
-            cmd += ["--allowedTools", tools]
-        cmd += ["--resume", req.session_id] if resume else ["--session-id", req.session_id]
-        if spec.model:
-            cmd += ["--model", spec.model]
-        if spec.max_turns:
-            cmd += ["--max-turns", str(spec.max_turns)]
-        if budget_usd is not None:  # the CLI stops itself once a request takes it past this
-            cmd += ["--max-budget-usd", f"{budget_usd:.6f}"]
-        cmd += self.sandbox.settings_args()  # settings from Factory alone: no hook or MCP server of the agent's
-        cmd += list(spec.extra_args)
-        return cmd
+    def _backend(self, req: AgentRequest) -> AgentBackend:
+        try:
+            return backend_for(self.cfg, req.agent.backend)
+        except ValueError as exc:
+            raise ApplicationError(str(exc), type="AgentUnavailable", non_retryable=True) from None
+
+    def _turn(self, req: AgentRequest, resume: bool, budget_usd: float | None, gateway: GatewayRun | None) -> Turn:
+        return Turn(
+            req=req, resume=resume, budget_usd=budget_usd, system_prompt=self._system_prompt(req.agent.system_prompt_file),
+            home=self.sandbox.home(req.task_id), model_url=gateway.base_url if gateway else "", stand_in=gateway.stand_in if gateway else "",
+            claude_settings=self.sandbox.settings_args(),  # Claude's settings from Factory alone
+        )  # fmt: skip
+
+    def _command(
+        self, req: AgentRequest, resume: bool, budget_usd: float | None = None, gateway: GatewayRun | None = None
+    ) -> list[str]:
+        try:
+            return self._backend(req).command(self._turn(req, resume, budget_usd, gateway))
+        except BackendUnavailable as exc:
+            raise ApplicationError(str(exc), type="AgentUnavailable", non_retryable=True) from None
 
     def _system_prompt(self, path: str) -> str:
         p = self.cfg.prompt_path(path)
@@ -179,9 +175,11 @@ class AgentActivities:
         """Run one agent turn (a fresh session or a resumed one) to its end, under the watchdog."""
         info = activity.info()
         self.sandbox.check()
+        backend = self._backend(req)
+        route = openai_route(self.cfg, backend)  # None for Claude (the gateway's Anthropic route)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.kill_stale(req.task_id)
-        config_dir = self.sandbox.ensure_home(req.task_id) / ".claude"
+        home = self.sandbox.ensure_home(req.task_id)
         resume = req.resume
         prompt = req.prompt
         details = info.heartbeat_details
@@ -190,10 +188,15 @@ class AgentActivities:
         # first heartbeat reached Temporal still resumes instead of reusing the session id
         marker = await asyncio.to_thread(self._started_marker, req.task_id) if info.attempt > 1 else None
         interrupted = info.attempt > 1 and (bool(prev.get("started")) or marker == req.session_id)
+        announced = prev.get("session_id") if isinstance(prev.get("session_id"), str) else marker
+        if interrupted and announced and announced != req.session_id:
+            # a backend that names its own sessions (Codex's thread id): resume the one it announced
+            req = dataclasses.replace(req, session_id=announced)
+        saved = backend.session_saved
         # the home is the agent's to fill: looked at off the event loop
-        if interrupted and not req.resume and not await asyncio.to_thread(_session_saved, req.session_id, config_dir):
+        if interrupted and not req.resume and not await asyncio.to_thread(saved, home, req.session_id):
             interrupted = False  # the CLI died before it saved anything: start the session afresh
-        if resume and not interrupted and not await asyncio.to_thread(_session_saved, req.session_id, config_dir):
+        if resume and not interrupted and not await asyncio.to_thread(saved, home, req.session_id):
             resume = False  # a retried task whose session was never saved (here): start it afresh, same id
         got: list[int] = []  # the board messages this run reads, marked delivered when it finishes
         if interrupted:
@@ -219,7 +222,12 @@ class AgentActivities:
             await asyncio.to_thread(add_log, self.engine, req.task_id, "event", gate.refused.result_text, info.attempt)
             return gate.refused
         budget = gate.cap.left if gate.cap is not None else None
-        cmd = self._command(req, resume, budget)
+        self._command(req, resume, budget)  # a CLI that is not installed fails here, before the run is recorded
+        if route is not None and not route.api_key:
+            raise ApplicationError(
+                f"OPENAI_API_KEY is not set: the {backend.name} backend needs it in the worker's environment",
+                type="AgentUnavailable", non_retryable=True,
+            )  # fmt: skip
         # database writes run in threads: a SQLite lock wait must not stall the loop that heartbeats
         started = TaskUpdate(task_id=req.task_id, status=TaskStatus.in_progress, host=self.host)
         await asyncio.to_thread(update_task, self.engine, started)
@@ -230,15 +238,28 @@ class AgentActivities:
         # the run's sandbox (and its proxy channel) lives until the process is gone
         contained = contextlib.AsyncExitStack()
         # the model gateway meters this run and stops it at `budget`, whatever the CLI reports
-        gateway = await contained.enter_async_context(self.sandbox.model_gateway(budget))
+        gateway = await contained.enter_async_context(self.sandbox.model_gateway(budget, route))
+        try:
+            turn = self._turn(req, resume, budget, gateway)
+            cmd = backend.command(turn)
+        except BaseException as exc:
+            await contained.aclose()
+            if isinstance(exc, BackendUnavailable):
+                raise ApplicationError(str(exc), type="AgentUnavailable", non_retryable=True) from None
+            raise
         env = self._env(req, gateway)
+        env.update(backend.environment(turn))
         if self.broker is not None:  # the token is valid while this agent runs, for its task's environments
             env["FACTORY_BROKER_SOCKET"] = self.sandbox.service_socket(self.broker.socket_path)
             env["FACTORY_BROKER_TOKEN"] = self.broker.grant(req.task_id, req.cwd, req.repo_name)
             contained.push_async_callback(self.broker.end_run, req.task_id)  # token gone, test envs down
         try:
             sockets = [self.broker.socket_path] if self.broker is not None else []
-            sandboxed = self.sandbox.command(req.task_id, req.cwd, cmd, sockets, gateway, repo_name=req.repo_name)
+            # a backend with no per-tool list gets a read-only checkout for an agent type that must not write
+            read_only = backend.needs_read_only_checkout and read_only_agent(req.agent.tools)
+            sandboxed = self.sandbox.command(
+                req.task_id, req.cwd, cmd, sockets, gateway, repo_name=req.repo_name, read_only_checkout=read_only
+            )
             cmd = await contained.enter_async_context(sandboxed)
             proc = await spawn(cmd, req.cwd, env, stderr_path)
         except BaseException:
@@ -252,7 +273,7 @@ class AgentActivities:
             proc.stdin.write(prompt.encode())
             await proc.stdin.drain()
             proc.stdin.close()
-            result = await self._read(req, proc, progress, run_id, info.attempt)
+            result = await self._read(req, proc, progress, run_id, info.attempt, backend.parser(req.session_id))
         except asyncio.CancelledError:
             await kill_group(proc)
             await asyncio.to_thread(
@@ -300,6 +321,7 @@ class AgentActivities:
         progress: _Progress,
         run_id: int,
         attempt: int,
+        parser: Parser,
     ) -> AgentResult:
         spec = req.agent
         start = last = time.monotonic()
@@ -331,7 +353,7 @@ class AgentActivities:
                 break
             last = time.monotonic()
             line = raw.decode(errors="replace")
-            parsed = parse_line(line)
+            parsed = parser.parse(line)
             if parsed.session_id and not progress.started:
                 progress.session_id = parsed.session_id
                 progress.started = True
@@ -345,7 +367,7 @@ class AgentActivities:
                 await asyncio.to_thread(add_logs, self.engine, req.task_id, entries, attempt, self.secrets)
             for text in parsed.texts:
                 for obj in protocol_lines(text):
-                    q = await self._protocol(req, obj, result)
+                    q = await protocol_line(self.board, req, obj, result, self.secrets)
                     if q is not None:
                         question = q
             if parsed.result is not None:
@@ -373,23 +395,3 @@ class AgentActivities:
     def _touch(self, run_id: int, parsed: Any) -> None:
         last = {"last_output": parsed.logs[-1].content[:300]} if parsed.logs else {}
         update_agent_run(self.engine, run_id, last_output_at=utcnow(), **last)
-
-    async def _protocol(self, req: AgentRequest, obj: dict[str, Any], result: AgentResult) -> QuestionAsked | None:
-        """One protocol line, as data: its values are checked (activities/_protocol.py), never trusted to fit."""
-        kind = obj.get("type")
-        if kind == "message":
-            fields = message_fields(obj, req.task_id)
-            if fields is not None:
-                sender, where = req.agent.agent_type, {"task_id": req.task_id, "workflow_run_id": req.workflow_run_id}
-                await self.board.publish(sender=sender, **fields, **where)
-        elif kind == "learning":
-            content = clean_text(obj.get("content"))
-            if content:
-                result.learnings.append(scrub(content, self.secrets))
-        elif kind == "question":
-            asked = clean_text(obj.get("question"))
-            if asked:
-                opts = obj.get("options")
-                options = [clean_text(o, 500) for o in opts[:20]] if isinstance(opts, list) and opts else None
-                return QuestionAsked(text=scrub(asked, self.secrets), options=options)
-        return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -22,6 +22,7 @@ from factory.config_sections import (
     AGENT_TYPES,
     AgentTemplate,
     AuthConfig,
+    BackendConfig,
     BudgetsConfig,
     GithubConfig,
     MemoryConfig,
@@ -93,6 +94,7 @@ class FactoryConfig(BaseSettings):
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)  # people, roles, sign-in (docs/auth.md)
     schedules: dict[str, ScheduleConfig] = Field(default_factory=dict)  # name -> a Temporal Schedule
+    backends: dict[Literal["claude", "codex", "opencode"], BackendConfig] = Field(default_factory=dict)
     claude_command: str = "claude"
     workspace_root: str = "./workspaces"
     data_dir: str = "./data"

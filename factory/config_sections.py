@@ -57,6 +57,7 @@ class AgentTemplate(_Model):
     max_turns: int | None = None
     extra_args: list[str] = Field(default_factory=list)
     max_budget_usd: float | None = Field(default=None, gt=0)  # the most one run of this agent may spend
+    backend: Literal["claude", "codex", "opencode"] = "claude"  # which CLI runs it (factory/backends/)
 
     @field_validator("allowed_tools")
     @classmethod
@@ -84,6 +85,7 @@ class WorkflowStep(_Model):
     condition: Literal["has_issues", "no_issues", "review_approved"] | None = None
     loop_to: str | None = None
     prompt_template: str | None = None
+    backend: Literal["claude", "codex", "opencode"] | None = None  # overrides the agent template's
 
 
 class WorkflowConfig(_Model):
@@ -287,6 +289,16 @@ def default_model_prices() -> dict[str, ModelPrice]:
         "claude-3-haiku": (0.25, 1.25),
     }  # fmt: skip
     return {prefix: _price(i, o) for prefix, (i, o) in table.items()}
+
+
+class BackendConfig(_Model):
+    """`backends.<name>`: one coding CLI (factory/backends/); its upstream key comes from the environment."""
+
+    command: str | None = None  # None: the CLI's own name (claude: claude_command)
+    model: str | None = None  # the default model; an agent template's `model` wins
+    base_url: str | None = None  # the upstream model API the gateway forwards to (None: the vendor's)
+    prices: ModelPrice | None = None  # what the gateway charges this backend's tokens (openai-routed backends)
+    extra_args: list[str] = Field(default_factory=list)
 
 
 class SandboxLimits(_Model):

@@ -45,6 +45,7 @@ def agent_spec(cfg: FactoryConfig, agent_type: str) -> AgentSpec:
         max_turns=tpl.max_turns,
         extra_args=list(tpl.extra_args),
         max_budget_usd=tpl.max_budget_usd,
+        backend=tpl.backend,
     )
 
 

@@ -32,6 +32,7 @@ class AgentSpec:
     max_turns: int | None = None
     extra_args: list[str] = field(default_factory=list)
     max_budget_usd: float | None = None  # the template's cap on one run
+    backend: str = "claude"  # the CLI that runs it (factory/backends/): claude, codex, opencode
 
 
 @dataclass

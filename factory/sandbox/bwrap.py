@@ -31,6 +31,8 @@ PROXY_PORT = 3128
 """The loopback port inside the sandbox where socat forwards to Factory's egress proxy."""
 PROXY_SOCKET = "/run/factory/egress.sock"
 TOOLKIT_ROOT = "/opt/factory/toolkit"
+RUN_MB = 64
+"""The sandbox's `/run`: Factory's sockets are bound into it; nothing large belongs there."""
 
 _SYSTEM_LINKS = ("/bin", "/lib", "/lib32", "/lib64", "/libx32", "/sbin")
 _ETC = (
@@ -106,6 +108,11 @@ class SandboxSpec:
     """Where bwrap finds a host path it binds, when not at that path (`launch.STAGE` as root)."""
     prefix: list[str] = field(default_factory=list)
     """Run in front of the first program inside (`prlimit` when no pids cgroup caps the run)."""
+    tmpfs_mb: int | None = None
+    """The size cap of each of the sandbox's own tmpfs mounts (`/tmp`, `/var/tmp`, `/dev/shm`; `/run` gets
+    `RUN_MB`): they are RAM, and with no memory cgroup nothing else charges them to the run."""
+    read_only_worktree: bool = False
+    """The worktree is remounted read-only after its bind (a reviewer on a backend with no tool list)."""
 
 
 @functools.cache
@@ -157,7 +164,12 @@ def build_command(spec: SandboxSpec, inner: Sequence[str], etc_root: Path = Path
         p = etc_root / "etc" / name
         if _exists(p):
             cmd += ["--ro-bind", str(p), f"/etc/{name}"]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/run"]
+    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    # unsized, each tmpfs could take half the host's RAM (measured: 4 x 384 MiB past a 128 MiB run as a
+    # normal user); /dev/shm is bwrap's /dev, so it gets a sized tmpfs of its own
+    for mount in ("/tmp", "/var/tmp", "/dev/shm", "/run"):
+        size = RUN_MB if mount == "/run" else spec.tmpfs_mb
+        cmd += [*(["--size", str(size * 1024 * 1024)] if size else []), "--tmpfs", mount]
     # the host paths below may sit under /tmp (tests) or /run: bind them after those tmpfs mounts
     def src(p: Path) -> str:
         return str(spec.sources.get(Path(p), p))
@@ -167,6 +179,8 @@ def build_command(spec: SandboxSpec, inner: Sequence[str], etc_root: Path = Path
             cmd += ["--ro-bind", src(p), str(p)]
     for p in _dedupe([spec.worktree, spec.home, *spec.writable]):
         cmd += ["--bind", src(p), str(p)]
+    if spec.read_only_worktree:  # after the writable bind, so nothing below the worktree stays writable
+        cmd += ["--remount-ro", str(spec.worktree)]
     for host, inside in spec.binds:
         cmd += ["--bind", src(host), inside]
     if spec.toolkit is not None and spec.toolkit.is_dir():

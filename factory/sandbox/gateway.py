@@ -32,6 +32,13 @@ import httpx
 
 from factory.config import FactoryConfig
 from factory.config_sections import ModelPrice
+from factory.sandbox.gateway_openai import (
+    OPENAI_PATHS,
+    OpenAIRoute,
+    usage_of_body,
+    usage_of_event,
+    with_usage_requested,
+)
 from factory.sandbox.wire import Header, absolute_target, answer, body_length, parse_headers
 
 log = logging.getLogger("factory.sandbox.gateway")
@@ -130,17 +137,21 @@ class ModelGateway:
     def has_credential(self) -> bool:
         return bool(self.api_key or self.auth_token)
 
-    def open_run(self, budget: float | None) -> GatewayRun:
-        """A run's stand-in key and meter; `close()` it when the run ends (the stand-in dies with it)."""
-        return GatewayRun(self, RunMeter(budget=budget))
+    def open_run(self, budget: float | None, route: OpenAIRoute | None = None) -> GatewayRun:
+        """A run's stand-in key and meter; `close()` it when the run ends (the stand-in dies with it).
+
+        `route`: the run's OpenAI upstream (Codex, OpenCode); a run without one has only the Anthropic route.
+        """
+        return GatewayRun(self, RunMeter(budget=budget), route)
 
 
 class GatewayRun:
     """One agent run's side of the gateway: its stand-in credential, its meter and its upstream client."""
 
-    def __init__(self, gateway: ModelGateway, meter: RunMeter) -> None:
+    def __init__(self, gateway: ModelGateway, meter: RunMeter, route: OpenAIRoute | None = None) -> None:
         self.gateway = gateway
         self.meter = meter
+        self.route = route
         self.stand_in = "sk-ant-factory-" + secrets.token_urlsafe(32)
         self.base_url = MODEL_URL
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(gateway.idle_seconds, connect=20))
@@ -200,13 +211,14 @@ class GatewayRun:
         bare, _, query = path.partition("?")
         if method == "HEAD" and bare == "/":
             return await _raw(writer, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        if not _PATHS.fullmatch(bare) or not _QUERY.fullmatch(query) or method not in ("GET", "POST"):
+        openai = self.route is not None and method == "POST" and bool(OPENAI_PATHS.fullmatch(bare))
+        if not (openai or _PATHS.fullmatch(bare)) or not _QUERY.fullmatch(query) or method not in ("GET", "POST"):
             return await _error(writer, 404, "not_found_error", f"Factory gateway: {bare} is not served")
         if length > MAX_BODY:
             return await _error(writer, 413, "request_too_large", "Factory gateway: request too large")
         body = await asyncio.wait_for(reader.readexactly(length), self.gateway.idle_seconds) if length else b""
         m = self.meter
-        if m.budget is not None and m.cost >= m.budget and bare == "/v1/messages":
+        if m.budget is not None and m.cost >= m.budget and (openai or bare == "/v1/messages"):
             m.refused_for_budget += 1
             text = f"Factory gateway: this run's budget of ${m.budget:.4f} is spent (${m.cost:.4f} metered)"
             return await _error(writer, 402, "billing_error", text)
@@ -214,19 +226,28 @@ class GatewayRun:
             model = json.loads(body).get("model") if body else None
         except (ValueError, AttributeError):
             model = None
-        await self._forward(method, path, headers, body, str(model or ""), writer)
+        if openai:
+            body = with_usage_requested(bare, body)
+        await self._forward(method, path, headers, body, str(model or ""), writer, openai)
 
     async def _forward(
-        self, method: str, path: str, headers: list[Header], body: bytes, model: str, writer: asyncio.StreamWriter
-    ) -> None:
+        self, method: str, path: str, headers: list[Header], body: bytes, model: str, writer: asyncio.StreamWriter,
+        openai: bool = False,
+    ) -> None:  # fmt: skip
         g = self.gateway
         out = {n: v for n, v in headers if n.lower() not in _DROP and not n.lower().startswith("proxy-")}
         out["accept-encoding"] = "identity"  # the meter reads the stream as it passes
-        if g.api_key:
+        if openai and self.route is not None:  # the backend's upstream and Factory's OpenAI key
+            url = self.route.url(path)
+            if self.route.api_key:
+                out["authorization"] = f"Bearer {self.route.api_key}"
+        elif g.api_key:
+            url = g.upstream + path
             out["x-api-key"] = g.api_key
         else:
+            url = g.upstream + path
             out["authorization"] = f"Bearer {g.auth_token}"
-        request = self.client.build_request(method, g.upstream + path, headers=out, content=body)
+        request = self.client.build_request(method, url, headers=out, content=body)
         try:
             resp = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:  # the key is never in these messages: it is a header we set
@@ -234,7 +255,7 @@ class GatewayRun:
                 writer, 502, "api_error", f"Factory gateway: model API unreachable ({type(exc).__name__})"
             )
         self.meter.requests += 1
-        usage = _UsageReader(self, model, resp.headers.get("content-type", ""))
+        usage = _UsageReader(self, model, resp.headers.get("content-type", ""), openai)
         client_gone = False
         try:
             back = [
@@ -260,8 +281,9 @@ class GatewayRun:
 class _UsageReader:
     """Reads usage off a response as it streams past (SSE events or one JSON body)."""
 
-    def __init__(self, run: GatewayRun, model: str, content_type: str) -> None:
+    def __init__(self, run: GatewayRun, model: str, content_type: str, openai: bool = False) -> None:
         self.run = run
+        self.openai = openai
         self.model = model
         self.sse = content_type.startswith("text/event-stream")
         self.buf = b""
@@ -285,6 +307,8 @@ class _UsageReader:
             return
         if not isinstance(ev, dict):
             return
+        if self.openai:
+            return self._openai(usage_of_event(ev))
         if ev.get("type") == "message_start" and isinstance(ev.get("message"), dict):
             self._commit()
             msg = ev["message"]
@@ -292,6 +316,11 @@ class _UsageReader:
             self.current = dict(msg.get("usage") or {}) if isinstance(msg.get("usage"), dict) else {}
         elif ev.get("type") == "message_delta" and isinstance(ev.get("usage"), dict):
             self.current.update({k: v for k, v in ev["usage"].items() if _int(v)})  # cumulative counts
+
+    def _openai(self, found: tuple[str, dict[str, int]] | None) -> None:
+        route = self.run.route
+        if found is not None and route is not None:  # priced by the backend's table, whatever the model
+            self.run.meter.add(found[0] or self.model, found[1], route.price)
 
     def _commit(self) -> None:
         if self.current:
@@ -307,6 +336,8 @@ class _UsageReader:
             body = json.loads(self.buf) if self.buf else None
         except ValueError:
             return
+        if self.openai:
+            return self._openai(usage_of_body(body))
         if isinstance(body, dict) and isinstance(body.get("usage"), dict) and body.get("type") == "message":
             self.model = str(body.get("model") or self.model)
             self.current = body["usage"]

@@ -133,6 +133,7 @@ def prepare_launch(spec: SandboxSpec, sandbox: SandboxConfig, run_id: str) -> La
     run = prepare(Limits(**sandbox.limits.model_dump()), run_id)
     launch = Launch(limits=run, seccomp=seccomp_fd())
     spec.seccomp_fd, spec.prefix = launch.seccomp, run.inner
+    spec.tmpfs_mb = sandbox.limits.memory_mb  # the run's RAM: its tmpfs mounts are RAM too
     try:
         target = drops_to(sandbox.uid, sandbox.gid)
         if target is not None:
