@@ -92,6 +92,7 @@
   F.api = async function api(path, options = {}) {
     const headers = { Accept: "application/json" };
     if (F.token()) headers.Authorization = `Bearer ${F.token()}`;
+    if (window.FactorySession && window.FactorySession.csrf) headers["X-CSRF-Token"] = window.FactorySession.csrf; // session.js
     if (options.body !== undefined) headers["Content-Type"] = "application/json";
     const res = await fetch(path, {
       method: options.method || "GET",
