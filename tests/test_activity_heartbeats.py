@@ -10,6 +10,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities._heartbeat import heartbeating, heartbeats
 
+pytestmark = pytest.mark.fast  # unit tests: no Temporal, no CLI
+
 
 async def test_heartbeating_beats_while_the_body_runs_and_stops_after():
     env = ActivityEnvironment()

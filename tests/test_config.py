@@ -17,6 +17,8 @@ from factory.specs import agent_spec, builtin_workflows, workflow_definitions, w
 from factory.store.board import Board
 from factory.store.tables import WorkflowRun, make_engine
 
+pytestmark = pytest.mark.fast  # unit tests: no Temporal, no CLI
+
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_STEPS = """\
       - agent: coder

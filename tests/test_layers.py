@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.fast  # unit tests: no Temporal, no CLI
+
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["factory", "activities", "workflows", "temporal", "api"]  # bottom to top
 ROOT_MODULE = "factory.cli"

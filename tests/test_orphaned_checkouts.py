@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from datetime import timedelta
 
+import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.workspace import PrepareInput, WorkspaceActivities
@@ -14,6 +15,8 @@ from factory.git.orphans import remove_orphaned_checkouts
 from factory.store.tables import Task, make_engine, session_scope, utcnow
 from factory.store.writes import insert
 from tests.conftest import make_remote, remote_file
+
+pytestmark = pytest.mark.fast  # unit tests: no Temporal, no CLI
 
 
 async def test_orphaned_checkouts_are_pushed_then_removed_and_live_ones_kept(tmp_path):

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 
+import pytest
+
 from factory.integrations.plane import inbound
+
+pytestmark = pytest.mark.fast  # unit tests: no Temporal, no CLI
 
 
 async def test_one_lock_per_issue_while_in_use_and_none_kept_after():
