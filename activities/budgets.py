@@ -121,7 +121,7 @@ class BudgetKeeper:
         run = ledger.RunInfo(
             agent_run_id=agent_run_id, task_id=req.task_id, workflow_run_id=req.workflow_run_id,
             repo=req.repo_name, agent_type=req.agent.agent_type, session_id=session_id,
-            day=ledger.today(self.cfg.budgets.timezone), model=req.agent.model or "",
+            day=ledger.today(self.cfg.budgets.timezone), model=req.agent.model or "", backend=req.agent.backend,
         )  # fmt: skip
         return ledger.record_metered(self.engine, meter.models, run)
 

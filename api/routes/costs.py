@@ -14,7 +14,7 @@ from factory.store import ledger
 
 router = APIRouter(prefix="/api/costs", tags=["costs"], route_class=JSONRoute)
 
-GroupBy = Literal["day", "repo", "agent_type", "workflow"]
+GroupBy = Literal["day", "repo", "agent_type", "workflow", "backend"]
 
 
 class CostGroup(BaseModel):

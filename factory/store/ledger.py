@@ -22,7 +22,7 @@ from sqlmodel import select
 from factory.domain.budgets import day_of
 from factory.store.tables import CostEntry, session_scope, utcnow
 
-GroupBy = Literal["day", "repo", "agent_type", "workflow", "task", "model"]
+GroupBy = Literal["day", "repo", "agent_type", "workflow", "task", "model", "backend"]
 GROUPS: dict[str, Any] = {
     "day": CostEntry.day,
     "repo": CostEntry.repo,
@@ -30,6 +30,7 @@ GROUPS: dict[str, Any] = {
     "workflow": CostEntry.workflow_run_id,
     "task": CostEntry.task_id,
     "model": CostEntry.model,
+    "backend": CostEntry.backend,
 }
 """What `GET /api/costs?group_by=` can group by, and the column of each."""
 
@@ -65,6 +66,7 @@ class RunInfo:
     session_id: str | None
     day: str
     model: str = ""  # the model asked for, used when the result names none
+    backend: str = "claude"  # the agent CLI that ran (factory/backends/)
 
 
 def _int(v: Any) -> int:
@@ -125,7 +127,7 @@ def record_metered(engine: Engine, models: dict[str, Any], run: RunInfo) -> floa
     """
     base = dict(
         agent_run_id=run.agent_run_id, task_id=run.task_id, workflow_run_id=run.workflow_run_id, repo=run.repo,
-        agent_type=run.agent_type, session_id=run.session_id, day=run.day,
+        agent_type=run.agent_type, session_id=run.session_id, day=run.day, backend=run.backend,
     )  # fmt: skip
     rows = [
         CostEntry(

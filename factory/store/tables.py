@@ -193,6 +193,7 @@ class CostEntry(SQLModel, table=True):
     agent_type: str
     session_id: str | None = None
     model: str = ""
+    backend: str | None = Field(default="claude", index=True)  # the agent CLI (None: a row from before 0003)
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0

@@ -1,0 +1,96 @@
+"""Codex CLI and OpenCode beside Claude Code (factory/backends/): the real CLIs from npm against scripted
+servers that speak their wire protocols, through Factory's sandbox and its model gateway."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+
+from factory.store.tables import CostEntry
+from tests.conftest import ROOT, remote_file
+from tests.fakes.openai_responses import Exec, Say, ScriptedResponses
+
+OPENAI_KEY = "sk-proj-factory-real-openai-key-for-tests"
+PRICE = {"input_per_mtok": 2.0, "output_per_mtok": 8.0, "cached_input_per_mtok": 0.5}
+TOOLS_RW = ["Read", "Edit", "Write", "Bash", "Glob", "Grep"]
+
+pytestmark = pytest.mark.skipif(not shutil.which("codex"), reason="npm install -g @openai/codex@0.171.0")
+
+
+@pytest.fixture(scope="module")
+def responses() -> Iterator[ScriptedResponses]:
+    m = ScriptedResponses(input_tokens=1000, output_tokens=200, cached_tokens=100)
+    m.start()
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+def openai_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)  # Factory's own key: the gateway adds it upstream
+    return OPENAI_KEY
+
+
+def templates(**backends: str) -> dict[str, Any]:
+    tpl = ROOT / "prompts"
+    out = {
+        "coder": {"system_prompt_file": str(tpl / "coder.md"), "allowed_tools": TOOLS_RW},
+        "coder_revision": {"system_prompt_file": str(tpl / "coder_revision.md"), "allowed_tools": TOOLS_RW},
+        "reviewer": {"system_prompt_file": str(tpl / "reviewer.md"), "allowed_tools": ["Read", "Glob", "Grep"]},
+    }
+    for name, backend in backends.items():
+        out[name]["backend"] = backend
+    return out
+
+
+def config(responses: ScriptedResponses, **backends: str) -> dict[str, Any]:
+    return {
+        "agent_templates": templates(**backends),
+        "backends": {"codex": {"base_url": responses.base_url + "/v1", "model": "gpt-5-codex", "prices": PRICE}},
+    }
+
+
+def entries(h: Any, task_id: int) -> list[CostEntry]:
+    with Session(h.runtime.engine) as s:
+        return list(s.exec(select(CostEntry).where(CostEntry.task_id == task_id)))
+
+
+def per_request_cost() -> float:
+    # the scripted usage: 1000 input of which 100 cached, 200 output
+    return (900 * PRICE["input_per_mtok"] + 100 * PRICE["cached_input_per_mtok"] + 200 * PRICE["output_per_mtok"]) / 1e6
+
+
+async def test_codex_coder_task_ends_done_with_a_pr_and_its_cost_under_codex(
+    start_factory, responses, github, openai_key
+):
+    responses.add_scenario("cx-hello", [Exec("printf 'hello from codex\\n' > hello.txt"), Say("I added hello.txt.")])
+    async with start_factory(**config(responses, coder="codex")) as h:
+        t = await h.create("Add a hello file", "cx-hello")
+        done = await h.wait_for(t["id"], {"done", "failed"}, timeout=120)
+        assert done["status"] == "done", done
+        assert remote_file(h.remote, done["branch"], "hello.txt") == "hello from codex\n"
+        assert [c for c in github.pr_creations() if c.body["head"] == done["branch"]]
+        reqs = responses.requests_for("cx-hello")
+        assert [r.turn for r in reqs] == [0, 1]
+        # the agent held a stand-in; the upstream got Factory's key, added by the gateway
+        assert all(r.headers["authorization"] == f"Bearer {OPENAI_KEY}" for r in reqs)
+        # the session is Codex's thread id, and the ledger has the gateway's figure under codex
+        assert done["session_id"] and done["session_id"] != t.get("session_id")
+        rows = entries(h, t["id"])
+        assert {(e.backend, e.model) for e in rows} == {("codex", "gpt-5-codex")}
+        assert sum(e.input_tokens for e in rows) == 900 * len(reqs)
+        assert sum(e.cache_read_tokens for e in rows) == 100 * len(reqs)
+        assert sum(e.output_tokens for e in rows) == 200 * len(reqs)
+        assert done["cost_usd"] == pytest.approx(per_request_cost() * len(reqs), abs=1e-9)
+        by = (await h.api.get("/api/costs", params={"group_by": "backend"})).json()
+        assert {g["key"] for g in by["groups"]} >= {"codex"}
+        logs = (await h.api.get(f"/api/tasks/{t['id']}/logs")).json()
+        assert {"assistant", "tool_use", "tool_result", "result"} <= {e["kind"] for e in logs}
+        assert not any(OPENAI_KEY in e["content"] for e in logs)
