@@ -7,7 +7,6 @@ rendered colours pass WCAG AA.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -59,9 +58,7 @@ async def _browser(pw: Any) -> Any:
 
 
 async def _signed_in(browser: Any, url: str, hash_: str = "#/tasks", dark: bool = False) -> Any:
-    ctx = await browser.new_context(
-        viewport={"width": 1440, "height": 900}, color_scheme="dark" if dark else "light"
-    )
+    ctx = await browser.new_context(viewport={"width": 1440, "height": 900}, color_scheme="dark" if dark else "light")
     page = await ctx.new_page()
     page.errors = []
     page.on("pageerror", lambda e: page.errors.append(str(e)))
@@ -123,6 +120,15 @@ async def test_cards_change_in_place_the_banner_follows_the_server_and_colours_p
             await page.fill("#filter-text", "")
             await expect(page.locator("#board .task-card")).to_have_count(2)
 
+            # follow-ups the server refuses say why; to a working agent one goes to its inbox
+            fu = f"/api/tasks/{a['id']}/follow-up"
+            assert (await h.api.post("/api/tasks/999999/follow-up", json={"message": "hi"})).status_code == 404
+            assert (await h.api.post(fu, json={"message": "   "})).status_code == 422
+            r = await h.api.post(f"/api/tasks/{b['id']}/follow-up", json={"message": "also check the docs"})
+            assert r.status_code == 202 and r.json()["delivery"] == "inbox", r.text
+            inbox = h.runtime.board.inbox("coder", b["id"], None)
+            assert [(m.content, m.sender) for m in inbox] == [("also check the docs", "user")]
+
             # contrast: badges, the waiting question, body text and the focus ring, light and dark
             await page.keyboard.press("Tab")
             checks = [(".badge", "bg"), (".card-question", "bg"), (".task-title", "bg"), (".meta span", "bg")]
@@ -139,6 +145,16 @@ async def test_cards_change_in_place_the_banner_follows_the_server_and_colours_p
                 assert any(f["sel"] == ":focus-visible" for f in found)
                 low = [f for f in found if f["ratio"] < (3.0 if f["sel"] == ":focus-visible" else 4.5)]
                 assert not low, f"{'dark' if dark else 'light'}: {low}"
+
+            # the task page's waiting question and badges pass too
+            await page.goto(f"{url}/#/tasks/{b['id']}")
+            await expect(page.locator("#question .question-text")).to_have_text("Which output format?")
+            found = []
+            for sel in ("#question .question-text", "#task-head .badge", ".facts dt", ".crumbs"):
+                found += await page.evaluate(CONTRAST_JS, [sel, "bg"])
+            assert found and not [f for f in found if f["ratio"] < 4.5], found
+            await page.goto(f"{url}/#/tasks")
+            await expect(card).to_be_visible()
 
             # the server stops: the banner says so; it comes back: the banner goes, what changed shows
             h.app.state.stopping = True  # open streams end, so the server can stop
@@ -251,6 +267,19 @@ async def test_work_renders_by_kind_a_follow_up_starts_a_round_and_a_line_commen
                 assert len(tasks) == 2 and all(x["branch"] == first["branch"] for x in tasks)
                 assert first["pr_number"] and {x["pr_number"] for x in tasks} == {first["pr_number"]}  # one PR
                 assert len(h.github.prs) == 1
+                # every round is finished: the page has stopped asking
+                await expect(page.locator("#live-note")).to_contain_text("stopped", timeout=30_000)
+                await page.wait_for_timeout(2000)  # the diff refresh the last edit scheduled (1.5 s debounce)
+                asked: list[str] = []
+                page.on("request", lambda req: asked.append(req.url))
+                await page.wait_for_timeout(3000)
+                assert asked == []
+                # a stream resumes after Last-Event-ID: only the log lines after it
+                logs_all = (await h.api.get(f"/api/tasks/{t['id']}/logs")).json()
+                cut = logs_all[len(logs_all) // 2]["id"]
+                r = await h.api.get(f"/api/events?task_id={t['id']}", headers={"Last-Event-ID": f"{cut}.0"})
+                ids = [int(x[3:].strip().split(".")[0]) for x in r.text.splitlines() if x.startswith("id:")]
+                assert ids and min(ids) > cut and "event: end" in r.text
                 assert page.errors == []
             finally:
                 await browser.close()

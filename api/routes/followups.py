@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, status
-from pydantic import Field
+from pydantic import Field, field_validator
 from sqlmodel import Session, col, select
 
 from api.bodies import Body, filled
@@ -39,6 +39,13 @@ class FollowUpBody(Body):
     sent_by: str = Field(default="user", max_length=200)
     file: str | None = Field(default=None, max_length=1000, description="a diff line comment: its file")
     line: int | None = Field(default=None, ge=1, le=10_000_000, description="a diff line comment: its line")
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("write a message: it is empty")
+        return v
 
 
 def _load(engine: object, task_id: int) -> tuple[Task, list[Task]]:

@@ -55,12 +55,32 @@
     view.append(el("p", { class: "crumbs" }, el("a", { href: "#/runs" }, "Workflow runs"), " / ", `#${id}`), head,
       el("section", { class: "panel" }, el("h2", {}, "Steps"), timeline));
     let lastStatus = null;
+    let stopped = false;
+    const steps = new Map();
     const gen = F.current();
+    F.title(`Run #${id}`);
     const poll = async () => {
       const [r, hs] = await Promise.all([F.api(`/api/workflows/${id}`), F.api(`/api/workflows/${id}/handoffs`)]);
       if (gen !== F.current()) return;
       const byId = new Map(hs.map((h) => [h.id, h]));
-      timeline.replaceChildren(...(r.steps.length ? r.steps.map((s) => step(s, byId.get(s.handoff_id))) : [el("li", { class: "empty" }, "No step has started yet.")]));
+      // steps by key: an unchanged step is the same node (an open Handoff panel stays open); a changed
+      // one is rebuilt with its panel as it was
+      const want = r.steps.map((s) => {
+        const h = byId.get(s.handoff_id);
+        const key = JSON.stringify([s, h && h.summary]);
+        let li = steps.get(s.task_id);
+        if (!li || li.dataset.key !== key) {
+          const open = li ? Boolean(li.querySelector("details[open]")) : false;
+          li = step(s, h);
+          li.dataset.key = key;
+          if (open && li.querySelector("details")) li.querySelector("details").open = true;
+          steps.set(s.task_id, li);
+        }
+        return li;
+      });
+      const same = want.length === timeline.children.length && want.every((li, i) => timeline.children[i] === li);
+      if (!same) timeline.replaceChildren(...(want.length ? want : [el("li", { class: "empty" }, "No step has started yet.")]));
+      if (FINISHED.has(r.status)) stopped = true;  // a finished run's page stops asking
       if (lastStatus === r.status && head.contains(document.activeElement)) return;
       lastStatus = r.status;
       const err = el("p", { class: "error-text", role: "alert", hidden: true });
@@ -86,6 +106,6 @@
         el("div", { class: "actions" }, cancel), err);
     };
     await poll();
-    F.every(POLL_MS, poll);
+    F.every(POLL_MS, async () => { if (!stopped) await poll(); });
   }
 })();
