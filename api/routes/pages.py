@@ -1,7 +1,7 @@
 """The web pages: the dashboard at `/` and `/messages` (the live board and the questions waiting for an answer).
 
 The pages hold no data: their scripts read `/api` with the bearer token the person
-enters (kept in the tab's sessionStorage), so they are served without auth. A strict
+enters (kept in the browser's localStorage, so a new tab opens signed in), so they are served without auth. A strict
 Content-Security-Policy (no inline script, nothing from other origins) backs up the
 script's rule of putting agents' text into the page only as text.
 """

@@ -49,7 +49,7 @@
 
   // ---- API ---------------------------------------------------------------------------
   function authHeaders() {
-    const token = sessionStorage.getItem(TOKEN_KEY);
+    const token = localStorage.getItem(TOKEN_KEY);
     return token ? { Authorization: `Bearer ${token}` } : {};
   }
 
@@ -63,7 +63,7 @@
       cache: "no-store",
     });
     if (res.status === 401) {
-      askToken(sessionStorage.getItem(TOKEN_KEY) ? "The saved token was refused. Enter the current one." : null);
+      askToken(localStorage.getItem(TOKEN_KEY) ? "The saved token was refused. Enter the current one." : null);
       throw new AuthError("token needed");
     }
     let data = null;
@@ -104,8 +104,8 @@
     state.needToken = true;
     setConn("off", "token needed");
     if (reason) $("token-reason").textContent = reason;
-    $("token-input").value = sessionStorage.getItem(TOKEN_KEY) || "";
-    $("name-input").value = sessionStorage.getItem(NAME_KEY) || "";
+    $("token-input").value = localStorage.getItem(TOKEN_KEY) || "";
+    $("name-input").value = localStorage.getItem(NAME_KEY) || "";
     $("token-dialog").hidden = false;
     $("token-input").focus();
   }
@@ -114,8 +114,8 @@
     ev.preventDefault();
     const token = $("token-input").value.trim();
     const name = $("name-input").value.trim();
-    if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
-    if (name) sessionStorage.setItem(NAME_KEY, name); else sessionStorage.removeItem(NAME_KEY);
+    if (token) localStorage.setItem(TOKEN_KEY, token); else localStorage.removeItem(TOKEN_KEY);
+    if (name) localStorage.setItem(NAME_KEY, name); else localStorage.removeItem(NAME_KEY);
     $("token-dialog").hidden = true;
     state.needToken = false;
     reloadAll();
@@ -252,7 +252,7 @@
         const headers = { Accept: "text/event-stream", ...authHeaders(), "Last-Event-ID": String(state.cursor) };
         const res = await fetch(`/api/messages/stream/sse${query({ last_id: state.cursor })}`, { headers, signal: ctrl.signal, cache: "no-store" });
         if (res.status === 401) {
-          askToken(sessionStorage.getItem(TOKEN_KEY) ? "The saved token was refused. Enter the current one." : null);
+          askToken(localStorage.getItem(TOKEN_KEY) ? "The saved token was refused. Enter the current one." : null);
           return;
         }
         if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
@@ -344,7 +344,7 @@
     const content = $("reply-content").value;
     if (!content.trim() || threadOf === null) return;
     try {
-      await api("/api/messages", { method: "POST", body: { sender: sessionStorage.getItem(NAME_KEY) || "user", content, reply_to: threadOf } });
+      await api("/api/messages", { method: "POST", body: { sender: localStorage.getItem(NAME_KEY) || "user", content, reply_to: threadOf } });
       $("reply-content").value = "";
       await openThread(threadOf);
     } catch (err) {
@@ -356,7 +356,7 @@
     ev.preventDefault();
     const content = $("compose-content").value;
     if (!content.trim()) return;
-    const body = { sender: sessionStorage.getItem(NAME_KEY) || "user", content, message_type: $("compose-type").value };
+    const body = { sender: localStorage.getItem(NAME_KEY) || "user", content, message_type: $("compose-type").value };
     if ($("compose-to").value.trim()) body.to = $("compose-to").value.trim();
     if ($("compose-task").value.trim()) body.task_id = Number($("compose-task").value);
     try {
@@ -383,7 +383,7 @@
       try {
         await api(`/api/tasks/${task.id}/answer`, {
           method: "POST",
-          body: { answer: text, question_id: q.id, answered_by: sessionStorage.getItem(NAME_KEY) || "web" },
+          body: { answer: text, question_id: q.id, answered_by: localStorage.getItem(NAME_KEY) || "web" },
         });
         card.replaceChildren(el("p", { class: "pending-title" }, task.title), el("p", { class: "pending-meta" }, "Answer sent; the agent goes on."));
         setTimeout(loadPending, 800);
