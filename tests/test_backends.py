@@ -94,3 +94,58 @@ async def test_codex_coder_task_ends_done_with_a_pr_and_its_cost_under_codex(
         logs = (await h.api.get(f"/api/tasks/{t['id']}/logs")).json()
         assert {"assistant", "tool_use", "tool_result", "result"} <= {e["kind"] for e in logs}
         assert not any(OPENAI_KEY in e["content"] for e in logs)
+
+
+async def test_a_question_mid_task_with_codex_resumes_the_same_thread(start_factory, responses, openai_key):
+    ask = json.dumps({"type": "question", "question": "Which greeting?", "options": ["hi", "hello"]})
+    responses.add_scenario("cx-ask", [Say(ask), Exec("printf 'hi\\n' > greeting.txt"), Say("Wrote greeting.txt.")])
+    async with start_factory(**config(responses, coder="codex")) as h:
+        t = await h.create("Add a greeting", "cx-ask")
+        waiting = await h.wait_for(t["id"], {"awaiting_input", "failed", "done"}, timeout=120)
+        assert waiting["status"] == "awaiting_input", waiting
+        thread = waiting["session_id"]
+        r = await h.api.post(f"/api/tasks/{t['id']}/answer", json={"answer": "hi"})
+        assert r.status_code == 200, r.text
+        done = await h.wait_for(t["id"], {"done", "failed"}, timeout=120)
+        assert done["status"] == "done", done
+        assert remote_file(h.remote, done["branch"], "greeting.txt") == "hi\n"
+        reqs = responses.requests_for("cx-ask")
+        # the resumed run sent the first run's conversation (the question) and the answer: one thread
+        assert [r.turn for r in reqs] == [0, 1, 2]
+        assert any("hi" in text for text in reqs[1].texts())
+        assert reqs[1].headers.get("thread-id") == reqs[0].headers.get("thread-id") == thread
+        assert done["session_id"] == thread
+        rows = entries(h, t["id"])
+        assert len({e.agent_run_id for e in rows}) == 2 and {e.backend for e in rows} == {"codex"}
+
+
+async def test_code_review_with_a_codex_coder_and_a_claude_reviewer(start_factory, responses, model, openai_key):
+    from tests.test_workflows import start_run, verdict, wait_run
+
+    responses.add_scenario("mixed-review", [Exec("printf 'def add(a, b):\\n    return a + b\\n' > calc.py"), Say("Added add().")])
+    model.add_scenario("mixed-review", [verdict("approved")])
+    async with start_factory(**config(responses, coder="codex")) as h:
+        run = await start_run(h, "mixed-review")
+        finished = await wait_run(h, run["id"], {"completed", "failed"}, timeout=180)
+        assert finished["status"] == "completed", finished
+        assert len(responses.requests_for("mixed-review")) == 2  # the coder, on Codex
+        assert model.requests_for("mixed-review")  # the reviewer, on Claude Code
+        with Session(h.runtime.engine) as s:
+            rows = list(s.exec(select(CostEntry).where(CostEntry.workflow_run_id == run["id"])))
+        assert {(e.agent_type, e.backend) for e in rows} == {("coder", "codex"), ("reviewer", "claude")}
+        by = {g["key"]: g for g in (await h.api.get("/api/costs", params={"group_by": "backend"})).json()["groups"]}
+        assert by["codex"]["cost_usd"] > 0 and by["claude"]["cost_usd"] > 0
+
+
+async def test_a_reviewer_on_codex_cannot_write_the_checkout(start_factory, responses, openai_key):
+    attempt = "printf 'pwned\\n' > pwned.txt && echo wrote || echo refused"
+    responses.add_scenario("cx-ro", [Exec(attempt), Exec("git -C . status --porcelain"), Say("Looked only.")])
+    async with start_factory(**config(responses, reviewer="codex")) as h:
+        t = await h.create("Review the repo", "cx-ro", agent_type="reviewer")
+        done = await h.wait_for(t["id"], {"done", "failed", "awaiting_input"}, timeout=120)
+        logs = (await h.api.get(f"/api/tasks/{t['id']}/logs")).json()
+        results = [e["content"] for e in logs if e["kind"] == "tool_result"]
+        assert results and "Read-only file system" in results[0] and "refused" in results[0], (done, results)
+        worktree = Path(h.cfg.workspace_path) / "worktrees" / f"task-{t['id']}"
+        assert not (worktree / "pwned.txt").exists()
+        assert done["branch"] is None or remote_file(h.remote, done["branch"], "pwned.txt") is None
