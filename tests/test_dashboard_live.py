@@ -169,6 +169,23 @@ async def test_cards_change_in_place_the_banner_follows_the_server_and_colours_p
                 "Answer me, changed while down"
             )
 
+            # with permission given, a new question raises a browser notification (recorded by a wrapper
+            # around the real Notification constructor)
+            await page.context.grant_permissions(["notifications"], origin=url)
+            await page.evaluate(
+                """() => { window.__notes = []; const N = window.Notification;
+                window.Notification = class extends N { constructor(t, o) { super(t, o); window.__notes.push(t); } };
+                Object.defineProperty(window.Notification, "permission", { get: () => N.permission }); }"""
+            )
+            c = await h.create("Ask later", "none", run=False)
+            _set(engine, c["id"], status=TaskStatus.awaiting_input)
+            with session_scope(engine) as s:
+                s.add(Question(task_id=c["id"], text="Ship it?"))
+                s.commit()
+            await expect(page.locator(f'.task-card[data-task-id="{c["id"]}"] .card-question')).to_be_visible()
+            await page.wait_for_function("window.__notes.length > 0")
+            assert await page.evaluate("window.__notes") == [f"Factory: task #{c['id']} asks"]
+
             # a missing task is a real 404; the title names the page; a new tab needs no token again
             await page.goto(f"{url}/#/tasks/999999")
             await expect(page.locator("#not-found")).to_contain_text("no task #999999")

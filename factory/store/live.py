@@ -92,7 +92,7 @@ def allowed(task: Task) -> list[str]:
         out.append("retry")
     if task.status in FINISHED and task.branch:
         out.append("handoff")
-    if task.workflow_run_id is None and task.status in FINISHED | {TaskStatus.in_progress}:
+    if task.workflow_run_id is None and task.status in FINISHED | {TaskStatus.in_progress, TaskStatus.awaiting_input}:
         out.append("follow_up")
     return out
 
