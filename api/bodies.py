@@ -71,6 +71,7 @@ class TaskCreate(Body):
     description: str = Field(default="", max_length=100_000)
     repo: str = filled(300)
     agent_type: str | None = Field(default=None, max_length=100)
+    backend: Literal["claude", "codex", "opencode"] | None = None  # overrides the agent template's CLI
 
     @field_validator("title")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from factory.config import FactoryConfig
 from factory.config_sections import WorkflowConfig, WorkflowStep
@@ -49,6 +50,11 @@ def agent_spec(cfg: FactoryConfig, agent_type: str) -> AgentSpec:
     )
 
 
+def with_backend(spec: AgentSpec, backend: str | None) -> AgentSpec:
+    """`spec` run by `backend` (a task's or a workflow step's override), or as its template says."""
+    return dataclasses.replace(spec, backend=backend) if backend else spec
+
+
 def budget_hold_s(cfg: FactoryConfig) -> float:
     """How often a task held by a daily budget re-checks it; 0 when no daily budget is set."""
     b = cfg.budgets
@@ -83,7 +89,7 @@ def task_input(cfg: FactoryConfig, task: Task, ref: RepoRef, start: TaskStart | 
         title=task.title,
         description=task.description,
         repo=ref,
-        agent=agent_spec(cfg, task.agent_type),
+        agent=with_backend(agent_spec(cfg, task.agent_type), task.backend),
         heartbeat_timeout_s=cfg.temporal.heartbeat_timeout_seconds,
         clarification_timeout_s=cfg.clarification_timeout_hours * 3600,
         branch=start.branch,
@@ -157,7 +163,7 @@ def workflow_input(cfg: FactoryConfig, run: WorkflowRun, wf: WorkflowConfig, ref
         steps.append(
             WorkflowStepSpec(
                 index=i,
-                agent=agent_spec(cfg, step.agent),
+                agent=with_backend(agent_spec(cfg, step.agent), step.backend),
                 input=step.input,
                 output=step.output,
                 condition=step.condition,

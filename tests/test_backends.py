@@ -149,3 +149,34 @@ async def test_a_reviewer_on_codex_cannot_write_the_checkout(start_factory, resp
         worktree = Path(h.cfg.workspace_path) / "worktrees" / f"task-{t['id']}"
         assert not (worktree / "pwned.txt").exists()
         assert done["branch"] is None or remote_file(h.remote, done["branch"], "pwned.txt") is None
+
+
+async def test_a_task_asks_for_codex_over_its_claude_template(start_factory, responses, model, openai_key):
+    responses.add_scenario("cx-override", [Exec("printf 'x\\n' > x.txt"), Say("Wrote x.txt.")])
+    async with start_factory(**config(responses)) as h:  # every template on Claude Code
+        bad = await h.api.post("/api/tasks", json={"title": "t", "repo": "demo", "backend": "gemini"})
+        assert bad.status_code == 422
+        t = await h.create("Write x", "cx-override", backend="codex")
+        done = await h.wait_for(t["id"], {"done", "failed"}, timeout=120)
+        assert done["status"] == "done", done
+        assert len(responses.requests_for("cx-override")) == 2 and not model.requests_for("cx-override")
+        assert {e.backend for e in entries(h, t["id"])} == {"codex"}
+
+
+def test_a_workflow_step_names_its_backend(tmp_path):
+    from factory.config import load_config
+    from factory.contracts import RepoRef
+    from factory.specs import workflow_input
+    from factory.store.tables import WorkflowRun
+
+    path = tmp_path / "config.yml"
+    path.write_text(
+        "agent_templates:\n"
+        f"  coder: {{system_prompt_file: {ROOT / 'prompts/coder.md'}, allowed_tools: [Read, Write]}}\n"
+        f"  reviewer: {{system_prompt_file: {ROOT / 'prompts/reviewer.md'}, allowed_tools: [Read], backend: codex}}\n"
+        "workflows:\n  mixed:\n    steps:\n      - {agent: coder, backend: opencode}\n      - {agent: reviewer}\n"
+    )
+    cfg = load_config(path, workspace_root=str(tmp_path / "ws"), data_dir=str(tmp_path / "d"))
+    run = WorkflowRun(id=1, workflow_name="mixed", title="t", description="", repo="demo")
+    inp = workflow_input(cfg, run, cfg.workflows["mixed"], RepoRef(name="demo", url="file:///x"))
+    assert [s.agent.backend for s in inp.steps] == ["opencode", "codex"]

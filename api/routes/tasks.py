@@ -35,7 +35,9 @@ async def create_task(body: TaskCreate, launcher: LauncherDep, auto_run: bool = 
     When Temporal is down the start fails with a 503 that names the task: its row is kept as
     `queued` (nothing else was written), to be started with `POST /api/tasks/{id}/run`.
     """
-    new = NewTask(title=body.title, description=body.description, repo=body.repo, agent_type=body.agent_type)
+    new = NewTask(
+        title=body.title, description=body.description, repo=body.repo, agent_type=body.agent_type, backend=body.backend
+    )
     task = await launcher.create_task(new, run=False)
     if auto_run:
         kept = f"; task {task.id} was kept as queued and not started: start it with POST /api/tasks/{task.id}/run"

@@ -38,6 +38,7 @@ class NewTask:
     repo: str
     description: str = ""
     agent_type: str | None = None  # None: the repo's default agent
+    backend: str | None = None  # the agent CLI (factory/backends/); None: the agent template's
     parent_task_id: int | None = None
     plane_issue_id: str | None = None
     branch: str | None = None  # a handoff or revision continues an existing branch

@@ -82,6 +82,7 @@ class Task(TaskBase, table=True):
     parent_task_id: int | None = None
     plane_issue_id: str | None = Field(default=None, index=True)
     preview_url: str | None = None
+    backend: str | None = None  # the agent CLI this task asked for (None: its agent template's)
     changed_files: list[str] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

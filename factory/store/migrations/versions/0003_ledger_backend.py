@@ -1,4 +1,4 @@
-"""The ledger names the agent CLI of each row (`costentry.backend`: claude, codex, opencode).
+"""The agent CLI (claude, codex, opencode): of each ledger row (`costentry.backend`) and asked for by a task (`task.backend`).
 
 Rows written before this have none (NULL): they were all Claude Code's.
 
@@ -24,9 +24,13 @@ def upgrade() -> None:
     with op.batch_alter_table("costentry", schema=None) as batch_op:
         batch_op.add_column(sa.Column("backend", sa.String(), nullable=True))
         batch_op.create_index(batch_op.f("ix_costentry_backend"), ["backend"], unique=False)
+    with op.batch_alter_table("task", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("backend", sa.String(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("task", schema=None) as batch_op:
+        batch_op.drop_column("backend")
     with op.batch_alter_table("costentry", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_costentry_backend"))
         batch_op.drop_column("backend")
