@@ -22,7 +22,8 @@
   async function load() {
     const r = await me();
     if (r.status === 401) {
-      if (!savedToken()) await toSignIn();
+      // the person chose to enter an access token on the sign-in page: the dashboard's token gate asks
+      if (!savedToken() && !sessionStorage.getItem("factory.use-token")) await toSignIn();
       return;
     }
     if (!r.ok) return;
@@ -43,6 +44,9 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     load().catch(() => {});
+    // a token entered in the dashboard's gate (app.js saves it in its own submit handler, after this one)
+    const gate = document.getElementById("token-form");
+    if (gate) gate.addEventListener("submit", () => setTimeout(() => load().catch(() => {}), 0));
     const out = document.getElementById("sign-out");
     if (out) {
       out.addEventListener("click", async () => {

@@ -17,6 +17,7 @@
     $("signin-github").hidden = !m.github;
     $("signin-local").hidden = !m.local;
     $("signin-token").hidden = !m.token;
+    $("use-token").addEventListener("click", () => sessionStorage.setItem("factory.use-token", "1"));
     $("signin-local").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const res = await fetch("/auth/local", {
