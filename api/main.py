@@ -25,6 +25,7 @@ from api.routes import (
     costs,
     environments,
     events,
+    evidence,
     followups,
     handoffs,
     messages,
@@ -106,7 +107,7 @@ def create_app(
     denied = responses(401, 403) if in_force(cfg) else {}
     for r in (
         tasks, agents, workflows, handoffs, messages, memory_routes, environments, analytics, settings, costs, schedules,
-        events, followups,
+        events, followups, evidence,
     ):  # fmt: skip
         app.include_router(r.router, dependencies=auth, responses=denied)
     # people, tokens and the audit log; roles for every /api route are applied by AuthGate (factory/auth/roles.py)

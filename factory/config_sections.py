@@ -35,11 +35,35 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BrowserScenario(_Model):
+    """One browser check against the task's preview: open `path`, run `steps`, want `expect_text`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    path: str = Field(default="/", pattern=r"^/[^\s]*$")  # on the preview's own host only, never a URL
+    steps: list[dict[str, str | int]] = Field(default_factory=list)  # {click|fill|expect_text|wait: ...}
+    expect_text: str | None = None
+
+
+class ChecksConfig(_Model):
+    """Proof of work (docs/proof-of-work.md): what Factory itself runs on the agent's commit before the PR."""
+
+    test_command: str | None = None  # run in a fresh sandbox on Factory's copy of the commit
+    junit: str | None = None  # a glob, inside the copy, of the JUnit XML files the command writes
+    preview_compose: str = "docker-compose.preview.yml"
+    preview_service: str | None = None
+    preview_port: int | None = Field(default=None, ge=1, le=65535)
+    browser: list[BrowserScenario] = Field(default_factory=list)
+    max_rounds: int = Field(default=2, ge=0, le=10)  # extra agent rounds to fix a failing check
+    timeout_minutes: float = Field(default=10, gt=0)
+    retention_days: int = Field(default=30, ge=1)
+
+
 class RepoConfig(_Model):
     url: str
     default_agent: str = "coder"
     github: str | None = Field(default=None, description="owner/name for a clone URL that is not GitHub's")
     default_branch: str | None = None
+    checks: ChecksConfig | None = None  # Factory's own checks of the agent's work (proof of work)
 
     @field_validator("github")
     @classmethod

@@ -26,6 +26,7 @@ from activities._agent_process import refusal_logger
 from activities.agent import AgentActivities
 from activities.agent_stop import AgentStopper
 from activities.budgets import BudgetActivities
+from activities.checks import CheckActivities
 from activities.environments import EnvironmentActivities
 from activities.github import GithubActivities
 from activities.memory import MemoryActivities
@@ -160,6 +161,8 @@ def build_workers(client: Client, rt: Runtime, work: HostWork | None = None) -> 
     single = SingletonActivities(cfg, rt.engine, rt.http, lambda: rt.launcher)
     shared_acts += [single.poll_telegram, single.poll_pull_requests, single.prune_records]
     envs = EnvironmentActivities(cfg, rt.broker)
+    checks = CheckActivities(cfg, rt.engine, rt.http)  # proof of work: runs on the host with the checkout
+    shared_acts.append(checks.post_evidence_comment)
     if rt.memory is not None:
         shared_acts.append(MemoryActivities(rt.memory).remember_task)
     host_acts: list[Any] = [
@@ -167,6 +170,7 @@ def build_workers(client: Client, rt: Runtime, work: HostWork | None = None) -> 
         ws.cleanup_workspace,
         ws.ping_host,
         envs.cleanup_task_environments,
+        checks.run_checks,
         AgentStopper(cfg).stop_agent,  # a cancel's direct kill path (activities/agent_stop.py)
     ]
     executor = ThreadPoolExecutor(max_workers=8)

@@ -28,7 +28,7 @@ CORE = [  # factory's packages and top modules, bottom to top; one rank may hold
     {"domain", "config"},  # pure rules over the contracts; config.yml
     {"launcher"},  # the launcher port's types (factory/domain/lifecycle.py re-exported)
     {"store"},  # the tables and their reads and writes
-    {"git", "sandbox", "memory", "environments"},  # what touches the host: git, bubblewrap, memory, Docker
+    {"git", "sandbox", "memory", "environments", "evidence"},  # what touches the host: git, bubblewrap, memory, Docker
     {"backends"},  # the agent CLIs (Claude Code, Codex, OpenCode): their command lines, events, routes
     {"specs"},  # from config.yml to workflow inputs
     {"tasks"},  # the task service: the lifecycle and its state rules

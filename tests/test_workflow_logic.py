@@ -402,6 +402,7 @@ def test_every_activity_declaration_matches_the_implementation_registered_under_
     from activities.agent import AgentActivities
     from activities.agent_stop import AgentStopper
     from activities.budgets import BudgetActivities
+    from activities.checks import CheckActivities
     from activities.environments import EnvironmentActivities
     from activities.github import GithubActivities
     from activities.memory import MemoryActivities
@@ -412,7 +413,7 @@ def test_every_activity_declaration_matches_the_implementation_registered_under_
     from activities.workspace import WorkspaceActivities
 
     impls = {}
-    for cls in (AgentActivities, AgentStopper, BudgetActivities, EnvironmentActivities, GithubActivities,
+    for cls in (AgentActivities, AgentStopper, BudgetActivities, CheckActivities, EnvironmentActivities, GithubActivities,
                 MemoryActivities, RecordActivities, ScheduleActivities, SingletonActivities, WorkflowRunActivities,
                 WorkspaceActivities):  # fmt: skip
         for _, f in inspect.getmembers(cls, inspect.isfunction):

@@ -26,7 +26,7 @@ from factory.contracts import (
 )
 from factory.domain.pull_request import NO_CHANGES_NOTE
 from factory.domain.text import clip
-from workflows import budget_steps, failover, task_steps
+from workflows import budget_steps, failover, proof, task_steps
 from workflows.agent_session import AgentFailed, AgentSession, Questions
 from workflows.cancel import cancel_wins
 from workflows.common import AGENT_TYPE, REPO, TASK_ID, error_text, set_stage
@@ -41,6 +41,7 @@ class TaskWorkflow:
         self._notes = Notifications()
         self._moved_to: WorkspaceInfo | None = None  # the worktree on another host, once its host was lost
         self._lost_hosts: set[str] = set()
+        self._verdict = ""  # proof of work's verdict line, for the completed event
 
     @workflow.query
     def pending_question(self) -> PendingQuestion | None:
@@ -84,6 +85,11 @@ class TaskWorkflow:
             )
             agent, changes = await self._run_and_push(inp, ws)
             ws = self._moved_to or ws
+            checked = None
+            if proof.wanted(inp, changes):  # Factory's own checks, before the PR (workflows/proof.py)
+                self._stage_to("checks", "Factory checks the work")
+                agent, changes, checked = await proof.checked(inp, ws, agent, changes, self._run_and_push)
+                self._verdict = checked.summary
             result.result_text, result.learnings = agent.result_text, agent.learnings
             result.changes, result.preview_url = changes, changes.preview_url
             pr = None
@@ -91,6 +97,8 @@ class TaskWorkflow:
                 self._stage_to("pull_request", "opening the pull request")
                 pr = await cancel_wins(task_steps.open_pr(inp, ws, result))
                 result.pr_url = pr.url
+                if checked is not None:
+                    await proof.comment(inp, pr.number)
             await self._report_done(inp, ws, changes, pr, result)
         except (asyncio.CancelledError, ActivityError, AgentFailed) as exc:
             await self._report_stopped(inp, ws, exc, result)
@@ -125,7 +133,8 @@ class TaskWorkflow:
             self._notes.emit(
                 task_event(
                     inp, "completed", branch=ws.branch, pr_url=result.pr_url,
-                    summary=note or clip(result.result_text, 500), no_changes=changes.commits_ahead == 0,
+                    summary="\n".join(x for x in (self._verdict, note or clip(result.result_text, 500)) if x),
+                    no_changes=changes.commits_ahead == 0,
                     agent_type=inp.agent.agent_type,
                 )
             ),

@@ -15,6 +15,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from factory.contracts.agents import AgentRequest, AgentResult
+from factory.contracts.checks import ChecksInput, ChecksResult, EvidenceCommentInput
 from factory.contracts.memory import MemoryCall, MemoryReply, RecallInput, RememberTaskInput
 from factory.contracts.records import (
     AnswerRecord,
@@ -164,4 +165,14 @@ async def prune_records() -> None:  # activities/singletons.py
 
 @activity.defn
 async def cleanup_task_environments(inp: CleanupEnvInput) -> int:  # activities/environments.py
+    raise NotImplementedError
+
+
+@activity.defn
+async def run_checks(inp: ChecksInput) -> ChecksResult:  # activities/checks.py
+    raise NotImplementedError
+
+
+@activity.defn
+async def post_evidence_comment(inp: EvidenceCommentInput) -> None:  # activities/checks.py
     raise NotImplementedError

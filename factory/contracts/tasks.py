@@ -17,6 +17,8 @@ class RepoRef:
     github: str | None = None  # owner/name for the REST API, None when not on GitHub
     configured: bool = False
     default_branch: str | None = None
+    checks: bool = False  # repos.<name>.checks is set: Factory checks the work before the PR
+    checks_rounds: int = 0  # extra agent rounds a failing check may ask for
 
 
 @dataclass

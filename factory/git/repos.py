@@ -67,6 +67,8 @@ def resolve_repo(cfg: FactoryConfig, repo: str) -> RepoRef:
             github=rc.github or github_of(rc.url),
             configured=True,
             default_branch=rc.default_branch,
+            checks=rc.checks is not None,
+            checks_rounds=rc.checks.max_rounds if rc.checks else 0,
         )
     parts = repo.split("/")
     if len(parts) == 1:
