@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from factory.store.tables import Question, Task, TaskStatus, session_scope
+from factory.store.tables import CostEntry, Question, Task, TaskLog, TaskStatus, session_scope
 from tests.fakes.anthropic import Text, ToolUse
 from tests.fakes.http import BackgroundServer
 
@@ -189,8 +189,18 @@ async def test_cards_change_in_place_the_banner_follows_the_server_and_colours_p
             # a missing task is a real 404; the title names the page; a new tab needs no token again
             await page.goto(f"{url}/#/tasks/999999")
             await expect(page.locator("#not-found")).to_contain_text("no task #999999")
+            # a killed run: its row says $0 and 0 turns; the page shows the ledger's cost and its tool calls
+            _set(engine, a["id"], cost_usd=0.0, num_turns=0)
+            with session_scope(engine) as s:
+                s.add(CostEntry(task_id=a["id"], repo="demo", agent_type="coder", day="2026-12-04", cost_usd=0.42))
+                for n in range(3):
+                    s.add(TaskLog(task_id=a["id"], kind="tool_use", content=f'Bash: {{"command": "echo {n}"}}'))
+                s.commit()
             await page.goto(f"{url}/#/tasks/{a['id']}")
             await expect(page).to_have_title(f"Task #{a['id']} · Factory")
+            await expect(page.locator("#task-cost")).to_have_text("$0.42")
+            await expect(page.locator("#task-turns")).to_contain_text("3 tool calls")
+            await expect(page.locator("#logs .tool-bash .tool-cmd").last).to_have_text("$ echo 2")
             other = await page.context.new_page()
             await other.goto(f"{url}/#/tasks")
             await expect(other.locator("#board")).to_be_visible()
