@@ -399,27 +399,18 @@ async def test_the_memory_service_serves_a_call(temporal_env):
 
 def test_every_activity_declaration_matches_the_implementation_registered_under_its_name():
     """A declaration that drifted from its implementation would schedule an activity with the wrong input."""
-    from activities.agent import AgentActivities
-    from activities.agent_stop import AgentStopper
-    from activities.budgets import BudgetActivities
-    from activities.checks import CheckActivities
-    from activities.environments import EnvironmentActivities
-    from activities.github import GithubActivities
-    from activities.memory import MemoryActivities
-    from activities.records import RecordActivities
-    from activities.schedules import ScheduleActivities
-    from activities.singletons import SingletonActivities
-    from activities.workflow_runs import WorkflowRunActivities
-    from activities.workspace import WorkspaceActivities
+    import importlib
+    import pkgutil
 
-    impls = {}
-    for cls in (AgentActivities, AgentStopper, BudgetActivities, CheckActivities, EnvironmentActivities, GithubActivities,
-                MemoryActivities, RecordActivities, ScheduleActivities, SingletonActivities, WorkflowRunActivities,
-                WorkspaceActivities):  # fmt: skip
-        for _, f in inspect.getmembers(cls, inspect.isfunction):
-            d = getattr(f, "__temporal_activity_definition", None)
-            if d is not None:
-                impls[d.name] = f
+    import activities
+
+    impls = {}  # every @activity.defn method of every class in the activities package, by name
+    for mod in pkgutil.iter_modules(activities.__path__):
+        for _, cls in inspect.getmembers(importlib.import_module(f"activities.{mod.name}"), inspect.isclass):
+            for _, f in inspect.getmembers(cls, inspect.isfunction):
+                d = getattr(f, "__temporal_activity_definition", None)
+                if d is not None:
+                    impls[d.name] = f
     decls = {
         f.__temporal_activity_definition.name: f
         for _, f in inspect.getmembers(declared, inspect.isfunction)
