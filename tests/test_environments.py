@@ -530,3 +530,23 @@ async def test_preview_routed_by_traefik_and_removed_when_pr_closes(
     assert await environments.preview_url_of(task_id) is None
     # the shared previews network is not the environment's: it stays
     assert subprocess.run(["docker", "network", "inspect", previews_network], capture_output=True).returncode == 0
+
+
+@pytest.mark.docker
+async def test_janitor_removes_copies_no_container_runs_from(broker, task_id, busybox_image, tmp_path):
+    wt = tmp_path / "wt"
+    _write_app(wt, busybox_image, "copies")
+    _toolkit("from docker_toolkit import spin_up_test_env; spin_up_test_env(service_port=8080)", broker.env(task_id, wt), wt)
+    envs = broker.broker.cfg.workspace_path.resolve() / "envs"
+    [live] = envs.glob(f"factory-task-{task_id}-test-*")
+    left = envs / f"factory-task-{task_id + 1}-test-1"  # a failed start's copy: no container of its project
+    young = envs / f"factory-task-{task_id + 2}-test-2"  # a start still building
+    for d in (left, young):
+        (d / "tree").mkdir(parents=True)
+    old = time.time() - 3600
+    for d in (live, left):
+        os.utime(d, (old, old))
+    janitor = Janitor(broker.broker.cfg, lambda _tid: ("in_progress", None))
+    gone = await janitor.sweep_copies()
+    assert gone == [left.name] and live.exists() and young.exists()
+    shutil.rmtree(young)

@@ -141,23 +141,29 @@ class Copier:
             here.mkdir(parents=True, exist_ok=True, mode=0o755)
             for name in list(dirnames) + filenames:
                 src = os.path.join(real, name)
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode):
-                    if name in dirnames:
-                        dirnames.remove(name)
-                    _link(dfd, name, here / name, src, self.worktree, self.dest)
-                elif stat.S_ISDIR(st.st_mode):
-                    continue  # fwalk descends into it (without following links)
-                elif not stat.S_ISREG(st.st_mode):
-                    raise CopyRefused(f"{_rel(src, self.worktree)} is not a regular file (a device, fifo or socket)")
-                else:
-                    try:
-                        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
-                    except OSError as exc:
-                        raise CopyRefused(f"cannot open {_rel(src, self.worktree)}: {exc.strerror}") from exc
-                    try:
-                        if not stat.S_ISREG(os.fstat(fd).st_mode):
-                            raise CopyRefused(f"{_rel(src, self.worktree)} is not a regular file")
-                        _copy_fd(fd, here / name, st.st_mode, self.budget, _rel(src, self.worktree))
-                    finally:
-                        os.close(fd)
+                try:
+                    self._entry(dfd, name, src, here, dirnames)
+                except OSError as exc:  # an entry that vanished or changed between the listing and the copy
+                    raise CopyRefused(f"{_rel(src, self.worktree)} changed while Factory copied it: {exc}") from exc
+
+    def _entry(self, dfd: int, name: str, src: str, here: Path, dirnames: list[str]) -> None:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            if name in dirnames:
+                dirnames.remove(name)
+            _link(dfd, name, here / name, src, self.worktree, self.dest)
+        elif stat.S_ISDIR(st.st_mode):
+            return  # fwalk descends into it (without following links)
+        elif not stat.S_ISREG(st.st_mode):
+            raise CopyRefused(f"{_rel(src, self.worktree)} is not a regular file (a device, fifo or socket)")
+        else:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+            except OSError as exc:
+                raise CopyRefused(f"cannot open {_rel(src, self.worktree)}: {exc.strerror}") from exc
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise CopyRefused(f"{_rel(src, self.worktree)} is not a regular file")
+                _copy_fd(fd, here / name, st.st_mode, self.budget, _rel(src, self.worktree))
+            finally:
+                os.close(fd)

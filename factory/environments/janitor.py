@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from factory.config import FactoryConfig
 from factory.environments import docker
-from factory.environments.compose import project_name
+from factory.environments.compose import LABEL_PROJECT, parse_project_name, project_name
 from factory.environments.docker import EnvironmentInfo
 from factory.store.tables import FINISHED
 
@@ -83,7 +84,36 @@ class Janitor:
             if reason and await docker.tear_down(env.name):
                 log.info("janitor: removed %s (%s)", env.name, reason)
                 removed.append(env.name)
+        await self.sweep_copies()
         return removed
+
+    async def sweep_copies(self, min_age_s: float = 600) -> list[str]:
+        """Remove Factory's copies (`<workspace_root>/envs/<project>-<n>`) no container runs from.
+
+        A copy younger than `min_age_s` may belong to a start still building; an older one with
+        no container of its project left is what a failed start or a crashed worker left behind.
+        """
+        root = self.cfg.workspace_path.resolve() / "envs"
+        gone: list[str] = []
+        for d in sorted(root.glob("factory-task-*")) if root.is_dir() else []:
+            project, _, n = d.name.rpartition("-")
+            if parse_project_name(project) is None or not n.isdigit() or d.is_symlink():
+                continue
+            if self.now() - d.stat().st_mtime < min_age_s:
+                continue
+            try:  # only a clear "no container" from the engine removes a copy: a container's binds point into it
+                rc, out, _err = await docker.run(
+                    "docker", "container", "ls", "-aq", "--filter", f"label={LABEL_PROJECT}={project}"
+                )
+            except docker.DockerUnavailable:
+                return gone
+            if rc != 0:
+                return gone
+            if out.strip():
+                continue
+            await asyncio.to_thread(shutil.rmtree, d, True)
+            gone.append(d.name)
+        return gone
 
 
 async def janitor_loop(janitor: Janitor, interval_s: float) -> None:

@@ -14,6 +14,7 @@ the tests do (the broker needs the Docker socket).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -355,8 +356,9 @@ def _prepare_as(who: str, tmp: Path, max_mb: int = 5) -> dict:
     if who == "user":
         uid, gid = _test_user()
         for p in [tmp, *tmp.rglob("*")]:
-            if not p.is_symlink() and not p.is_char_device() and not p.is_block_device():
-                os.chown(p, uid, gid)
+            with contextlib.suppress(FileNotFoundError):  # a racing test renames entries as we go
+                if not p.is_symlink() and not p.is_char_device() and not p.is_block_device():
+                    os.chown(p, uid, gid)
         prefix = [*_python_for_user(), "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
     proc = subprocess.run(
         [*prefix, os.path.realpath(sys.executable), "-c", PREPARE, str(tmp / "wt"), str(root), str(max_mb)],
@@ -442,3 +444,42 @@ def test_the_copy_keeps_links_inside_the_worktree_and_leaves_git_out(work, who):
     assert os.path.realpath(copy / "alias.html") == str(copy / "index.html")
     assert (copy / "index.html").stat().st_mode & 0o022 == 0  # writable by Factory alone
     shutil.rmtree(out["env_dir"])
+
+
+@pytest.mark.parametrize("who", ["root", "user"])
+def test_a_directory_swapped_for_a_link_while_factory_copies_it_is_never_followed(work, who):
+    """The agent flips `www/sub` between a directory and a link to /etc while Factory copies `www`."""
+    tmp_path = work
+    wt = tmp_path / "wt"
+    (wt / "www").mkdir(parents=True)
+    for i in range(300):  # enough files that the copy takes a while
+        (wt / "www" / f"f{i}").write_text("x" * 100)
+    (wt / "docker-compose.yml").write_text("services:\n  web:\n    image: busybox\n    volumes: ['./www:/www']\n")
+    real, link = wt / "www" / "sub", wt / "www" / "sub-link"
+    real.mkdir()
+    link.symlink_to("/etc")
+    stop = threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            os.rename(real, wt / "www" / "tmp")
+            os.rename(link, real)
+            os.rename(real, link)
+            os.rename(wt / "www" / "tmp", real)
+
+    results = []
+    racer = threading.Thread(target=flip, daemon=True)
+    racer.start()
+    try:
+        for _ in range(3):
+            results.append(_prepare_as(who, tmp_path))
+    finally:
+        stop.set()
+        racer.join(5)
+    for out in results:
+        if out["ok"]:
+            copied = Path(out["env_dir"]) / "tree"
+            assert not list(copied.rglob("passwd")), "Factory copied /etc through a swapped link"
+            shutil.rmtree(out["env_dir"])
+        else:
+            assert any(w in out["error"] for w in ("link to /etc", "moved", "changed while", "cannot open")), out
