@@ -22,6 +22,7 @@ import asyncio
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,15 @@ MIRROR_FETCH = "+refs/heads/*:refs/remotes/origin/*"
 
 class UnsafeCloneError(GitError):
     """A task's `.git` was tampered with in a way that could send Factory's git elsewhere."""
+
+
+def _special(path: str) -> bool:
+    """Neither a regular file nor a directory (a FIFO, a socket, a device), by lstat: never opened."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def mirror_path(root: Path, repo_name: str) -> Path:
@@ -228,11 +238,13 @@ class TaskClone:
                 if os.path.islink(os.path.join(root, name)):
                     rel = os.path.relpath(os.path.join(root, name), self.path)
                     raise UnsafeCloneError(f"{rel} is a symlink; Factory will not run git in this clone")
-            locks += [os.path.join(root, n) for n in files if n.endswith(".lock")]
+            # git keeps only files and directories here; a FIFO the agent planted at HEAD, packed-refs, a
+            # ref or info/exclude blocked Factory's git on open() until its timeout, every step and retry
+            locks += [os.path.join(root, n) for n in files if n.endswith(".lock") or _special(os.path.join(root, n))]
         # a lock the agent left (index, HEAD, a ref, packed-refs) would fail every Factory command that
         # takes it, and the step would be retried for ever; no other git runs here now (the sandbox
         # ended every process of the run, and a task's steps on its clone run one at a time)
-        for lock in locks:
+        for lock in locks:  # and the FIFOs, sockets and devices: removed, never opened
             os.unlink(lock)
 
     async def sync_refs(self, keep: str | None = None) -> None:
