@@ -4,7 +4,6 @@ servers that speak their wire protocols, through Factory's sandbox and its model
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,3 +179,47 @@ def test_a_workflow_step_names_its_backend(tmp_path):
     run = WorkflowRun(id=1, workflow_name="mixed", title="t", description="", repo="demo")
     inp = workflow_input(cfg, run, cfg.workflows["mixed"], RepoRef(name="demo", url="file:///x"))
     assert [s.agent.backend for s in inp.steps] == ["opencode", "codex"]
+
+
+# --- OpenCode ---------------------------------------------------------------------------------------
+
+from tests.fakes.openai_chat import Call, Reply, ScriptedChat  # noqa: E402
+
+needs_opencode = pytest.mark.skipif(not shutil.which("opencode"), reason="npm install -g opencode-ai@1.18.33")
+
+
+@pytest.fixture(scope="module")
+def chat() -> Iterator[ScriptedChat]:
+    m = ScriptedChat(prompt_tokens=800, completion_tokens=100, cached_tokens=200)
+    m.start()
+    yield m
+    m.stop()
+
+
+def oc_config(chat: ScriptedChat, **backends: str) -> dict[str, Any]:
+    return {
+        "agent_templates": templates(**backends),
+        "backends": {"opencode": {"base_url": chat.base_url + "/v1", "model": "m1", "prices": PRICE}},
+    }
+
+
+@needs_opencode
+async def test_opencode_coder_task_ends_done_with_a_pr_and_its_cost_under_opencode(
+    start_factory, chat, github, openai_key
+):
+    chat.add_scenario("oc-hello", [Call("write", {"filePath": "hello.txt", "content": "hello from opencode\n"}), Reply("Added hello.txt.")])  # fmt: skip
+    async with start_factory(**oc_config(chat, coder="opencode")) as h:
+        t = await h.create("Add a hello file", "oc-hello")
+        done = await h.wait_for(t["id"], {"done", "failed"}, timeout=150)
+        assert done["status"] == "done", done
+        assert remote_file(h.remote, done["branch"], "hello.txt") == "hello from opencode\n"
+        assert [c for c in github.pr_creations() if c.body["head"] == done["branch"]]
+        reqs = chat.requests_for("oc-hello")
+        assert all(r.headers["authorization"] == f"Bearer {OPENAI_KEY}" for r in reqs)
+        assert done["session_id"].startswith("ses_")
+        rows = entries(h, t["id"])
+        assert {(e.backend, e.model) for e in rows} == {("opencode", "m1")}
+        # every request metered, the title request included: 600 uncached + 200 cached in, 100 out each
+        assert sum(e.input_tokens for e in rows) == 600 * len(reqs) and sum(e.output_tokens for e in rows) == 100 * len(reqs)
+        cost = (600 * PRICE["input_per_mtok"] + 200 * PRICE["cached_input_per_mtok"] + 100 * PRICE["output_per_mtok"]) / 1e6
+        assert done["cost_usd"] == pytest.approx(cost * len(reqs), abs=1e-9)
