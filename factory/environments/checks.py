@@ -1,13 +1,10 @@
 """What an agent's compose file may ask for: Factory's checks, run before Factory runs it.
 
-Agents have no Docker socket; the broker runs their compose files, so these checks are the
-boundary between an agent and the host. Two passes:
-
-- `check_file_references` reads the agent's own YAML before compose does, because
-  `<compose> config` already reads the files it names (`env_file`, `extends`, `include`)
-  and would put a host file's content into the resolved config;
-- `check_compose_safety` checks the resolved config (`<compose> config`) that Factory then
-  runs as is.
+The broker no longer runs `<compose> config` on an agent's file: `spec.py` parses Factory's
+one copy of it against an allow-list and rewrites every path onto Factory's copy. What
+stays here is the second wall: `check_compose_safety` runs on the file Factory wrote,
+with Factory's copy directory as the only allowed host path. (`check_file_references`
+is kept for callers that check a file in place.)
 
 Each refusal is a `Violation` naming the rule and the service.
 """

@@ -85,7 +85,8 @@ def _logs(task_id: int, service: str) -> str:
 # --- the link swap to / between two services ----------------------------------------------------
 
 
-def test_a_first_service_cannot_turn_a_bind_source_into_a_link_to_root(broker, task_id, busybox_image, tmp_path):
+@pytest.mark.parametrize("kind", ["test", "preview"])
+def test_a_first_service_cannot_turn_a_bind_source_into_a_link_to_root(broker, task_id, busybox_image, tmp_path, kind):
     wt = tmp_path / "wt"
     (wt / "data").mkdir(parents=True)
     marker = f"PWNED-{uuid.uuid4().hex}"
@@ -102,7 +103,11 @@ def test_a_first_service_cannot_turn_a_bind_source_into_a_link_to_root(broker, t
         "    volumes: ['./data:/data']\n"
         "    depends_on: {swap: {condition: service_completed_successfully}}\n"
     )
-    url = _spin(broker, task_id, wt, "service='web', service_port=8080").stdout.strip()
+    if kind == "test":
+        url = _spin(broker, task_id, wt, "service='web', service_port=8080").stdout.strip()
+    else:  # a preview runs from Factory's snapshot, which no container of the project may write either
+        code = "from docker_toolkit import spin_up_preview_env; print(spin_up_preview_env('docker-compose.yml', 'web', 8080))"
+        url = _toolkit(code, broker.env(task_id, wt), wt).stdout.strip()
     assert url.startswith("http://")
     assert not Path("/", marker).exists(), "the second service wrote into the host's /"
     assert (wt / "data").is_dir() and not (wt / "data").is_symlink(), "a container changed the worktree"
