@@ -7,6 +7,7 @@ rendered colours pass WCAG AA.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -225,7 +226,10 @@ async def test_work_renders_by_kind_a_follow_up_starts_a_round_and_a_line_commen
         "live-work",
         [
             [
-                Text(f"I will **fix** the `parser`:\n\n- step one\n- step two\n\n{XSS} [docs](https://example.com)"),
+                Text(
+                    f"I will **fix** the `parser`:\n\n- step one\n- step two\n\n{XSS} [docs](https://example.com)\n"
+                    + json.dumps({"type": "message", "to": "reviewer", "content": "Parser plan posted"})
+                ),
                 ToolUse("Bash", {"command": "printf 'alpha\\nbeta\\n' > notes.txt && cat notes.txt"}),
             ],
             [ToolUse("Write", {"file_path": "calc.py", "content": "def add(a, b):\n    return a - b\n"})],
@@ -251,11 +255,16 @@ async def test_work_renders_by_kind_a_follow_up_starts_a_round_and_a_line_commen
                 await expect(bash.locator(".tool-cmd")).to_contain_text("printf", timeout=60_000)
                 await expect(bash.locator(".tool-out")).to_contain_text("beta")
                 said = logs.locator(".log-assistant").first
-                await expect(said.locator("strong")).to_have_text("fix")
-                await expect(said.locator("code")).to_have_text("parser")
-                await expect(said.locator("li")).to_have_count(2)
+                await expect(said.locator(".md strong")).to_have_text("fix")
+                await expect(said.locator(".md code")).to_have_text("parser")
+                await expect(said.locator(".md li")).to_have_count(2)
                 await expect(said.locator("a")).to_have_attribute("href", "https://example.com")
                 await expect(said).to_contain_text(XSS)  # text, not an element
+                # a protocol line shows as what it means, not as JSON
+                await expect(said.locator(".proto-message")).to_have_text(
+                    "Board message to reviewer: Parser plan posted"
+                )
+                assert '"type"' not in await said.inner_text()
                 assert await page.locator("#view img").count() == 0
                 assert await page.evaluate("window.__pwned === undefined")
                 await expect(page.locator("#task-head .badge")).to_have_text("done", timeout=60_000)
@@ -307,6 +316,14 @@ async def test_work_renders_by_kind_a_follow_up_starts_a_round_and_a_line_commen
                 r = await h.api.get(f"/api/events?task_id={t['id']}", headers={"Last-Event-ID": f"{cut}.0"})
                 ids = [int(x[3:].strip().split(".")[0]) for x in r.text.splitlines() if x.startswith("id:")]
                 assert ids and min(ids) > cut and "event: end" in r.text
+                # a hand-off's instruction stays in the thread afterwards
+                await page.select_option("#handoff-agent", "reviewer")
+                await page.fill("#handoff-context", "check the sign of add")
+                await page.click("#action-hand-off")
+                await page.wait_for_url(f"**/#/tasks/{t['id'] + 3}")
+                await expect(page.locator("#thread .message")).to_contain_text("Handed off to reviewer: check the sign")
+                await page.goto(f"{url}/#/tasks/{t['id']}")
+                await expect(page.locator("#thread .message", has_text="Handed off")).to_contain_text("Ana")
                 assert page.errors == []
             finally:
                 await browser.close()

@@ -53,7 +53,7 @@
         try {
           const sent = body ? body() : undefined;
           const res = await F.api(path, { method: "POST", body: sent });
-          if (after) await after(sent).catch(() => {});
+          if (after) await after(sent, res).catch(() => {});
           if (res && res.task && res.task.id !== t.id) F.go(`#/tasks/${res.task.id}`); else refresh();
         } catch (e) {
           err.textContent = e.message;
@@ -71,9 +71,11 @@
       const ctx = el("input", { id: "handoff-context", type: "text", placeholder: "what the next agent should do", "aria-label": "Handoff context" });
       out.append(el("span", { class: "handoff" }, to, ctx,
         act("Hand off", "/api/handoffs", () => ({ from_task_id: t.id, to_agent: to.value, context: ctx.value }), "ghost",
-          // the instruction is kept on the board under this task, so its thread shows it afterwards
-          (b) => (F.info.message_board && b.context.trim() ? F.api("/api/messages", { method: "POST", body: {
-            sender: F.userName(), content: `Handed off to ${b.to_agent}: ${b.context}`, task_id: t.id } }) : Promise.resolve()))));
+          // the instruction is kept on the board, so the thread shows it afterwards
+          // (under the new task: both its page and this one, whose round it is, show it; addressed to no
+          // agent, so no inbox delivers it a second time after the prompt)
+          (b, res) => (F.info.message_board && b.context.trim() ? F.api("/api/messages", { method: "POST", body: {
+            sender: F.userName(), content: `Handed off to ${b.to_agent}: ${b.context}`, task_id: (res && res.task && res.task.id) || t.id } }) : Promise.resolve()))));
     }
     return [out, err];
   }
