@@ -125,6 +125,7 @@ async def git(
     timeout: float = 300,
     check: bool = True,
     stdin: bytes | None = None,
+    max_output: int | None = None,
 ) -> str:
     """Run git with Factory's safe config and minimal environment on the repository it names; return stdout.
 
@@ -138,6 +139,8 @@ async def git(
         timeout: seconds before git is killed.
         check: raise `GitError` (with scrubbed stderr) when git fails.
         stdin: bytes for git's standard input (none by default).
+        max_output: read at most this many bytes of stdout, then stop git (not an error): for output
+            whose size an agent chooses (the diff of a 1 GiB file it committed).
 
     Returns:
         git's standard output.
@@ -167,7 +170,12 @@ async def git(
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        if max_output is None:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        else:
+            out, err = await asyncio.wait_for(_capped(proc, max_output), timeout)
+            if len(out) >= max_output:
+                return out.decode(errors="replace")  # cut short on purpose: git was stopped
     except (TimeoutError, asyncio.CancelledError):
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -179,6 +187,24 @@ async def git(
         verb = next((a for a in args if not a.startswith("-") and "=" not in a and "/" not in a), args[0])
         raise GitError(f"git {verb} failed: {msg}")
     return out.decode(errors="replace")
+
+
+async def _capped(proc: asyncio.subprocess.Process, cap: int) -> tuple[bytes, bytes]:
+    """stdout up to `cap` bytes (then git is killed) and the last 64 KiB of stderr, read together."""
+
+    async def read(stream: asyncio.StreamReader | None, limit: int, stop: bool) -> bytes:
+        buf = b""
+        while stream is not None and (chunk := await stream.read(65536)):
+            buf = (buf + chunk)[:limit] if stop else (buf + chunk)[-limit:]
+            if stop and len(buf) >= limit:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                break
+        return buf
+
+    out, err = await asyncio.gather(read(proc.stdout, cap, True), read(proc.stderr, 65536, False))
+    await proc.wait()
+    return out, err
 
 
 def slugify(text: str, max_len: int = 40) -> str:

@@ -75,7 +75,12 @@ async def branch_diff(cfg: FactoryConfig, ref: RepoRef, branch: str, base: str) 
             raise GitError(f"branch {name!r} is not on the remote (yet)")
     spec = f"{start}...{head}"
     files = _numstat(await git("diff", "--numstat", "--no-renames", "--end-of-options", spec, git_dir=mirror))
-    patch = await git("diff", "--no-color", "--no-ext-diff", "--no-textconv", "--end-of-options", spec, git_dir=mirror)
+    # the agent chose what was committed (a 1 GiB file is a 1 GiB patch): read no more than is shown; four
+    # bytes a character at most, so a cut patch still decodes to more than MAX_PATCH_CHARS
+    patch = await git(
+        "diff", "--no-color", "--no-ext-diff", "--no-textconv", "--end-of-options", spec, git_dir=mirror,
+        max_output=4 * (MAX_PATCH_CHARS + 1),
+    )  # fmt: skip
     out = BranchDiff(branch=branch, base=base, files=files)
     out.additions = sum(f.additions or 0 for f in files)
     out.deletions = sum(f.deletions or 0 for f in files)

@@ -9,9 +9,11 @@ git could be made to hang.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -160,3 +162,49 @@ async def test_a_fifo_or_socket_in_the_work_tree_does_not_hang_the_commit(clones
     files = await one.git("ls-files")
     assert "work.txt" in files and "pipe" not in files.split() and "sock" not in files.split(), files
     assert stat.S_ISFIFO(os.lstat(one.path / "pipe").st_mode)
+
+
+_DIFF_PROBE = """
+import asyncio, json, resource, sys
+from pathlib import Path
+from factory.config import load_config
+from factory.git.diff import branch_diff
+from factory.git.repos import resolve_repo
+tmp, url = Path(sys.argv[1]), sys.argv[2]
+cfg = load_config(tmp / "none.yml", workspace_root=str(tmp / "ws"), repos={"demo": {"url": url}})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+d = asyncio.run(branch_diff(cfg, resolve_repo(cfg, "demo"), "factory/task-1", "main"))
+grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"grew_kib": grew, "truncated": d.truncated, "chars": len(d.patch), "files": len(d.files)}))
+"""
+
+
+def test_the_diff_of_a_huge_committed_file_is_not_read_whole(tmp_path):
+    # the agent commits a 160 MiB text file (its file size limit is 1 GiB); the task page's diff read all
+    # of `git diff` into the API process (bytes, then a str of it) before cutting it at MAX_PATCH_CHARS
+    remote = tmp_path / "remote.git"
+    seed = tmp_path / "seed"
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x", "GIT_CONFIG_GLOBAL": "/dev/null"}  # fmt: skip
+    run = lambda *a: subprocess.run(a, cwd=seed, check=True, env=env, capture_output=True)  # noqa: E731
+    seed.mkdir()
+    run("git", "init", "-q", "-b", "main")
+    (seed / "README.md").write_text("demo\n")
+    run("git", "add", "-A")
+    run("git", "commit", "-q", "-m", "base")
+    run("git", "checkout", "-q", "-b", "factory/task-1")
+    line = b"x" * 99 + b"\n"
+    with open(seed / "huge.txt", "wb") as fh:
+        for _ in range(160):
+            fh.write(line * 10486)  # 1 MiB of lines a round
+    run("git", "add", "-A")
+    run("git", "commit", "-q", "-m", "huge")
+    subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(remote)], check=True, capture_output=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", _DIFF_PROBE, str(tmp_path), f"file://{remote}"],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    got = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert got["truncated"] and got["files"] == 1 and got["chars"] <= 400_000, got
+    assert got["grew_kib"] < 64 * 1024, f"the diff of a 160 MiB file cost the reader {got['grew_kib'] // 1024} MiB"
