@@ -223,3 +223,43 @@ async def test_opencode_coder_task_ends_done_with_a_pr_and_its_cost_under_openco
         assert sum(e.input_tokens for e in rows) == 600 * len(reqs) and sum(e.output_tokens for e in rows) == 100 * len(reqs)
         cost = (600 * PRICE["input_per_mtok"] + 200 * PRICE["cached_input_per_mtok"] + 100 * PRICE["output_per_mtok"]) / 1e6
         assert done["cost_usd"] == pytest.approx(cost * len(reqs), abs=1e-9)
+
+
+@needs_opencode
+async def test_a_question_mid_task_with_opencode_resumes_the_same_session(start_factory, chat, openai_key):
+    ask = json.dumps({"type": "question", "question": "Which greeting?"})
+    chat.add_scenario("oc-ask", [Reply(ask), Call("write", {"filePath": "greeting.txt", "content": "hi\n"}), Reply("Done.")])
+    async with start_factory(**oc_config(chat, coder="opencode")) as h:
+        t = await h.create("Add a greeting", "oc-ask")
+        waiting = await h.wait_for(t["id"], {"awaiting_input", "failed", "done"}, timeout=150)
+        assert waiting["status"] == "awaiting_input", waiting
+        r = await h.api.post(f"/api/tasks/{t['id']}/answer", json={"answer": "hi"})
+        assert r.status_code == 200, r.text
+        done = await h.wait_for(t["id"], {"done", "failed"}, timeout=150)
+        assert done["status"] == "done", done
+        assert remote_file(h.remote, done["branch"], "greeting.txt") == "hi\n"
+        assert done["session_id"] == waiting["session_id"]
+        turns = [r.turn for r in chat.requests_for("oc-ask") if not r.title]
+        assert turns == [0, 1, 2]  # the resumed session carried the question on
+
+
+@needs_opencode
+async def test_a_reviewer_on_opencode_cannot_write(start_factory, chat, openai_key):
+    chat.add_scenario(
+        "oc-ro",
+        [
+            Call("write", {"filePath": "pwned.txt", "content": "pwned\n"}),
+            Call("bash", {"command": "printf 'pwned\\n' > pwned2.txt", "description": "write"}),
+            Reply("Looked only."),
+        ],
+    )
+    async with start_factory(**oc_config(chat, reviewer="opencode")) as h:
+        t = await h.create("Review the repo", "oc-ro", agent_type="reviewer")
+        done = await h.wait_for(t["id"], {"done", "failed", "awaiting_input"}, timeout=150)
+        logs = (await h.api.get(f"/api/tasks/{t['id']}/logs")).json()
+        worktree = Path(h.cfg.workspace_path) / "worktrees" / f"task-{t['id']}"
+        assert not (worktree / "pwned.txt").exists() and not (worktree / "pwned2.txt").exists()
+        assert len(chat.requests_for("oc-ro")) >= 3, (done, [e["content"] for e in logs])  # both attempts were made
+        results = [e["content"] for e in logs if e["kind"] == "tool_result"]
+        # denied tools are not offered at all (the checkout is read-only besides, as for Codex)
+        assert len(results) == 2 and all("unavailable tool" in r for r in results), results
