@@ -261,10 +261,11 @@ async def test_the_openapi_document_tells_the_truth(start_factory, token):
     async with start_factory(worker=False) as h:
         doc = (await h.api.get("/openapi.json")).json()
     assert doc["components"]["securitySchemes"]["HTTPBearer"] == {
-        "type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <FACTORY_AUTH_TOKEN>`"
+        "type": "http", "scheme": "bearer",
+        "description": "`Authorization: Bearer <your API token>` (or the bootstrap FACTORY_AUTH_TOKEN)",
     }  # fmt: skip
     paths = doc["paths"]
-    assert paths["/api/tasks"]["get"]["security"] == [{"HTTPBearer": []}]
+    assert paths["/api/tasks"]["get"]["security"] == [{"HTTPBearer": []}]  # 403: the person's role is too low
     assert "security" not in paths["/health"]["get"] and "security" not in paths["/webhooks/plane"]["post"]
     schemas = doc["components"]["schemas"]
     assert schemas["TaskStatus"]["enum"] == ["queued", "in_progress", "awaiting_input", "done", "failed", "cancelled"]
@@ -272,13 +273,13 @@ async def test_the_openapi_document_tells_the_truth(start_factory, token):
     stream = paths["/api/messages/stream/sse"]["get"]["responses"]["200"]["content"]
     assert list(stream) == ["text/event-stream"]
     declared = {
-        ("/api/tasks", "post"): {"201", "401", "413", "422", "503"},
-        ("/api/tasks/{task_id}", "get"): {"200", "401", "404", "422"},
-        ("/api/tasks/{task_id}/run", "post"): {"202", "401", "404", "409", "422", "503"},
-        ("/api/tasks/{task_id}/answer", "post"): {"200", "401", "404", "409", "413", "422", "503"},
-        ("/api/messages", "post"): {"201", "401", "404", "409", "413", "422"},
-        ("/api/memory", "post"): {"201", "401", "413", "422", "503"},
-        ("/api/handoffs", "post"): {"201", "401", "404", "409", "413", "422", "503"},
+        ("/api/tasks", "post"): {"201", "401", "403", "413", "422", "503"},
+        ("/api/tasks/{task_id}", "get"): {"200", "401", "403", "404", "422"},
+        ("/api/tasks/{task_id}/run", "post"): {"202", "401", "403", "404", "409", "422", "503"},
+        ("/api/tasks/{task_id}/answer", "post"): {"200", "401", "403", "404", "409", "413", "422", "503"},
+        ("/api/messages", "post"): {"201", "401", "403", "404", "409", "413", "422"},
+        ("/api/memory", "post"): {"201", "401", "403", "413", "422", "503"},
+        ("/api/handoffs", "post"): {"201", "401", "403", "404", "409", "413", "422", "503"},
         ("/webhooks/github", "post"): {"200", "400", "403", "404", "413", "422", "503"},
     }
     for (path, method), codes in declared.items():
