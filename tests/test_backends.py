@@ -263,3 +263,24 @@ async def test_a_reviewer_on_opencode_cannot_write(start_factory, chat, openai_k
         results = [e["content"] for e in logs if e["kind"] == "tool_result"]
         # denied tools are not offered at all (the checkout is read-only besides, as for Codex)
         assert len(results) == 2 and all("unavailable tool" in r for r in results), results
+
+
+async def test_the_gateway_stops_codex_at_the_task_budget_and_the_task_asks(start_factory, responses, openai_key):
+    # Codex has no cost cap of its own: the gateway meters each request (0.00345 USD here) and refuses
+    # the one after the budget is spent
+    turns = [Exec(f"printf 'step {i}\\n' > b-{i}.txt") for i in range(4)]
+    responses.add_scenario("cx-budget", [*turns, Say("All written.")])
+    async with start_factory(budgets={"per_task_usd": 0.005}, **config(responses, coder="codex")) as h:
+        t = await h.create("Write four files", "cx-budget")
+        waiting = await h.wait_for(t["id"], {"awaiting_input", "done", "failed"}, timeout=150)
+        assert waiting["status"] == "awaiting_input", waiting
+        assert waiting["pending_question"]["text"].startswith("Budget reached: $0.0069")
+        assert len(responses.requests_for("cx-budget")) == 2  # the third never reached the model
+        assert remote_file(h.remote, waiting["branch"], "b-1.txt") == "step 1\n"
+        assert remote_file(h.remote, waiting["branch"], "b-2.txt") is None
+        r = await h.api.post(f"/api/tasks/{t['id']}/answer", json={"answer": "raise to $5"})
+        assert r.status_code == 200, r.text
+        done = await h.wait_for(t["id"], {"done", "failed"}, timeout=150)
+        assert done["status"] == "done", done
+        assert remote_file(h.remote, done["branch"], "b-3.txt") == "step 3\n"
+        assert done["cost_usd"] == pytest.approx(per_request_cost() * len(responses.requests_for("cx-budget")))
