@@ -19,6 +19,7 @@ from pathlib import Path
 import typer
 
 from factory.auth.status import report_auth
+from factory.backends import check_backends
 from factory.config import FactoryConfig
 from factory.preflight import KeyCheck, check_github_token, check_model_key
 
@@ -41,6 +42,8 @@ def check_tools(cfg: FactoryConfig, report: Report) -> None:
     report(bool(claude), f"Claude Code CLI: {claude or cfg.claude_command} {version}",
            "npm install -g @anthropic-ai/claude-code, or set claude_command")  # fmt: skip
     report(bool(shutil.which("git")), "git", "install git")
+    for ok, what, fix in check_backends(cfg):  # Codex, OpenCode: the ones config.yml uses
+        report(ok, what, fix)
 
 
 def _existing_ancestor(path: Path) -> Path:

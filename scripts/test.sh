@@ -28,6 +28,12 @@ if ! command -v claude >/dev/null; then
   npm install -g --silent @anthropic-ai/claude-code >/dev/null
 fi
 
+# the other agent backends, pinned (tests/test_backends.py drives these versions' wire protocols)
+if ! command -v codex >/dev/null || ! command -v opencode >/dev/null; then
+  echo "installing the Codex CLI and OpenCode"
+  npm install -g --silent @openai/codex@0.171.0 opencode-ai@1.18.33 >/dev/null
+fi
+
 python3 -m pip install -q --disable-pip-version-check -e ".[dev]"
 
 # A Docker engine for the environment tests (they skip with a reason only if none can start).

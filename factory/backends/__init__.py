@@ -82,9 +82,9 @@ def backend_for(cfg: FactoryConfig, name: str | None) -> AgentBackend:
 
 
 def check_backends(cfg: FactoryConfig) -> list[tuple[bool, str, str]]:
-    """`factory doctor`'s line per configured backend: installed, and its version."""
+    """`factory doctor`'s line per backend besides Claude Code (configured or named by a template): installed, version."""
     out = []
-    names = {DEFAULT_BACKEND, *cfg.backends}
+    names = ({*cfg.backends} | {t.backend for t in cfg.agent_templates.values()}) - {DEFAULT_BACKEND}
     for name in sorted(names):
         b = backend_for(cfg, name)
         command = getattr(b, "command_name", name)
