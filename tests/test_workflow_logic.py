@@ -216,9 +216,9 @@ async def test_a_budget_that_refused_the_start_is_retried_afresh_after_a_raise(t
 
 
 async def test_a_daily_budget_hold_keeps_the_task_queued_until_it_lifts(temporal_env):
-    s = Scripted(holds=[True, True])
+    s = Scripted(holds=[True])
     res = await run_task(temporal_env, s, budget_hold_s=0.2)
-    assert res.status == "done" and len(s.of("check_budget_hold")) == 3
+    assert res.status == "done" and len(s.of("check_budget_hold")) == 2
     assert s.calls.index(("check_budget_hold", s.of("check_budget_hold")[-1])) < s.calls.index(
         ("prepare_workspace", s.of("prepare_workspace")[0])
     )
@@ -262,15 +262,17 @@ async def test_a_lost_host_moves_the_task_to_another_host_which_finishes_it(temp
 # --- the step interpreter
 
 
-async def test_code_review_approved_at_once_skips_the_revision(temporal_env):
+async def test_code_review_approved_at_once_skips_the_revision_in_one_worktree(temporal_env):
     s = Scripted(replies={"reviewer": [verdict("approved")]})
     res = await run_steps(temporal_env, s, code_review_steps())
     assert res.status == "completed" and res.approved and res.iterations == 1
     assert [o.agent_type for o in res.steps] == ["coder", "reviewer"]
-    assert res.pr_url and len(s.of("prepare_workspace")) == 1  # one worktree, one PR for the run
+    # the steps are child tasks in the run's one worktree, with one PR and one cleanup for the run
+    assert len(s.of("prepare_workspace")) == 1 and len(s.of("open_pull_request")) == 1 and res.pr_url
+    assert all(r.cwd == "/work/tasks/101" for r in s.of("run_agent")) and len(s.of("cleanup_workspace")) == 1
 
 
-async def test_changes_requested_loops_back_to_the_review_then_approves(temporal_env):
+async def test_changes_requested_loops_back_to_the_review_with_handoffs_then_approves(temporal_env):
     s = Scripted(replies={"reviewer": [verdict("changes_requested", "no tests"), verdict("approved")]})
     res = await run_steps(temporal_env, s, code_review_steps())
     assert [(o.agent_type, o.iteration) for o in res.steps] == [
@@ -279,6 +281,15 @@ async def test_changes_requested_loops_back_to_the_review_then_approves(temporal
     assert res.approved and res.iterations == 2 and res.note is None
     revision = [r for r in s.of("run_agent") if r.agent.agent_type == "coder_revision"][0]
     assert "no tests" in revision.prompt  # the review's issues reached the revision
+    # each step hands on to the next, and each step's task consumes the handoff before it
+    handoffs = s.of("record_handoff")
+    assert [(h.from_agent, h.to_agent) for h in handoffs] == [
+        ("coder", "reviewer"), ("reviewer", "coder_revision"), ("coder_revision", "reviewer"),
+        ("reviewer", "coder_revision"),
+    ]  # fmt: skip
+    assert handoffs[1].verdict == "changes_requested" and handoffs[1].issues
+    created = s.of("create_step_task")
+    assert [c.input_handoff_id for c in created] == [None, 1, 2, 3]
 
 
 async def test_a_review_that_never_approves_stops_at_max_iterations(temporal_env):
@@ -288,24 +299,13 @@ async def test_a_review_that_never_approves_stops_at_max_iterations(temporal_env
     assert res.approved is False and "max_iterations (2) was reached" in (res.note or "")
 
 
-async def test_changes_requested_without_major_issues_does_not_loop(temporal_env):
-    s = Scripted(replies={"reviewer": [verdict("changes_requested")]})
+async def test_changes_requested_without_major_issues_does_not_loop_and_no_changes_no_pr(temporal_env):
+    s = Scripted(commits=[0], replies={"reviewer": [verdict("changes_requested")]})
     res = await run_steps(temporal_env, s, code_review_steps())
     assert [o.agent_type for o in res.steps] == ["coder", "reviewer"]
     assert res.approved is False and "the last review's verdict was changes_requested" in (res.note or "")
-
-
-async def test_handoffs_name_the_next_agent_and_each_step_consumes_its_input(temporal_env):
-    s = Scripted(replies={"reviewer": [verdict("changes_requested", "bug"), verdict("approved")]})
-    await run_steps(temporal_env, s, code_review_steps())
-    handoffs = s.of("record_handoff")
-    assert [(h.from_agent, h.to_agent) for h in handoffs] == [
-        ("coder", "reviewer"), ("reviewer", "coder_revision"), ("coder_revision", "reviewer"),
-        ("reviewer", "coder_revision"),
-    ]  # fmt: skip
-    assert handoffs[1].verdict == "changes_requested" and handoffs[1].issues
-    created = s.of("create_step_task")
-    assert [c.input_handoff_id for c in created] == [None, 1, 2, 3]
+    # and the agents changed nothing: no PR, and the note says so
+    assert res.status == "completed" and res.pr_url is None and "no pull request" in (res.note or "")
 
 
 async def test_a_condition_step_runs_only_when_the_review_approved(temporal_env):
@@ -329,26 +329,12 @@ async def test_no_issues_condition_and_a_step_without_a_review(temporal_env):
     assert [o.agent_type for o in res.steps] == ["docs"] and res.approved is None
 
 
-async def test_steps_are_child_tasks_in_the_runs_one_worktree_without_their_own_pr(temporal_env):
-    s = Scripted(replies={"reviewer": [verdict("approved")]})
-    await run_steps(temporal_env, s, code_review_steps())
-    assert len(s.of("prepare_workspace")) == 1 and len(s.of("open_pull_request")) == 1
-    assert all(r.cwd == "/work/tasks/101" for r in s.of("run_agent"))
-    assert len(s.of("cleanup_workspace")) == 1  # the run's, not one per step
-
-
 async def test_a_failed_step_fails_the_run(temporal_env):
     s = Scripted(replies={"reviewer": [reply("boom", is_error=True, subtype="error")]})
     with pytest.raises(WorkflowFailureError) as err:
         await run_steps(temporal_env, s, code_review_steps())
     assert "step 2 (reviewer, iteration 1)" in str(err.value.cause) and "boom" in str(err.value.cause)
     assert s.of("update_workflow_run")[-1].status == "failed" and not s.of("open_pull_request")
-
-
-async def test_a_run_without_changes_opens_no_pr(temporal_env):
-    s = Scripted(commits=[0], replies={"reviewer": [verdict("approved")]})
-    res = await run_steps(temporal_env, s, code_review_steps())
-    assert res.status == "completed" and res.pr_url is None and "no pull request" in (res.note or "")
 
 
 async def test_a_step_question_is_answered_through_its_child_task(temporal_env):
