@@ -84,6 +84,9 @@ class RunMeter:
     models: dict[str, Tokens] = field(default_factory=dict)
     requests: int = 0
     refused_for_budget: int = 0
+    in_flight: float = 0.0
+    """The most the requests under way could still cost (max_tokens at the output price): usage only
+    arrives at a stream's end, and 20 requests sent at once all passed a budget one of them spent."""
 
     @property
     def cost(self) -> float:
@@ -218,21 +221,32 @@ class GatewayRun:
             return await _error(writer, 413, "request_too_large", "Factory gateway: request too large")
         body = await asyncio.wait_for(reader.readexactly(length), self.gateway.idle_seconds) if length else b""
         m = self.meter
-        if m.budget is not None and m.cost >= m.budget and (openai or bare == "/v1/messages"):
+        # what is metered plus what the requests under way could still cost: a request in flight alone
+        # is let through as before, a second one only if the first cannot spend what is left
+        if m.budget is not None and m.cost + m.in_flight >= m.budget and (openai or bare == "/v1/messages"):
             m.refused_for_budget += 1
             text = f"Factory gateway: this run's budget of ${m.budget:.4f} is spent (${m.cost:.4f} metered)"
             return await _error(writer, 402, "billing_error", text)
         try:
-            model = json.loads(body).get("model") if body else None
+            sent = json.loads(body) if body else {}
+            model, ceiling = sent.get("model"), sent.get("max_tokens", sent.get("max_output_tokens"))
         except (ValueError, AttributeError):
-            model = None
+            model, ceiling = None, None
         if openai:
             body = with_usage_requested(bare, body)
-        await self._forward(method, path, headers, body, str(model or ""), writer, openai)
+        # reserved in the same step as the check above (no await between): the next request sees it
+        route = self.route if openai else None
+        price = route.price if route is not None else price_of(self.gateway.prices, str(model or ""))
+        reserved = _int(ceiling) * price.output_per_mtok / 1e6
+        m.in_flight += reserved
+        try:
+            await self._forward(method, path, headers, body, str(model or ""), writer, openai, _int(ceiling))
+        finally:
+            m.in_flight -= reserved
 
     async def _forward(
         self, method: str, path: str, headers: list[Header], body: bytes, model: str, writer: asyncio.StreamWriter,
-        openai: bool = False,
+        openai: bool = False, ceiling: int = 0,
     ) -> None:  # fmt: skip
         g = self.gateway
         out = {n: v for n, v in headers if n.lower() not in _DROP and not n.lower().startswith("proxy-")}
@@ -273,6 +287,11 @@ class GatewayRun:
                         client_gone = True
         except httpx.HTTPError:
             pass
+        except asyncio.CancelledError:
+            # the run ended with the stream under way (the agent can time that): the model bills what it
+            # generated until the cut, which no usage event reports, so the request counts at its ceiling
+            usage.cut(ceiling)
+            raise
         finally:
             usage.done()
             await resp.aclose()
@@ -321,6 +340,11 @@ class _UsageReader:
         route = self.run.route
         if found is not None and route is not None:  # priced by the backend's table, whatever the model
             self.run.meter.add(found[0] or self.model, found[1], route.price)
+
+    def cut(self, ceiling: int) -> None:
+        """The stream was cut before its end: its output counts as the request's max_tokens."""
+        if not self.openai:
+            self.current["output_tokens"] = max(_int(self.current.get("output_tokens")), ceiling)
 
     def _commit(self) -> None:
         if self.current:
