@@ -4,16 +4,13 @@ The real workflows run on the session's real Temporal dev server in the producti
 activities are scripted, so each case takes a fraction of a second and needs no CLI, git or database.
 Covers the task story (PR or none, failures, questions, answers refused, budget questions and holds,
 reviewer verdict reminders, cancel, failover), the step interpreter (loops, goto, conditions, max
-iterations, handoffs, one worktree), schedules and the memory service; and the wiring: workflows load no
-activity implementation, and every activity declaration matches the implementation registered under its name.
+iterations, handoffs, one worktree), schedules and the memory service. The wiring (what workflows load,
+activity declarations against implementations) is in tests/test_wiring.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,6 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from factory.contracts import AnswerInput, MemoryCall, RepoRef, ScheduledWork, TaskResult, WorkflowRunResult
-from factory.contracts import activities as declared
 from factory.domain.pull_request import NO_CHANGES_NOTE
 from tests.workflow_harness import (
     Scripted,
@@ -378,54 +374,3 @@ async def test_the_memory_service_serves_a_call(temporal_env):
             "MemoryServiceWorkflow", MemoryCall(op="health"), id=f"mem-{s.task_queue}", task_queue=s.task_queue,
         )  # fmt: skip
     assert (res["text"] if isinstance(res, dict) else res.text) == "recalled"
-
-
-# --- the wiring
-
-
-def test_every_activity_declaration_matches_the_implementation_registered_under_its_name():
-    """A declaration that drifted from its implementation would schedule an activity with the wrong input."""
-    import importlib
-    import pkgutil
-
-    import activities
-
-    impls = {}  # every @activity.defn method of every class in the activities package, by name
-    for mod in pkgutil.iter_modules(activities.__path__):
-        for _, cls in inspect.getmembers(importlib.import_module(f"activities.{mod.name}"), inspect.isclass):
-            for _, f in inspect.getmembers(cls, inspect.isfunction):
-                d = getattr(f, "__temporal_activity_definition", None)
-                if d is not None:
-                    impls[d.name] = f
-    decls = {
-        f.__temporal_activity_definition.name: f
-        for _, f in inspect.getmembers(declared, inspect.isfunction)
-        if hasattr(f, "__temporal_activity_definition")
-    }
-    assert set(decls) == set(impls), set(decls) ^ set(impls)
-    for name, d in decls.items():
-        want = {k: v for k, v in impls[name].__annotations__.items()}
-        assert d.__annotations__ == want, name
-    assert len(decls) >= 25
-
-
-def test_loading_the_workflows_loads_no_activity_store_http_or_database_module():
-    code = (
-        "import workflows.registry, workflows.task, workflows.agent_session, workflows.step_interpreter, "
-        "workflows.memory_service, workflows.scheduled, workflows.singletons; import sys; "
-        "print('\\n'.join(sorted(sys.modules)))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    mods = out.split()
-    banned = ("sqlalchemy", "sqlmodel", "httpx", "surrealdb", "activities", "factory.store", "factory.sandbox")
-    assert [m for m in mods if m.split(".")[0] in banned or m.startswith(banned)] == []
-    assert "workflows.task" in mods and "factory.contracts" in mods  # the import ran
-
-
-def test_the_sandbox_passes_through_only_the_contracts_beside_the_sdk_defaults():
-    from temporalio.worker.workflow_sandbox import SandboxRestrictions
-
-    from temporal.workflow_sandbox import RESTRICTIONS
-
-    extra = set(RESTRICTIONS.passthrough_modules) - set(SandboxRestrictions.default.passthrough_modules)
-    assert extra == {"factory.contracts"} and not RESTRICTIONS.passthrough_all_modules
