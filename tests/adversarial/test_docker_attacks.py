@@ -361,8 +361,9 @@ def _prepare_as(who: str, tmp: Path, max_mb: int = 5) -> dict:
     prefix: list[str] = []
     if who == "user":
         uid, gid = _test_user()
-        for p in [tmp, *tmp.rglob("*")]:
-            with contextlib.suppress(FileNotFoundError):  # a racing test renames entries as we go
+        # os.walk, not rglob: a racing test renames entries as we go, and os.walk skips what vanished
+        for p in [tmp, *(Path(d, n) for d, ds, fs in os.walk(tmp) for n in ds + fs)]:
+            with contextlib.suppress(FileNotFoundError):
                 if not p.is_symlink() and not p.is_char_device() and not p.is_block_device():
                     os.chown(p, uid, gid)
         prefix = [*_python_for_user(), "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
