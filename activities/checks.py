@@ -56,6 +56,12 @@ def ledger_totals(engine: Engine, task_id: int) -> dict[str, Any]:
     }
 
 
+def _first_error(record: dict[str, Any]) -> str:
+    errors = [s.get("error") for s in record.get("scenarios") or [] if s.get("error")]
+    errors += (record.get("tests") or {}).get("failures") or []
+    return f" ({errors[0]})" if errors else ""
+
+
 class CheckActivities:
     def __init__(self, cfg: FactoryConfig, engine: Engine, http: httpx.AsyncClient | None = None) -> None:
         self.cfg = cfg
@@ -94,7 +100,9 @@ class CheckActivities:
         env = sandbox_environment(self.cfg, str(home), proxied=False)
         inner = ["/bin/sh", "-c", str(checks.test_command)]
         spec = SandboxSpec(worktree=copy, home=home)
-        launch = await asyncio.to_thread(prepare_launch, spec, self.cfg.sandbox, f"checks-{task_id}-{os.urandom(4).hex()}")
+        launch = await asyncio.to_thread(
+            prepare_launch, spec, self.cfg.sandbox, f"checks-{task_id}-{os.urandom(4).hex()}"
+        )
         out_path = home.parent / f"out-{int(task_id)}.txt"
         out_path.unlink(missing_ok=True)
         started = time.monotonic()
@@ -137,23 +145,29 @@ class CheckActivities:
         checks = self._checks(inp.repo.name)
         if checks is None:
             return ChecksResult(verdict="none", commit=inp.commit)
+        began = time.monotonic()
         copy = await self._copy(inp)
         try:
             record: dict[str, Any] = {"task_id": inp.task_id, "commit": inp.commit, "round": inp.round}
             ok = True
-            if checks.test_command:
-                record["tests"] = await self._run_tests(inp.task_id, copy, checks)
-                ok = ok and record["tests"]["ok"]
+            # the browser first: the preview starts from the copy as the commit holds it, before the
+            # test command (the agent's code) has written anything there
             if checks.browser or checks.preview_service:
                 from activities.browser_checks import run_scenarios  # Playwright only where scenarios are set
 
                 record["scenarios"] = await run_scenarios(self.cfg, self.store, inp, copy, checks)
-                ok = ok and all(s["ok"] for s in record["scenarios"])
+                ok = all(s["ok"] for s in record["scenarios"])
+            if checks.test_command:
+                record["tests"] = await self._run_tests(inp.task_id, copy, checks)
+                ok = ok and record["tests"]["ok"]
         finally:
             await asyncio.to_thread(shutil.rmtree, copy, True)
         record["verdict"] = "passed" if ok else "failed"
         record.update(await asyncio.to_thread(ledger_totals, self.engine, inp.task_id))
-        record["checked_at"] = time.time()
+        record["checked_at"], record["seconds"] = time.time(), round(time.monotonic() - began, 2)
+        earlier = await asyncio.to_thread(self.store.record, inp.task_id)
+        if earlier and earlier.get("round", 1) < inp.round:  # the rounds before, by their verdict lines
+            record["rounds"] = [*earlier.get("rounds", []), verdict_line(earlier) + _first_error(earlier)]
         await asyncio.to_thread(self.store.save_record, inp.task_id, record)
         await asyncio.to_thread(self.store.prune, checks.retention_days)
         t = record.get("tests") or {}
@@ -182,4 +196,3 @@ class CheckActivities:
 
     def _public_url(self) -> str:
         return str(getattr(getattr(self.cfg, "auth", None), "public_url", "") or "")
-

@@ -4,6 +4,7 @@ and behind the API. Real Temporal, real git, the real claude CLI against the scr
 
 from __future__ import annotations
 
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -27,6 +28,10 @@ bad() { echo "<testcase classname='calc' name='$1'><failure message='$2'>$2</fai
 } > report.xml
 grep -q failure report.xml && exit 1 || exit 0
 """
+
+
+def git_out(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
 @pytest.fixture
@@ -62,9 +67,7 @@ async def test_failing_check_sends_the_agent_back_then_passes(start_factory, mod
         ev = (await h.api.get(f"/api/tasks/{t['id']}/evidence")).json()
         assert ev["verdict"] == "passed", ev
         assert ev["tests"]["passed"] == 2 and ev["tests"]["failed"] == 0 and ev["tests"]["skipped"] == 1
-        head = __import__("subprocess").run(
-            ["git", "-C", str(remote), "rev-parse", done["branch"]], capture_output=True, text=True
-        ).stdout.strip()
+        head = git_out(remote, "rev-parse", done["branch"])
         assert ev["commit"] == head  # the pushed fix is what was tested
         assert ev["cost_usd"] > 0 and ev["tokens"] > 0 and ev["turns"] >= 1
         out = await h.api.get(ev["tests"]["output_url"])
@@ -108,3 +111,115 @@ def test_junit_with_entities_is_refused_and_store_is_content_addressed(tmp_path:
     a = store.put(b"png bytes", "png")
     assert store.put(b"png bytes", "png") == a and store.find(a)[1] == "image/png"
     assert store.find("../" + a) is None and store.prune(30) == 0 and store.prune(-1) == 1
+
+
+COMPOSE = """services:
+  web:
+    image: {image}
+    command: ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+    volumes:
+      - ./www:/www:ro
+"""
+
+
+def page(answer: int) -> str:
+    """The agent's page: coloured blocks and the answer, so a screenshot has pixels worth checking."""
+    blocks = "".join(
+        f'<div style="background:{c};height:60px;width:300px"></div>' for c in ("#d62828", "#2a9d8f", "#264653")
+    )
+    return f'<html><body style="background:#f4d35e;margin:0"><h1 style="font-size:48px">Answer: {answer}</h1>{blocks}</body></html>'
+
+
+def png_pixels(data: bytes) -> tuple[int, int, list[tuple[int, ...]]]:
+    """Decode an 8-bit RGB/RGBA non-interlaced PNG (what Chromium writes): width, height, pixels."""
+    import struct
+    import zlib
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            assert depth == 8 and ctype in (2, 6) and interlace == 0
+            bpp = 3 if ctype == 2 else 4
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw, stride, prev, pixels = zlib.decompress(idat), width * bpp, bytearray(width * bpp), []
+    for y in range(height):
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for i in range(stride):
+            a, b = line[i - bpp] if i >= bpp else 0, prev[i]
+            c = prev[i - bpp] if i >= bpp else 0
+            if f == 1:
+                line[i] = (line[i] + a) & 255
+            elif f == 2:
+                line[i] = (line[i] + b) & 255
+            elif f == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        pixels += [tuple(line[i : i + 3]) for i in range(0, stride, bpp)]
+        prev = line
+    return width, height, pixels
+
+
+@pytest.mark.docker
+async def test_browser_scenario_screenshots_the_preview_and_a_failure_is_fixed(
+    start_factory, model, github, tmp_path, busybox_image
+):
+    remote = make_remote(
+        tmp_path / "preview.git",
+        {"README.md": "# app\n", "docker-compose.preview.yml": COMPOSE.format(image=busybox_image)},
+    )  # the agent writes www/index.html (the CLI's Write refuses to overwrite a file it has not read)
+    model.add_scenario(
+        "pow-browser",
+        [
+            [ToolUse("Write", {"file_path": "www/index.html", "content": page(5)})],
+            Text("The page shows the answer."),
+            [ToolUse("Write", {"file_path": "www/index.html", "content": page(4)})],
+            Text("Fixed the page: the answer is 4."),
+        ],
+    )
+    repos = {"demo": {"url": f"file://{remote}", "github": "acme/demo", "checks": {
+        "test_command": "grep -q Answer www/index.html", "preview_service": "web", "preview_port": 8080,
+        "browser": [{"name": "answer", "path": "/", "expect_text": "Answer: 4"}]}}}  # fmt: skip
+    async with start_factory(repos=repos) as h:
+        t = await h.create("Show the answer", "pow-browser")
+        done = await h.wait_for(t["id"], {"done", "failed"}, timeout=240)
+        assert done["status"] == "done", done
+        told = [r for r in model.requests_for("pow-browser") if "Factory ran its own checks" in str(r.messages)]
+        assert told, (await h.api.get(f"/api/tasks/{t['id']}/evidence")).json()
+        said = str(told[0].messages[-1]["content"])
+        assert "Browser scenario 'answer' failed" in said, said
+        assert "/api/artifacts/" in str(told[0].messages)  # the failing round's screenshot, by its address
+        ev = (await h.api.get(f"/api/tasks/{t['id']}/evidence")).json()
+        assert ev["verdict"] == "passed", ev
+        assert ev["commit"] == git_out(remote, "rev-parse", done["branch"])
+        assert ev["tests"]["passed"] == 1 and ev["tests"]["failed"] == 0
+        assert ev["cost_usd"] > 0 and ev["tokens"] > 0
+        names = [s["name"] for s in ev["scenarios"]]
+        assert names == ["smoke", "answer"] and all(s["ok"] for s in ev["scenarios"]), ev["scenarios"]
+        shot = ev["scenarios"][1]["screenshots"][0]
+        r = await h.api.get(shot["url"])
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert __import__("hashlib").sha256(r.content).hexdigest() == shot["sha256"]
+        width, height, pixels = png_pixels(r.content)
+        colours = {p for p in pixels[:: max(1, len(pixels) // 20000)]}
+        # the page's own colours rendered: yellow background, red, teal and dark blocks
+        for want in ((0xF4, 0xD3, 0x5E), (0xD6, 0x28, 0x28), (0x2A, 0x9D, 0x8F), (0x26, 0x46, 0x53)):
+            assert want in colours, (want, len(colours))
+        assert width >= 1000 and height >= 300 and len(colours) >= 5
+        pr = github.prs[-1]["number"]
+        body = [c for c in github.comments.get(pr, []) if "factory:evidence" in c["body"]][0]["body"]
+        assert "Factory checks: passed" in body and "screenshot" in body
+        timings = {s["name"]: s["seconds"] for s in ev["scenarios"]}
+        assert len(ev["rounds"]) == 1 and "failed" in ev["rounds"][0], ev["rounds"]
+        print(f"\nROUNDS {ev['rounds']} CHECKS {ev['seconds']}s")
+        print(f"\nBROWSER TIMINGS preview boot {ev['scenarios'][0].get('preview_seconds')}s, scenarios {timings}")
+        # the preview Factory started for the checks is gone
+        assert not h.cfg.workspace_path.joinpath("checks", f"task-{t['id']}").exists()

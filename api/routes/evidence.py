@@ -24,7 +24,12 @@ _EMPTY: dict[str, Any] = {
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
-    out = {**_EMPTY, **{k: v for k, v in record.items() if k in _EMPTY or k in ("round", "checked_at")}}
+    out = {**_EMPTY, **{k: v for k, v in record.items() if k in _EMPTY or k in ("round", "rounds", "checked_at", "seconds")}}
+    out["scenarios"] = [
+        {k: s.get(k) for k in ("name", "ok", "error", "screenshots", "console_errors", "failed_requests", "seconds",
+                               "preview_seconds", "trace")}
+        for s in record.get("scenarios") or []
+    ]  # fmt: skip
     tests = record.get("tests")
     if tests:
         out["tests"] = {k: tests.get(k) for k in ("passed", "failed", "skipped", "failures", "exit_code", "seconds")}

@@ -68,6 +68,8 @@ def pr_comment(record: dict[str, Any], base_url: str = "") -> str:
         out.append(f"- {mark} browser {_code(s.get('name', ''), 64)} {shots}")
         out += [f"  - console: {_code(c)}" for c in (s.get("console_errors") or [])[:5]]
     if record.get("cost_usd") is not None:
-        out.append(f"\nCost: ${record.get('cost_usd', 0):.4f}, {record.get('tokens', 0)} tokens, {record.get('turns', 0)} turns")
+        out.append(
+            f"\nCost: ${record.get('cost_usd', 0):.4f}, {record.get('tokens', 0)} tokens, {record.get('turns', 0)} turns"
+        )
     out.append(f"\nEvidence: {base_url}/api/tasks/{record.get('task_id')}/evidence")
     return "\n".join(out)
