@@ -5,6 +5,7 @@ Factory as root and as an unprivileged user, and fails if the wall does not hold
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import socket
@@ -154,3 +155,46 @@ def test_the_hosts_loopback_services_are_unreachable_every_way(factory_as):
     answers = [line for line in r.stdout.splitlines() if line.startswith(("connect", "get"))]
     assert len(answers) == 2 * len(hosts) and all(" HTTP/1.1 200" not in a for a in answers), answers
     assert svc.reached == 0, f"the host's loopback service was reached {svc.reached} times"
+
+
+# --- the agent floods Factory's database through the CLI's stdout (the real CLI, end to end) ---------
+
+_CLI = (
+    'p=$$; while [ "$p" -gt 1 ]; do case "$(cat /proc/$p/comm)" in claude*) break;; esac; '
+    "p=$(awk '{print $4}' /proc/$p/stat); done; "
+)
+
+
+async def test_a_flood_of_lines_on_the_clis_stdout_does_not_flood_the_database(start_factory, model):
+    """20,000 log lines and 2,000 board messages (each also sent to Telegram) written onto the pipe Factory
+    reads, in the CLI's place, by the agent's Bash."""
+    from sqlmodel import func, select
+
+    from factory.store.tables import Message, TaskLog, session_scope
+    from tests.fakes.anthropic import Text
+    from tests.test_sandbox import bash, tool_results
+
+    flood = textwrap.dedent("""
+        import json, sys
+        text = json.dumps({"type": "message", "content": "spam"})
+        msg = json.dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": text}]}})
+        with open(f"/proc/{sys.argv[1]}/fd/1", "w") as w:
+            for i in range(20000):
+                w.write(f"junk line {i}\\n")
+            for i in range(2000):
+                w.write(msg + "\\n")
+    """)
+    encoded = base64.b64encode(flood.encode()).decode()
+    attack = _CLI + f"echo {encoded} | base64 -d > /tmp/flood.py && python3 /tmp/flood.py $p && echo FLOODED"
+    model.add_scenario("flood", [bash(attack), Text("flooded")])
+    async with start_factory() as h:
+        t = await h.create("Flood the log", "flood")
+        await h.wait_for(t["id"], {"done", "failed", "awaiting_input"})
+        with session_scope(h.runtime.engine) as s:
+            logs = s.exec(select(func.count()).select_from(TaskLog).where(TaskLog.task_id == t["id"])).one()
+            msgs = s.exec(select(func.count()).select_from(Message).where(Message.task_id == t["id"])).one()
+    said = tool_results(model, "flood")
+    # measured with the CLI 2.1.x in the sandbox: the open of the CLI's /proc/<pid>/fd/1 is refused (EACCES),
+    # so nothing lands; should a CLI allow it, Factory keeps no cap of its own and this fails
+    assert "FLOODED" in said or "Permission denied" in said, said
+    assert logs < 3000 and msgs < 300, f"one run wrote {logs} log rows and {msgs} board messages"
