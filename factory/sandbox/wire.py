@@ -28,6 +28,10 @@ def parse_headers(lines: list[str]) -> list[Header]:
         # no folding, no space before the colon: a header two parsers read differently is refused
         if not sep or not name or name != name.strip() or line[0] in " \t":
             raise ValueError("malformed header line")
+        # heads are split on CRLF: a bare LF or CR (or a NUL) left inside is a line break to a lenient
+        # server, which then read a header of the agent's (a second Host) past the proxy's check
+        if any(c in line for c in "\r\n\0"):
+            raise ValueError("a control character in a header line")
         out.append((name, value.strip()))
     return out
 

@@ -153,3 +153,23 @@ async def test_header_injection_smuggling_upgrades_and_redirects_go_nowhere(upst
     smuggled_seen = [r for r in upstream.requests if r.endswith(b"{}")]
     assert smuggled_seen == [], smuggled_seen
     assert not redirected.startswith(b"HTTP/1.1 200"), redirected
+
+
+async def test_a_bare_lf_or_cr_in_a_header_cannot_add_a_header_upstream(upstream):
+    # the proxy splits heads on CRLF; a value holding a bare LF reached the allowed server as is, where a
+    # lenient parser (nginx, node) reads a second Host: the vhost the proxy bound the request to, undone
+    from factory.sandbox.proxy import Destination, EgressProxy
+
+    proxy = EgressProxy()
+    try:
+        ch = await proxy.open(1, [Destination("127.0.0.1", upstream.port)])
+        for extra in ("X-A: 1\nHost: internal.example", "X-A: 1\rHost: internal.example", "X-A: 1\x00"):
+            reader, writer = await asyncio.open_unix_connection(str(ch.path))
+            writer.write(f"GET http://127.0.0.1:{upstream.port}/ HTTP/1.1\r\nHost: x\r\n{extra}\r\n\r\n".encode())
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(-1), 10)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 400"), (extra, answer[:200])
+    finally:
+        await proxy.close()
+    assert all(b"internal.example" not in r for r in upstream.requests), upstream.requests
