@@ -22,6 +22,19 @@ from factory.store.tables import (
     WorkflowRun,
 )
 
+# What a browser gets of a row: named here (as api/schemas.py's TaskPublic and RunSummary do), so a
+# column added later is not sent until someone decides it may be.
+TASK_FIELDS = (
+    "id", "title", "description", "repo", "agent_type", "status", "branch", "base_branch", "pr_url", "pr_number",
+    "pr_state", "error", "result", "note", "session_id", "cost_usd", "num_turns", "host", "workflow_run_id",
+    "workflow_step", "iteration", "parent_task_id", "plane_issue_id", "preview_url", "changed_files", "created_at",
+    "started_at", "finished_at",
+)  # fmt: skip
+RUN_FIELDS = (
+    "id", "name", "title", "description", "repo", "status", "current_step", "current_agent", "iteration", "branch",
+    "pr_url", "pr_number", "pr_state", "approved", "note", "error", "plane_issue_id", "created_at", "started_at",
+    "finished_at",
+)  # fmt: skip
 BOARD_WINDOW = 300  # the newest tasks the board looks at (older ones are found by the text filter)
 
 
@@ -64,7 +77,7 @@ def tool_turns(s: Session, ids: list[int]) -> dict[int, int]:
 
 def task_dict(task: Task, question: Question | None, ledger: float | None = None, tools: int = 0) -> dict[str, Any]:
     """A task as the dashboard shows it: its row, the pending question, and the ledger's cost."""
-    d = task.model_dump(mode="json")
+    d = task.model_dump(mode="json", include=set(TASK_FIELDS))
     d["pending_question"] = (
         {
             "id": question.id,
@@ -137,7 +150,7 @@ def board_cards(engine: Engine, f: BoardFilter) -> list[dict[str, Any]]:
         status = "awaiting_input" if waiting else _RUN_STATUS.get(r.status, r.status)
         hay = f"#{r.id} {r.title} {r.description} {r.branch or ''} {r.name}"
         if _matches(f, status, r.repo, {d["agent_type"] for d in mine}, hay):
-            run = r.model_dump(mode="json")
+            run = r.model_dump(mode="json", include=set(RUN_FIELDS))
             run["column"] = status
             run["cost_usd"] = round(sum((d["ledger_cost_usd"] or d["cost_usd"] or 0) for d in mine), 6)
             cards.append({"key": f"run-{rid}", "kind": "run", "sort": mine[-1]["id"], "run": run, "steps": mine})
