@@ -26,6 +26,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -53,6 +54,7 @@ log = logging.getLogger("factory.sandbox.proxy")
 _MAX_REFUSALS_REPORTED = 50  # per run: an agent looping on a refused host must not flood the task's log
 _HOP_HEADERS = {"proxy-connection", "proxy-authorization", "connection", "keep-alive", "host", "te", "upgrade"}
 MAX_HEAD = 64 * 1024  # request line and headers; more is answered 431
+_METHOD = re.compile(r"[A-Za-z]{1,20}")
 
 RefusedHook = Callable[[int, str, int, str], Awaitable[None] | None]
 ExtraHosts = Callable[[int], Iterable[tuple[str, int]]]
@@ -258,6 +260,9 @@ class EgressProxy:
         if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
             return await answer(writer, 400, "bad request line")
         method, target, version = parts
+        # forwarded as written: a token only (a bare LF in it was a header line at the server)
+        if not _METHOD.fullmatch(method):
+            return await answer(writer, 400, "bad request method")
         connect = method.upper() == "CONNECT"
         try:
             headers = parse_headers(lines[1:])

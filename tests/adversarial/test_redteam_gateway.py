@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -173,3 +174,24 @@ async def test_a_bare_lf_or_cr_in_a_header_cannot_add_a_header_upstream(upstream
     finally:
         await proxy.close()
     assert all(b"internal.example" not in r for r in upstream.requests), upstream.requests
+
+
+async def test_the_request_line_cannot_carry_a_header_upstream(upstream):
+    # the method was forwarded as the agent wrote it: anything without a space, a bare LF included
+    from factory.sandbox.proxy import Destination, EgressProxy
+
+    proxy = EgressProxy()
+    target = f"http://127.0.0.1:{upstream.port}/"
+    try:
+        ch = await proxy.open(1, [Destination("127.0.0.1", upstream.port)])
+        for line in (f"GET\nHost:internal.example {target} HTTP/1.1", f"GET {target}\nHost:internal.example HTTP/1.1",
+                     f"GET\rHost:internal.example {target} HTTP/1.1"):  # fmt: skip
+            reader, writer = await asyncio.open_unix_connection(str(ch.path))
+            writer.write(f"{line}\r\nHost: x\r\n\r\n".encode())
+            await writer.drain()
+            await asyncio.wait_for(reader.read(-1), 10)
+            writer.close()
+    finally:
+        await proxy.close()
+    for req in upstream.requests:  # no line break of any kind starts a header of the agent's
+        assert not any(part.lower().startswith(b"host:internal") for part in re.split(rb"[\r\n]", req)), req
