@@ -26,7 +26,9 @@ class GithubActivities:
         if not inp.repo.github:
             raise ApplicationError(f"{inp.repo.name} is not a GitHub repo", type="NoGitHub", non_retryable=True)
         try:
-            pr = await self.github.open_pull_request(inp.repo.github, inp.branch, inp.base_branch, inp.title, inp.body)
+            pr = await self.github.open_pull_request(
+                inp.repo.github, inp.branch, inp.base_branch, inp.title, inp.body, draft=inp.draft
+            )
         except GitHubError as exc:
             # a rate limit's Retry-After sets the next attempt; otherwise the caller's backoff does
             raise failure(str(exc), "GitHubError", exc.retryable, exc.retry_after) from None

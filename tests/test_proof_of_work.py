@@ -86,12 +86,14 @@ async def test_checks_that_keep_failing_end_after_max_rounds(start_factory, mode
         [[ToolUse("Write", {"file_path": "answer.txt", "content": "5"})], Text("Done."), Text("Still done.")],
     )
     async with start_factory(repos=checks_repo(remote, max_rounds=1)) as h:
-        t = await h.create("Compute the answer", "pow-stuck")
+        t = await h.create("Answer that stays wrong", "pow-stuck")  # its own branch: the fake GitHub lives on
         done = await h.wait_for(t["id"], {"done", "failed"}, timeout=120)
         assert done["status"] == "done", done
         ev = (await h.api.get(f"/api/tasks/{t['id']}/evidence")).json()
         assert ev["verdict"] == "failed" and ev["tests"]["failed"] == 1
         assert ev["tests"]["failures"] == ["calc.test_sum: expected 4, got 5"]
+        made = [c for c in github.pr_creations() if c.body["head"] == done["branch"]]
+        assert made[-1].body.get("draft") is True  # still failing: the PR is a draft
         assert len([r for r in model.requests_for("pow-stuck") if "Factory ran its own checks" in str(r.messages)]) >= 1
 
 

@@ -95,7 +95,8 @@ class TaskWorkflow:
             pr = None
             if changes.commits_ahead > 0 and inp.workspace is None and inp.open_pr and inp.repo.github:
                 self._stage_to("pull_request", "opening the pull request")
-                pr = await cancel_wins(task_steps.open_pr(inp, ws, result))
+                draft = checked is not None and checked.verdict == "failed"  # the evidence says why
+                pr = await cancel_wins(task_steps.open_pr(inp, ws, result, draft))
                 result.pr_url = pr.url
                 if checked is not None:
                     await proof.comment(inp, pr.number)

@@ -62,14 +62,14 @@ async def finalize(inp: TaskInput, ws: WorkspaceInfo) -> ChangesResult:
                 raise failover.HostLost(ws.host) from exc
 
 
-async def open_pr(inp: TaskInput, ws: WorkspaceInfo, result: TaskResult) -> PullRequestResult:
-    """Open the task's PR, or find the one already open for its branch."""
+async def open_pr(inp: TaskInput, ws: WorkspaceInfo, result: TaskResult, draft: bool = False) -> PullRequestResult:
+    """Open the task's PR (a draft while Factory's checks fail), or find the one already open for its branch."""
     return await workflow.execute_activity(
         acts.open_pull_request,
         PullRequestInput(
             task_id=inp.task_id, repo=inp.repo, branch=ws.branch, base_branch=ws.base_branch, title=inp.title,
             body=pr_body(inp.task_id, inp.description, result.result_text, result.preview_url),
-            workflow_run_id=inp.workflow_run_id,
+            workflow_run_id=inp.workflow_run_id, draft=draft,
         ),
         summary="open pull request",
         **noticing(GITHUB, inp.heartbeat_timeout_s),

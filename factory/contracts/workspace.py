@@ -46,6 +46,7 @@ class PullRequestInput:
     title: str
     body: str
     workflow_run_id: int | None = None
+    draft: bool = False  # Factory's checks still fail after the agent's last round (proof of work)
 
 
 @dataclass

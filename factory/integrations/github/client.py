@@ -76,7 +76,9 @@ class GitHubClient:
                 return PullRequest(url=pr["html_url"], number=pr["number"], created=False)
         return None
 
-    async def open_pull_request(self, repo_github: str, branch: str, base: str, title: str, body: str) -> PullRequest:
+    async def open_pull_request(
+        self, repo_github: str, branch: str, base: str, title: str, body: str, draft: bool = False
+    ) -> PullRequest:
         """The open PR of `branch`, or a new one (so a retry never opens a second PR).
 
         Raises:
@@ -87,7 +89,7 @@ class GitHubClient:
             return found
         r = await self.http.post(
             self._url(f"/repos/{repo_github}/pulls"),
-            json={"title": title, "head": branch, "base": base, "body": body},
+            json={"title": title, "head": branch, "base": base, "body": body, **({"draft": True} if draft else {})},
             headers=self._headers(),
         )
         if r.status_code == 422 and "already exists" in r.text:
