@@ -47,6 +47,7 @@ MODEL_HOST = "model.factory.internal"
 MODEL_URL = f"http://{MODEL_HOST}"
 ANTHROPIC_DEFAULT = "https://api.anthropic.com"
 MAX_BODY = 32 * 1024 * 1024  # the Messages API's own request limit
+MAX_OUTPUT_TOKENS = 1_000_000  # above any model's output limit: the most a request is reserved or charged at
 # exactly these paths: no dot segments or escapes a URL library could turn into another endpoint
 _PATHS = re.compile(r"/v1/messages(/count_tokens)?|/v1/models(/[A-Za-z0-9][A-Za-z0-9._:@-]*)?")
 _QUERY = re.compile(r"[A-Za-z0-9_.=&-]*")
@@ -84,9 +85,7 @@ class RunMeter:
     models: dict[str, Tokens] = field(default_factory=dict)
     requests: int = 0
     refused_for_budget: int = 0
-    in_flight: float = 0.0
-    """The most the requests under way could still cost (max_tokens at the output price): usage only
-    arrives at a stream's end, and 20 requests sent at once all passed a budget one of them spent."""
+    in_flight: float = 0.0  # what the requests under way could cost (max_tokens at the output price)
 
     @property
     def cost(self) -> float:
@@ -108,6 +107,16 @@ class RunMeter:
             got.input * price.input_per_mtok + got.output * price.output_per_mtok
             + got.cache_read * cached + got.cache_write * write
         ) / 1e6  # fmt: skip
+
+
+class _Twice(ValueError):
+    """A JSON object with a key given twice."""
+
+
+def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len(out := dict(pairs)) != len(pairs):
+        raise _Twice
+    return out
 
 
 def _int(v: Any) -> int:
@@ -227,20 +236,24 @@ class GatewayRun:
             m.refused_for_budget += 1
             text = f"Factory gateway: this run's budget of ${m.budget:.4f} is spent (${m.cost:.4f} metered)"
             return await _error(writer, 402, "billing_error", text)
-        try:
-            sent = json.loads(body) if body else {}
+        try:  # a key given twice could be read one way here (the last) and another by the model API
+            sent = json.loads(body, object_pairs_hook=_once) if body else {}
             model, ceiling = sent.get("model"), sent.get("max_tokens", sent.get("max_output_tokens"))
+        except _Twice:
+            return await _error(writer, 400, "invalid_request_error", "Factory gateway: a key given twice")
         except (ValueError, AttributeError):
             model, ceiling = None, None
+        # an absurd max_tokens (10**308) made the reservation inf, then nan, and every budget check false
+        ceiling = min(_int(ceiling), MAX_OUTPUT_TOKENS)
         if openai:
             body = with_usage_requested(bare, body)
         # reserved in the same step as the check above (no await between): the next request sees it
         route = self.route if openai else None
         price = route.price if route is not None else price_of(self.gateway.prices, str(model or ""))
-        reserved = _int(ceiling) * price.output_per_mtok / 1e6
+        reserved = ceiling * price.output_per_mtok / 1e6
         m.in_flight += reserved
         try:
-            await self._forward(method, path, headers, body, str(model or ""), writer, openai, _int(ceiling))
+            await self._forward(method, path, headers, body, str(model or ""), writer, openai, ceiling)
         finally:
             m.in_flight -= reserved
 

@@ -195,3 +195,28 @@ async def test_the_request_line_cannot_carry_a_header_upstream(upstream):
         await proxy.close()
     for req in upstream.requests:  # no line break of any kind starts a header of the agent's
         assert not any(part.lower().startswith(b"host:internal") for part in re.split(rb"[\r\n]", req)), req
+
+
+async def test_the_budget_reservation_cannot_be_poisoned_or_read_two_ways(upstream):
+    # max_tokens 10**308 made the reservation inf, its release inf - inf = nan, and every later budget check
+    # (cost + nan >= budget) false; a key given twice may be read first by the model API and last by Python
+    upstream.hold, upstream.output_tokens = 0.3, 10
+    gw = ModelGateway(f"http://127.0.0.1:{upstream.port}", "sk-ant-real", None, PRICES)
+    run = gw.open_run(budget=5.0)
+    url = await run.listen()
+    try:
+        twice = b'{"model": "claude-test", "max_tokens": 5000, "max_tokens": 1, "stream": true}'
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"POST /v1/messages HTTP/1.1\r\nx-api-key: {run.stand_in}\r\nContent-Length: {len(twice)}\r\n\r\n"
+                     .encode() + twice)  # fmt: skip
+        await writer.drain()
+        dup = await asyncio.wait_for(reader.read(-1), 10)
+        writer.close()
+        poison = await _ask(url, run.stand_in, {"model": "claude-test", "max_tokens": 10**308, "stream": True})
+        answers = await asyncio.gather(*(_ask(url, run.stand_in) for _ in range(10)))
+    finally:
+        await run.close()
+    assert dup.startswith(b"HTTP/1.1 400"), dup[:200]
+    served = sum(a.startswith(b"HTTP/1.1 200") for a in answers)
+    assert served == 0 and run.meter.cost <= 5.0 + 2 * 10, (poison[:100], served, run.meter)
