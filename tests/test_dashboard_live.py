@@ -12,8 +12,9 @@ import os
 from typing import Any
 
 import pytest
+from sqlmodel import select
 
-from factory.store.tables import CostEntry, Question, Task, TaskLog, TaskStatus, session_scope
+from factory.store.tables import CostEntry, Question, Task, TaskLog, TaskStatus, WorkflowRun, session_scope
 from tests.fakes.anthropic import Text, ToolUse
 from tests.fakes.http import BackgroundServer
 
@@ -115,11 +116,34 @@ async def test_cards_change_in_place_the_banner_follows_the_server_and_colours_p
             await expect(page.locator(f'.col-failed .task-card[data-task-id="{a["id"]}"]')).to_be_visible()
             assert await page.evaluate("document.activeElement.dataset.mark") == "same-node"
             await expect(card.locator(".run-btn")).to_have_count(0)  # failed: no Run
+            # a workflow run is one card with its steps inside; its open steps panel stays open as a step moves
+            with session_scope(engine) as s:
+                run = WorkflowRun(name="code_review", title="Review calc", repo="demo", status="running")
+                s.add(run)
+                s.commit()
+                run_id = run.id
+                for i, agent in enumerate(("coder", "reviewer", "coder_revision")):
+                    s.add(Task(title=f"step {i}", repo="demo", agent_type=agent, workflow_run_id=run_id,
+                               workflow_step=i, status="done" if i < 2 else "in_progress"))  # fmt: skip
+                s.commit()
+            run_card = page.locator(f'.run-card[data-run-id="{run_id}"]')
+            await expect(run_card).to_have_count(1)
+            await expect(page.locator("#board .task-card", has_text="step 1")).to_have_count(0)
+            await expect(run_card.locator(".step-list li")).to_have_count(3)
+            await run_card.locator(".card-steps summary").click()
+            with session_scope(engine) as s:
+                last = s.exec(select(Task).where(Task.workflow_run_id == run_id, Task.workflow_step == 2)).one()
+                last.status = "done"
+                s.add(last)
+                s.commit()
+            await expect(run_card.locator(".step-list li").nth(2).locator(".badge")).to_have_text("done")
+            assert await run_card.locator(".card-steps").get_attribute("open") is not None
+
             # server-side filters
             await page.fill("#filter-text", "Answer")
             await expect(page.locator("#board .task-card")).to_have_count(1)
             await page.fill("#filter-text", "")
-            await expect(page.locator("#board .task-card")).to_have_count(2)
+            await expect(page.locator("#board .task-card")).to_have_count(3)
 
             # follow-ups the server refuses say why; to a working agent one goes to its inbox
             fu = f"/api/tasks/{a['id']}/follow-up"
