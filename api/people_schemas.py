@@ -15,7 +15,7 @@ Service = Literal["github", "plane", "telegram", "oidc"]
 LOGIN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$"
 
 
-class UserCreate(Body):
+class UserCreate(BaseModel):  # not Body: its login pattern (no NUL either) must reach the schema as it is
     login: str = Field(pattern=LOGIN, description="letters, digits and . _ @ + - (up to 100)")
     role: Role = "viewer"
     password: str | None = Field(default=None, min_length=12, max_length=200, description="only with auth.local")
@@ -32,9 +32,9 @@ class TokenCreate(Body):
     name: str = Field(default="", max_length=100)
 
 
-class IdentityCreate(Body):
+class IdentityCreate(BaseModel):  # not Body: its pattern (printable ASCII, no space) must reach the schema
     service: Service
-    external_id: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00\s]+$")
+    external_id: str = Field(min_length=1, max_length=200, pattern=r"^[!-~]+$")
 
 
 class LocalSignIn(Body):

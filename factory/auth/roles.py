@@ -91,5 +91,6 @@ def target_of(path: str) -> tuple[str, int | None]:
     if not m:
         return "", None
     kind = {"tasks": "task", "users": "user", "tokens": "token", "workflows": "workflow"}.get(m[1], m[1])
-    task_id = int(m[2]) if m[1] == "tasks" and m[2].isdigit() else None
+    # a number past a row id's 64 bits is the route's 422, never a task id to store
+    task_id = int(m[2]) if m[1] == "tasks" and m[2].isdigit() and len(m[2]) < 19 else None
     return f"{kind}:{m[2][:80]}", task_id
