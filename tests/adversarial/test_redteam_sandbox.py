@@ -163,9 +163,12 @@ _CLI = (
     'p=$$; while [ "$p" -gt 1 ]; do case "$(cat /proc/$p/comm)" in claude*) break;; esac; '
     "p=$(awk '{print $4}' /proc/$p/stat); done; "
 )
+# socat, the egress bridge, shares the CLI's stdout (the pipe Factory reads) and is not the CLI
+_SOCAT = "p=$(grep -l '^socat' /proc/[0-9]*/comm | head -1 | cut -d/ -f3); "
 
 
-async def test_a_flood_of_lines_on_the_clis_stdout_does_not_flood_the_database(start_factory, model):
+@pytest.mark.parametrize("via", ["cli", "socat"])
+async def test_a_flood_of_lines_on_the_clis_stdout_does_not_flood_the_database(start_factory, model, via):
     """20,000 log lines and 2,000 board messages (each also sent to Telegram) written onto the pipe Factory
     reads, in the CLI's place, by the agent's Bash."""
     from sqlmodel import func, select
@@ -185,16 +188,18 @@ async def test_a_flood_of_lines_on_the_clis_stdout_does_not_flood_the_database(s
                 w.write(msg + "\\n")
     """)
     encoded = base64.b64encode(flood.encode()).decode()
-    attack = _CLI + f"echo {encoded} | base64 -d > /tmp/flood.py && python3 /tmp/flood.py $p && echo FLOODED"
-    model.add_scenario("flood", [bash(attack), Text("flooded")])
+    attack = (
+        _CLI if via == "cli" else _SOCAT
+    ) + f"echo {encoded} | base64 -d > /tmp/flood.py && python3 /tmp/flood.py $p && echo FLOODED"
+    model.add_scenario(f"flood-{via}", [bash(attack), Text("flooded")])
     async with start_factory() as h:
-        t = await h.create("Flood the log", "flood")
+        t = await h.create("Flood the log", f"flood-{via}")
         await h.wait_for(t["id"], {"done", "failed", "awaiting_input"})
         with session_scope(h.runtime.engine) as s:
             logs = s.exec(select(func.count()).select_from(TaskLog).where(TaskLog.task_id == t["id"])).one()
             msgs = s.exec(select(func.count()).select_from(Message).where(Message.task_id == t["id"])).one()
-    said = tool_results(model, "flood")
-    # measured with the CLI 2.1.x in the sandbox: the open of the CLI's /proc/<pid>/fd/1 is refused (EACCES),
+    said = tool_results(model, f"flood-{via}")
+    # measured in the sandbox: opening /proc/<pid>/fd/1 of the CLI, of socat or of bwrap is refused (EACCES),
     # so nothing lands; should a CLI allow it, Factory keeps no cap of its own and this fails
     assert "FLOODED" in said or "Permission denied" in said, said
     assert logs < 3000 and msgs < 300, f"one run wrote {logs} log rows and {msgs} board messages"
