@@ -144,4 +144,10 @@ async def _on_pull_request(
         claim_kind="github-mention",
         claim_key=key,
     )
-    return await start_follow_up(cfg, engine, launcher, repo_full, pr, follow)
+    started = await start_follow_up(cfg, engine, launcher, repo_full, pr, follow)
+    task_id = started.get("task_id") if isinstance(started, dict) else None
+    if isinstance(task_id, int):
+        await audit.arecord(
+            engine, f"github:{login}", "task.follow_up", f"task:{task_id}", source="github", task_id=task_id
+        )
+    return started
