@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -51,6 +52,11 @@ def evil_site(target: str) -> FastAPI:
     return app
 
 
+def on_dashboard(url: str) -> Any:
+    """A URL predicate: back on the dashboard after a sign-in (not the sign-in page, not a callback)."""
+    return lambda u: u.startswith(url) and "/static/signin.html" not in u and "/auth/" not in u
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"Chromium is not installed at {CHROMIUM}")
 async def test_viewer_operator_and_admin_in_the_browser(start_factory, model, monkeypatch, tmp_path):
@@ -81,7 +87,7 @@ async def test_viewer_operator_and_admin_in_the_browser(start_factory, model, mo
                     await viewer.goto(f"{url}/")
                     await viewer.wait_for_url("**/static/signin.html")
                     await viewer.click("#signin-oidc")
-                    await viewer.wait_for_url(f"{url}/**")
+                    await viewer.wait_for_url(on_dashboard(url))
                     await expect(viewer.locator("html")).to_have_attribute("data-role", "viewer")
                     await expect(viewer.locator("#topbar")).to_be_visible()
                     await expect(viewer.locator("a[data-nav=new]")).to_be_hidden()
@@ -119,13 +125,16 @@ async def test_viewer_operator_and_admin_in_the_browser(start_factory, model, mo
                     await expect(q.locator(".question-text")).to_have_text("Ship it?", timeout=60_000)
                     await q.locator(".option-btn", has_text="yes").click()
                     await expect(op.locator("#task-head .badge")).to_have_text("done", timeout=60_000)
+                    # the answer is the person's, whatever name the page offered
+                    asked = (await h.api.get(f"/api/tasks/{task_id}/questions")).json()
+                    assert [q["answered_by"] for q in asked] == ["olga"]
 
                     # --- an admin (auth.admins) revokes the operator's token: its next request is a 401
                     admin = await (await browser.new_context()).new_page()
                     idp.next_user = "boss"
                     await admin.goto(f"{url}/static/signin.html")
                     await admin.click("#signin-oidc")
-                    await admin.wait_for_url(f"{url}/**")
+                    await admin.wait_for_url(on_dashboard(url))
                     await expect(admin.locator("html")).to_have_attribute("data-role", "admin")
                     status = await admin.evaluate(
                         """async (id) => (await fetch('/api/tokens/' + id, {method: 'DELETE', headers:

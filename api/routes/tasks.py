@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session, or_, select
 
 from api.bodies import MAX_ID, AnswerBody, TaskCreate
-from api.deps import CfgDep, IdPath, LauncherDep, SessionDep, temporal_call
+from api.deps import CfgDep, IdPath, LauncherDep, PrincipalDep, SessionDep, temporal_call
 from api.errors import JSONRoute, responses
 from api.schemas import AnswerAccepted, DiffPublic, HandoffPublic, LogPublic, QuestionPublic, TaskPublic, TaskStage
 from factory.git.commands import GitError
@@ -122,10 +122,13 @@ async def task_diff(task_id: IdPath, session: SessionDep, cfg: CfgDep) -> DiffPu
 
 
 @router.post("/{task_id}/answer", response_model=AnswerAccepted, responses=responses(404, 409, 413, 422, 503))
-async def answer_task(task_id: IdPath, body: AnswerBody, session: SessionDep, launcher: LauncherDep) -> AnswerAccepted:
-    """Answer the task's pending question; the agent resumes its session."""
+async def answer_task(
+    task_id: IdPath, body: AnswerBody, session: SessionDep, launcher: LauncherDep, principal: PrincipalDep
+) -> AnswerAccepted:
+    """Answer the task's pending question; the agent resumes its session (a signed-in person answers as their login)."""
+    who = principal.actor if principal.user_id is not None else body.answered_by  # a person is who the API found
     async with temporal_call(launcher):
-        await launcher.answer_task(task_id, body.answer, body.answered_by, body.question_id)
+        await launcher.answer_task(task_id, body.answer, who, body.question_id)
     return AnswerAccepted(task=await run_in_threadpool(_public, session, task_id))
 
 
