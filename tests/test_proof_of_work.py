@@ -4,14 +4,17 @@ and behind the API. Real Temporal, real git, the real claude CLI against the scr
 
 from __future__ import annotations
 
+import random
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session
 
 from factory.evidence.junit import TestCounts, read_junit
 from factory.evidence.store import ArtifactStore
+from factory.store.tables import Task
 from tests.conftest import make_remote
 from tests.fakes.anthropic import Text, ToolUse
 
@@ -191,6 +194,11 @@ async def test_browser_scenario_screenshots_the_preview_and_a_failure_is_fixed(
         "test_command": "grep -q Answer www/index.html", "preview_service": "web", "preview_port": 8080,
         "browser": [{"name": "answer", "path": "/", "expect_text": "Answer: 4"}]}}}  # fmt: skip
     async with start_factory(repos=repos) as h:
+        # Docker's projects are named by task id (factory-task-<id>-test) on an engine other test runs
+        # share; a task id of our own keeps their task 1 from tearing down or replacing our preview
+        with Session(h.runtime.engine) as s:
+            s.add(Task(id=700_000 + random.randrange(200_000), title="placeholder", description="", repo="demo"))
+            s.commit()
         t = await h.create("Show the answer", "pow-browser")
         done = await h.wait_for(t["id"], {"done", "failed"}, timeout=240)
         assert done["status"] == "done", done
@@ -223,5 +231,31 @@ async def test_browser_scenario_screenshots_the_preview_and_a_failure_is_fixed(
         assert len(ev["rounds"]) == 1 and "failed" in ev["rounds"][0], ev["rounds"]
         print(f"\nROUNDS {ev['rounds']} CHECKS {ev['seconds']}s")
         print(f"\nBROWSER TIMINGS preview boot {ev['scenarios'][0].get('preview_seconds')}s, scenarios {timings}")
+        await evidence_tab_shows(h, t["id"])
         # the preview Factory started for the checks is gone
         assert not h.cfg.workspace_path.joinpath("checks", f"task-{t['id']}").exists()
+
+
+async def evidence_tab_shows(h, task_id: int) -> None:
+    """The task page's Evidence section, in Chromium: the verdict, the counts and the screenshot drawn."""
+    from playwright.async_api import async_playwright
+
+    from tests.fakes.http import BackgroundServer
+
+    with BackgroundServer(h.app) as url:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{url}/#/tasks/{task_id}")
+                await page.wait_for_selector("#task-evidence .evidence-shot", timeout=15000)
+                assert await page.text_content("#evidence-verdict") == "Verdict: passed"
+                assert "1 passed, 0 failed" in (await page.text_content("#task-evidence .evidence-tests"))
+                assert "tokens" in (await page.text_content("#task-evidence .evidence-cost"))
+                await page.wait_for_function(
+                    "() => [...document.querySelectorAll('.evidence-shot')].every(i => i.complete && i.naturalWidth > 0)"
+                )
+            finally:
+                await browser.close()
