@@ -121,7 +121,9 @@ async def test_a_question_mid_task_with_codex_resumes_the_same_thread(start_fact
 async def test_code_review_with_a_codex_coder_and_a_claude_reviewer(start_factory, responses, model, openai_key):
     from tests.test_workflows import start_run, verdict, wait_run
 
-    responses.add_scenario("mixed-review", [Exec("printf 'def add(a, b):\\n    return a + b\\n' > calc.py"), Say("Added add().")])
+    responses.add_scenario(
+        "mixed-review", [Exec("printf 'def add(a, b):\\n    return a + b\\n' > calc.py"), Say("Added add().")]
+    )
     model.add_scenario("mixed-review", [verdict("approved")])
     async with start_factory(**config(responses, coder="codex")) as h:
         run = await start_run(h, "mixed-review")
@@ -220,15 +222,21 @@ async def test_opencode_coder_task_ends_done_with_a_pr_and_its_cost_under_openco
         rows = entries(h, t["id"])
         assert {(e.backend, e.model) for e in rows} == {("opencode", "m1")}
         # every request metered, the title request included: 600 uncached + 200 cached in, 100 out each
-        assert sum(e.input_tokens for e in rows) == 600 * len(reqs) and sum(e.output_tokens for e in rows) == 100 * len(reqs)
-        cost = (600 * PRICE["input_per_mtok"] + 200 * PRICE["cached_input_per_mtok"] + 100 * PRICE["output_per_mtok"]) / 1e6
+        assert sum(e.input_tokens for e in rows) == 600 * len(reqs) and sum(e.output_tokens for e in rows) == 100 * len(
+            reqs
+        )
+        cost = (
+            600 * PRICE["input_per_mtok"] + 200 * PRICE["cached_input_per_mtok"] + 100 * PRICE["output_per_mtok"]
+        ) / 1e6
         assert done["cost_usd"] == pytest.approx(cost * len(reqs), abs=1e-9)
 
 
 @needs_opencode
 async def test_a_question_mid_task_with_opencode_resumes_the_same_session(start_factory, chat, openai_key):
     ask = json.dumps({"type": "question", "question": "Which greeting?"})
-    chat.add_scenario("oc-ask", [Reply(ask), Call("write", {"filePath": "greeting.txt", "content": "hi\n"}), Reply("Done.")])
+    chat.add_scenario(
+        "oc-ask", [Reply(ask), Call("write", {"filePath": "greeting.txt", "content": "hi\n"}), Reply("Done.")]
+    )
     async with start_factory(**oc_config(chat, coder="opencode")) as h:
         t = await h.create("Add a greeting", "oc-ask")
         waiting = await h.wait_for(t["id"], {"awaiting_input", "failed", "done"}, timeout=150)

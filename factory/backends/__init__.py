@@ -92,10 +92,14 @@ def check_backends(cfg: FactoryConfig) -> list[tuple[bool, str, str]]:
         version = ""
         if path:
             try:
-                version = subprocess.run(
-                    [path, "--version"], capture_output=True, text=True, timeout=20
-                ).stdout.strip().splitlines()[0]
+                version = (
+                    subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
+                    .stdout.strip()
+                    .splitlines()[0]
+                )
             except (OSError, subprocess.SubprocessError, IndexError):
                 version = "(version unknown)"
-        out.append((bool(path), f"agent backend {name}: {path or command} {version}".strip(), getattr(b, "install_hint", "")))
+        out.append(
+            (bool(path), f"agent backend {name}: {path or command} {version}".strip(), getattr(b, "install_hint", ""))
+        )
     return out

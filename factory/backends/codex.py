@@ -93,7 +93,11 @@ class CodexParser:
             names = ", ".join(f"{c.get('kind')} {c.get('path')}" for c in changes if isinstance(c, dict))
             out.logs.append(LogEntry("tool_use", f"file_change: {clip_noted(names, 1500)}"))
         elif kind == "mcp_tool_call" and t == "item.completed":
-            out.logs.append(LogEntry("tool_use", f"{item.get('server')}.{item.get('tool')}: {clip_noted(item.get('arguments'), 1500)}"))
+            out.logs.append(
+                LogEntry(
+                    "tool_use", f"{item.get('server')}.{item.get('tool')}: {clip_noted(item.get('arguments'), 1500)}"
+                )
+            )
         elif kind in ("reasoning", "todo_list", "error", "web_search") and t == "item.completed":
             text = item.get("text") or item.get("message") or item.get("items") or item.get("query")
             out.logs.append(LogEntry("thinking" if kind == "reasoning" else str(kind), clip_noted(text, 1500)))
@@ -137,7 +141,11 @@ class CodexBackend:
 
     def environment(self, turn: Turn) -> dict[str, str]:
         # the stand-in under both names Codex reads (exec prefers CODEX_API_KEY); never the real key
-        return {"CODEX_HOME": str(turn.home / ".codex"), "CODEX_API_KEY": turn.stand_in, "OPENAI_API_KEY": turn.stand_in}
+        return {
+            "CODEX_HOME": str(turn.home / ".codex"),
+            "CODEX_API_KEY": turn.stand_in,
+            "OPENAI_API_KEY": turn.stand_in,
+        }
 
     def session_saved(self, home: Path, session_id: str) -> bool:
         if not _ID.fullmatch(session_id):

@@ -6,7 +6,9 @@ gateway's chat-completions route and whose key is the run's stand-in, and per-to
 the agent type (a reviewer: edit, write, patch and bash denied). The checkout's `opencode.json`
 and `.opencode/` are the agent's: OpenCode merges the project's config over the others, so a
 read-only agent type also gets its checkout bound read-only (docs: factory/backends/__init__.py),
-and `OPENCODE_DISABLE_PROJECT_CONFIG` asks it not to read them.
+and `OPENCODE_DISABLE_PROJECT_CONFIG` asks it not to read them. Its global config directory
+(`$XDG_CONFIG_HOME/opencode`, in the task's home, which the agent writes) is removed before each turn:
+OpenCode merges it under Factory's, so a planted `mcp` server or `plugin` would otherwise run next turn.
 
 What it trusts: the session id (`ses_…`, checked by pattern) as a resume argument; `step_finish`'s
 cost and tokens are a hint for the log only — the gateway's meter is the ledger's figure.
@@ -107,6 +109,7 @@ class OpenCodeBackend:
         oc = shutil.which(self.command_name)
         if not oc:
             raise BackendUnavailable(f"the OpenCode CLI ({self.command_name!r}) is not on PATH: {self.install_hint}")
+        _drop_agent_config(turn.home / ".config" / "opencode")
         spec, req = turn.req.agent, turn.req
         cmd = [oc, "run", "--format", "json", "--pure", "-m", f"factory/{spec.model or self.model}"]
         if turn.resume:
@@ -152,3 +155,11 @@ class OpenCodeBackend:
 
     def parser(self, session_id: str) -> OpenCodeParser:
         return OpenCodeParser(session_id)
+
+
+def _drop_agent_config(config_dir: Path) -> None:
+    """Remove what the agent left as OpenCode's global config (a link is removed itself, never followed)."""
+    if config_dir.is_symlink() or config_dir.is_file():
+        config_dir.unlink()
+    elif config_dir.is_dir():
+        shutil.rmtree(config_dir)
