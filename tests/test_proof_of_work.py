@@ -72,6 +72,7 @@ async def test_failing_check_sends_the_agent_back_then_passes(start_factory, mod
         assert ev["tests"]["passed"] == 2 and ev["tests"]["failed"] == 0 and ev["tests"]["skipped"] == 1
         head = git_out(remote, "rev-parse", done["branch"])
         assert ev["commit"] == head  # the pushed fix is what was tested
+        print(f"\nCHECKS without a browser: {ev['seconds']}s a round (test command {ev['tests']['seconds']}s)")
         assert ev["cost_usd"] > 0 and ev["tokens"] > 0 and ev["turns"] >= 1
         out = await h.api.get(ev["tests"]["output_url"])
         assert out.status_code == 200 and out.headers["content-type"].startswith("text/plain")
