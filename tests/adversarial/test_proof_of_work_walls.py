@@ -60,3 +60,64 @@ async def test_the_test_command_reaches_nothing_of_factory(start_factory, model,
         assert ev["tests"]["passed"] == 1 and ev["tests"]["failed"] == 0 and ev["tests"]["exit_code"] == 0, ev
         record = Path(h.cfg.data_path / "evidence" / "tasks" / f"task-{t['id']}.json").read_text()
         assert "bomb.xml" in record and "DTD" in record
+
+
+async def test_the_preview_page_reaches_only_its_own_origin(tmp_path):
+    """The page is the agent's code, run in Factory's browser: a request to another origin (Factory's API,
+    the host's loopback) is aborted and counted, and never arrives."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from playwright.async_api import async_playwright
+
+    from activities.browser_checks import CHROMIUM, _scenario
+    from factory.config_sections import BrowserScenario
+    from factory.evidence.store import ArtifactStore
+
+    arrived: list[str] = []
+
+    class Factoryish(BaseHTTPRequestHandler):  # stands for any of Factory's services on the host
+        def do_GET(self) -> None:
+            arrived.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    victim = ThreadingHTTPServer(("127.0.0.1", 0), Factoryish)
+    page_html = (
+        f'<html><body><h1>hi</h1><img src="http://127.0.0.1:{victim.server_port}/api/tasks">'
+        f'<script>fetch("http://127.0.0.1:{victim.server_port}/api/settings").catch(() => {{}})</script></body></html>'
+    ).encode()
+
+    class Preview(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/" else 404)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(page_html if self.path == "/" else b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    preview = ThreadingHTTPServer(("127.0.0.1", 0), Preview)
+    for srv in (victim, preview):
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                base = f"http://127.0.0.1:{preview.server_port}"
+                out = await _scenario(
+                    browser, ArtifactStore(tmp_path), base, BrowserScenario(name="x", expect_text="hi")
+                )
+            finally:
+                await browser.close()
+    finally:
+        victim.shutdown()
+        preview.shutdown()
+    assert arrived == [], arrived
+    refused = [r for r in out["failed_requests"] if "refused (not the preview)" in r]
+    assert len(refused) >= 2, out["failed_requests"]
+    assert out["ok"] is False and out["screenshots"], out
