@@ -132,7 +132,15 @@ class CodexBackend:
             cmd += ["resume", req.session_id]
         cmd += ["--json", "-m", spec.model or self.model, "--dangerously-bypass-approvals-and-sandbox"]
         cmd += ["--skip-git-repo-check"]
-        cmd += ["-c", f"openai_base_url={json.dumps(turn.model_url + '/v1')}"]
+        # Factory's own provider: the gateway's Responses route, the stand-in from CODEX_API_KEY, and no
+        # WebSocket attempt (against a server without one Codex retried it for ~6 s before using SSE)
+        url = json.dumps(turn.model_url + "/v1")
+        for setting in (
+            'model_provider="factory"', 'model_providers.factory.name="Factory gateway"',
+            f"model_providers.factory.base_url={url}", 'model_providers.factory.env_key="CODEX_API_KEY"',
+            'model_providers.factory.wire_api="responses"', "model_providers.factory.supports_websockets=false",
+        ):  # fmt: skip
+            cmd += ["-c", setting]
         cmd += ["-c", f"developer_instructions={json.dumps(turn.system_prompt)}"]
         cmd += ["-c", "project_doc_max_bytes=0"]  # the checkout's AGENTS.md is the agent's to read, not a prompt
         cmd += ["-c", "analytics.enabled=false", "-c", "check_for_update_on_startup=false"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class Recorded:
     turn: int | None = None
     title: bool = False
     usage: dict[str, int] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)  # when it arrived (for the README's figures)
 
     def user_texts(self) -> list[str]:
         out = []

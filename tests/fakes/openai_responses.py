@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class Recorded:
     scenario: str | None = None
     turn: int | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)  # when it arrived (for the README's figures)
 
     def texts(self) -> list[str]:
         out = []
