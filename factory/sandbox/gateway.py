@@ -234,7 +234,7 @@ class GatewayRun:
         # is let through as before, a second one only if the first cannot spend what is left
         if m.budget is not None and m.cost + m.in_flight >= m.budget and (openai or bare == "/v1/messages"):
             m.refused_for_budget += 1
-            text = f"Factory gateway: this run's budget of ${m.budget:.4f} is spent (${m.cost:.4f} metered)"
+            text = f"Factory gateway: budget ${m.budget:.4f} spent (${m.cost:.4f}, ${m.in_flight:.4f} under way)"
             return await _error(writer, 402, "billing_error", text)
         try:  # a key given twice could be read one way here (the last) and another by the model API
             sent = json.loads(body, object_pairs_hook=_once) if body else {}

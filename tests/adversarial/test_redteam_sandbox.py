@@ -143,7 +143,8 @@ def test_the_hosts_loopback_services_are_unreachable_every_way(factory_as):
             print("connect", h, talk(f"CONNECT {{h}} HTTP/1.1\\r\\nHost: {{h}}\\r\\n\\r\\n".encode()))
             print("get", h, talk(f"GET http://{{h}}/ HTTP/1.1\\r\\nHost: {{h}}\\r\\n\\r\\n".encode()))
         # the gateway's virtual host, asked to forward somewhere else by its Host header
-        print("vhost", talk(f"GET http://model.factory.internal/v1/models HTTP/1.1\\r\\nHost: 127.0.0.1:{p}\\r\\n\\r\\n".encode()))
+        vhost = "GET http://model.factory.internal/v1/models HTTP/1.1\\r\\nHost: 127.0.0.1:{p}\\r\\n\\r\\n"
+        print("vhost", talk(vhost.encode()))
         print("done")
     """)
     try:
