@@ -292,3 +292,36 @@ async def test_the_gateway_stops_codex_at_the_task_budget_and_the_task_asks(star
         assert done["status"] == "done", done
         assert remote_file(h.remote, done["branch"], "b-3.txt") == "step 3\n"
         assert done["cost_usd"] == pytest.approx(per_request_cost() * len(responses.requests_for("cx-budget")))
+
+
+async def test_the_gateways_openai_routes_take_only_this_runs_stand_in_and_two_posts(responses):
+    import httpx
+
+    from factory.config_sections import ModelPrice
+    from factory.sandbox.gateway import ModelGateway
+    from factory.sandbox.gateway_openai import OpenAIRoute
+
+    responses.add_scenario("gw-routes", [Say("ok")])
+    gw = ModelGateway("http://127.0.0.1:9", "sk-ant-real", None, {})
+    route = OpenAIRoute("codex", responses.base_url + "/v1", OPENAI_KEY, ModelPrice(**PRICE))
+    body = {"model": "gpt-5-codex", "stream": True, "input": [{"role": "user", "content": [{"type": "input_text", "text": "[[scenario:gw-routes]]"}]}]}  # fmt: skip
+    claude_run, codex_run = gw.open_run(None), gw.open_run(None, route)
+    try:
+        for run in (claude_run, codex_run):
+            await run.listen()
+        async with httpx.AsyncClient(timeout=30) as c:
+            auth = {"authorization": f"Bearer {codex_run.stand_in}"}
+            ok = await c.post(codex_run.base_url + "/v1/responses", json=body, headers=auth)
+            assert ok.status_code == 200 and "response.completed" in ok.text
+            assert responses.requests_for("gw-routes")[-1].headers["authorization"] == f"Bearer {OPENAI_KEY}"
+            assert codex_run.meter.cost == pytest.approx(per_request_cost())
+            # a WebSocket attempt (a GET), another path, another run's stand-in, a run with no OpenAI route
+            assert (await c.get(codex_run.base_url + "/v1/responses", headers=auth)).status_code == 404
+            assert (await c.post(codex_run.base_url + "/v1/files", json={}, headers=auth)).status_code == 404
+            other = {"authorization": f"Bearer {claude_run.stand_in}"}
+            assert (await c.post(codex_run.base_url + "/v1/responses", json=body, headers=other)).status_code == 401
+            assert (await c.post(claude_run.base_url + "/v1/responses", json=body, headers=other)).status_code == 404
+        assert len(responses.requests_for("gw-routes")) == 1
+    finally:
+        await claude_run.close()
+        await codex_run.close()
