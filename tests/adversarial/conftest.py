@@ -60,15 +60,46 @@ def _test_user() -> tuple[int, int]:
 
 
 def _python_for_user() -> list[str]:
-    """`unshare -m sh -c ...` that shows only the interpreter's tree of /root, then drops to the user."""
+    """`unshare -m sh -c ...` that shows only the interpreter's tree of /root (and the project, when it is
+    under /root too), then drops to the user."""
     exe = os.path.realpath(sys.executable)
     prefix = exe.split("/versions/")[0] if "/.pyenv/" in exe else None
-    if prefix is None or not prefix.startswith("/root/"):
-        return []  # an interpreter outside /root needs nothing
+    keep = [p for p in (prefix, str(ROOT)) if p is not None and p.startswith("/root/")]
+    if not keep:
+        return []  # an interpreter and a project outside /root need nothing
     return ["unshare", "-m", "--propagation", "private", "sh", "-c",
-            'set -e; d=$(mktemp -d /run/factory-py.XXXXXX); mount --bind "$1" "$d"; '
-            'mount -t tmpfs -o mode=0755 tmpfs /root; mkdir -p "$1"; mount --move "$d" "$1"; rmdir "$d"; shift; exec "$@"',
-            "sh", prefix]  # fmt: skip
+            f'set -e; k="$1"; shift; set -- $k -- "$@"; {_KEEP_SH}', "sh", " ".join(keep)]  # fmt: skip
+
+
+# binds each kept path (the words before `--`) aside, hides /root behind a tmpfs, puts them back, runs the rest
+_KEEP_SH = (
+    'n=0; for p in "$@"; do [ "$p" = -- ] && break; d=/run/factory-keep.$$.$n; mkdir "$d"; mount --bind "$p" "$d"; '
+    "n=$((n+1)); done; mount -t tmpfs -o mode=0755 tmpfs /root; n=0; "
+    'while [ "$1" != -- ]; do d=/run/factory-keep.$$.$n; mkdir -p "$1"; mount --move "$d" "$1"; rmdir "$d"; '
+    'n=$((n+1)); shift; done; shift; exec "$@"'
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _project_reachable_by_other_users() -> Iterator[None]:
+    """The unprivileged user must reach the project's files: a clone made under `mktemp -d` (0700) is not.
+
+    Each ancestor outside /root (handled by `_python_for_user`) gets search permission (x, not read) for
+    the session, given back afterwards; the project's own files are world-readable as git wrote them.
+    """
+    changed: list[tuple[Path, int]] = []
+    for parent in ROOT.parents:
+        if str(parent) == "/" or parent == Path("/root") or Path("/root") in parent.parents:
+            continue
+        mode = parent.stat().st_mode & 0o7777
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o001)
+            changed.append((parent, mode))
+    try:
+        yield
+    finally:
+        for parent, mode in changed:
+            os.chmod(parent, mode)
 
 
 class RunAs:
