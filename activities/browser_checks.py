@@ -7,7 +7,8 @@ task, and removed when the scenarios end. Every scenario gets a fresh browser co
 requests may go to the preview's origin only: the page is the agent's code, so anything else it
 asks for (Factory's API, the host's loopback, the internet) is refused and counted as a failed
 request. What this trusts: the repo's config (scenarios, service, port), nothing in the page.
-Chromium runs without its own sandbox (as in tests/test_dashboard.py); see docs/proof-of-work.md.
+Chromium runs inside Factory's bwrap sandbox as the sandbox uid (factory/sandbox/browser.py), with
+its own sandbox off inside it; downloads are refused and a screenshot is kept only as a capped PNG.
 """
 
 from __future__ import annotations
@@ -26,13 +27,19 @@ from factory.environments.checks import UnsafeComposeError
 from factory.environments.launch import EnvironmentFailure, Request, start_environment
 from factory.environments.prepare import PrepareError
 from factory.evidence.store import ArtifactStore
+from factory.sandbox.browser import CHROMIUM as CHROMIUM  # noqa: PLC0414 - tests launch the same binary
+from factory.sandbox.browser import BrowserJail
 
-CHROMIUM = "/usr/bin/chromium"
 STEP_TIMEOUT_MS = 10_000
 SMOKE = BrowserScenario(name="smoke", path="/")
+MAX_SHOT_BYTES = 8 * 1024 * 1024
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _shot(store: ArtifactStore, png: bytes) -> dict[str, str]:
+    # the bytes come from a browser that ran the agent's page: kept only as a PNG of bounded size
+    if len(png) > MAX_SHOT_BYTES or not png.startswith(PNG_SIGNATURE):
+        raise ValueError(f"screenshot refused ({len(png)} bytes, not a PNG under {MAX_SHOT_BYTES})")
     digest = store.put(png, "png")
     return {"url": f"/api/artifacts/{digest}", "sha256": digest}
 
@@ -65,7 +72,7 @@ async def _step(page: Any, base: str, step: dict[str, Any]) -> None:
 async def _scenario(browser: Any, store: ArtifactStore, base: str, sc: BrowserScenario) -> dict[str, Any]:
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(base))
     out: dict[str, Any] = {"name": sc.name, "ok": False, "screenshots": [], "console_errors": [], "failed_requests": []}
-    context = await browser.new_context(viewport={"width": 1024, "height": 700})
+    context = await browser.new_context(viewport={"width": 1024, "height": 700}, accept_downloads=False)
     await context.tracing.start(screenshots=True, snapshots=True)
 
     async def only_the_preview(route: Any) -> None:
@@ -75,7 +82,17 @@ async def _scenario(browser: Any, store: ArtifactStore, base: str, sc: BrowserSc
             out["failed_requests"].append(f"refused (not the preview): {route.request.url[:200]}")
             await route.abort()
 
+    ws_origin = origin.replace("http", "ws", 1)
+
+    async def sockets_only_to_the_preview(ws: Any) -> None:  # WebSockets pass by context.route: their own wall
+        if ws.url.startswith(ws_origin + "/"):
+            ws.connect_to_server()
+        else:
+            out["failed_requests"].append(f"refused (not the preview): {ws.url[:200]}")
+            await ws.close()
+
     await context.route("**/*", only_the_preview)
+    await context.route_web_socket("**/*", sockets_only_to_the_preview)
     page = await context.new_page()
     page.on("console", lambda m: out["console_errors"].append(m.text[:300]) if m.type == "error" else None)
     page.on("pageerror", lambda e: out["console_errors"].append(str(e)[:300]))
@@ -97,7 +114,8 @@ async def _scenario(browser: Any, store: ArtifactStore, base: str, sc: BrowserSc
     finally:
         out["seconds"] = round(time.monotonic() - started, 2)
         try:
-            out["screenshots"].append(_shot(store, await page.screenshot(full_page=True, timeout=STEP_TIMEOUT_MS)))
+            png = await page.screenshot(full_page=True, timeout=STEP_TIMEOUT_MS, animations="disabled")
+            out["screenshots"].append(_shot(store, png))
         except Exception as exc:  # noqa: BLE001 - a page that cannot be shot is said so
             out.setdefault("error", f"no screenshot: {type(exc).__name__}")
         with tempfile.TemporaryDirectory(prefix="factory-trace-") as tmp:
@@ -135,15 +153,19 @@ async def run_scenarios(
     results: list[dict[str, Any]] = []
     try:
         boot = round(time.monotonic() - started, 2)
+        jail = BrowserJail(cfg.sandbox.uid, cfg.sandbox.gid)
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
-            )
+            try:
+                browser = await pw.chromium.launch(executable_path=str(jail.executable), args=[])
+            except BaseException:
+                jail.close()
+                raise
             try:
                 for sc in [SMOKE, *checks.browser]:
                     results.append(await _scenario(browser, store, env.url, sc))
             finally:
                 await browser.close()
+                jail.close()
         for r in results:
             r["preview_seconds"] = boot
     finally:
