@@ -65,11 +65,19 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture(scope="session")
-def github() -> Any:
+def _github_server() -> Any:
     gh = FakeGitHub()
     gh.start()
     yield gh
     gh.stop()
+
+
+@pytest.fixture
+def github(_github_server: Any) -> Any:
+    """The stand-in GitHub, empty for each test: every test's task 1 has the same branch name, and a PR
+    another test left for it would be adopted as this task's."""
+    _github_server.reset()
+    return _github_server
 
 
 def make_remote(path: Path, files: dict[str, str] | None = None) -> Path:

@@ -45,7 +45,7 @@ async def task_evidence(cfg: CfgDep, task_id: int = Path(ge=1, le=2**63 - 1)) ->
     return _public(record) if record else dict(_EMPTY)
 
 
-@router.get("/api/artifacts/{sha256}", responses=responses(404))
+@router.get("/api/artifacts/{sha256}", responses=responses(404, 422))
 async def artifact(cfg: CfgDep, sha256: str = Path(max_length=64)) -> FileResponse:
     """The bytes of one artifact (a screenshot, a trace, an output tail) with its content type."""
     found = artifact_store(cfg.data_path).find(sha256)

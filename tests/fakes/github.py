@@ -86,6 +86,16 @@ class FakeGitHub:
     oauth_codes: dict[str, str] = field(default_factory=dict)
     oauth_tokens: dict[str, str] = field(default_factory=dict)
 
+    def reset(self) -> None:
+        """Forget every PR, comment, call, check run, remote and fault (the server keeps running)."""
+        fresh = FakeGitHub()
+        with self.lock:
+            for name in ("prs", "comments", "review_comments", "calls", "replies", "check_runs", "suites",
+                         "run_jobs", "job_logs", "roles", "remotes", "fail_next", "faults", "oauth_codes",
+                         "oauth_tokens"):  # fmt: skip
+                setattr(self, name, getattr(fresh, name))
+            self.oauth_user, self.oauth_client = fresh.oauth_user, fresh.oauth_client
+
     def app(self) -> FastAPI:
         app = FastAPI()
 
