@@ -10,8 +10,10 @@
     const token = localStorage.getItem("factory.token");
     if (token) headers.Authorization = `Bearer ${token}`;
     const r = await fetch(`/api/tasks/${id}/audit`, { headers, cache: "no-store", credentials: "same-origin" });
-    if (!r.ok || document.getElementById("task-audit")) return;
+    if (!r.ok) return;
     const entries = await r.json();
+    // two page renders can both be waiting here: the first to arrive shows the list, once
+    if (document.getElementById("task-audit") || location.hash !== `#/tasks/${id}`) return;
     const box = document.createElement("section");
     box.id = "task-audit";
     box.className = "card";
