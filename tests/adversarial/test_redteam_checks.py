@@ -235,3 +235,25 @@ async def test_the_browser_runs_as_the_sandbox_uid_seeing_no_factory_paths(tmp_p
             await ctx.close()
     finally:
         preview.srv.shutdown()
+
+
+def test_a_junit_glob_cannot_leave_the_copy_and_a_huge_file_is_capped(tmp_path):
+    """The junit pattern and the files are the repo's (the agent's): `../../` and links out are refused,
+    a 1 GB (sparse) file is read only up to the cap, and a FIFO is not opened (it would block)."""
+    from factory.evidence.junit import MAX_BYTES, TestCounts, collect
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "stolen.xml").write_text('<testsuite><testcase name="leak"/></testsuite>')
+    copy = tmp_path / "a" / "copy"
+    (copy / "reports").mkdir(parents=True)
+    (copy / "reports" / "out").symlink_to(outside)
+    with (copy / "reports" / "huge.xml").open("wb") as fh:
+        fh.truncate(1 << 30)
+    os.mkfifo(copy / "reports" / "pipe.xml")
+    counts = TestCounts()
+    problems = collect(copy, "../../outside/*.xml", counts) + collect(copy, "reports/**/*.xml", counts)
+    assert counts.passed == 0 and counts.files <= 1, (counts, problems)
+    assert any("stolen.xml" in p for p in problems) and any("pipe.xml" in p for p in problems), problems
+    assert any("huge.xml" in p for p in problems), problems
+    assert MAX_BYTES < 1 << 30
