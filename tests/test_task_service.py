@@ -20,7 +20,7 @@ from sqlmodel import select
 from factory.config import FactoryConfig, load_config
 from factory.contracts import AnswerInput, TaskInput, WorkflowRunInput
 from factory.domain.lifecycle import AlreadyRunning, AnswerRefused, Conflict, LaunchError, NewTask, NotFound
-from factory.store.tables import Handoff, Task, TaskStatus, WorkflowRun, WorkflowStatus, make_engine, session_scope
+from factory.store.tables import Handoff, Question, Task, TaskStatus, WorkflowRun, WorkflowStatus, make_engine, session_scope
 from factory.tasks.service import TaskService
 from tests.conftest import make_remote, write_config
 
@@ -201,6 +201,31 @@ async def test_answer_goes_to_a_live_task_only(svc):
     with pytest.raises(NotFound):
         await svc.answer_task(999, "x")
     assert len(fake(svc).answers) == 1
+
+
+async def test_an_answer_in_the_moment_before_the_workflow_waits_is_offered_again(svc):
+    # the question activity writes the row (awaiting_input, a pending question) one workflow task before
+    # the workflow waits on it: its validator then still says "no pending question"
+    waiting = put(svc, status=TaskStatus.awaiting_input)
+    with session_scope(svc.engine) as s:
+        s.add(Question(task_id=waiting.id, text="Which port?"))
+        s.commit()
+    refusals = iter(["this task has no pending question"] * 2)
+
+    async def answer(task_id: int, ans: AnswerInput) -> None:
+        reason = next(refusals, None)
+        if reason:
+            raise AnswerRefused(reason)
+        fake(svc).answers.append((task_id, ans))
+
+    fake(svc).answer = answer  # type: ignore[method-assign]
+    await svc.answer_task(waiting.id, "8080")
+    assert [a.answer for _, a in fake(svc).answers] == ["8080"]
+    # with no pending question in the row, the refusal stands at once
+    idle = put(svc, status=TaskStatus.in_progress)
+    refusals = iter(["this task has no pending question"] * 100)
+    with pytest.raises(AnswerRefused, match="no pending question"):
+        await asyncio.wait_for(svc.answer_task(idle.id, "x"), 2)
 
 
 def _push_branch(remote: Path, branch: str) -> None:

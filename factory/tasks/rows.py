@@ -12,6 +12,7 @@ from sqlmodel import col
 
 from factory.domain.lifecycle import Conflict, NotFound
 from factory.domain.text import clip
+from factory.store.views import pending_question
 from factory.store.tables import (
     FINISHED,
     RUN_FINISHED,
@@ -34,6 +35,13 @@ def get_task(engine: Engine, task_id: int) -> Task:
     if task is None:
         raise NotFound(f"task {task_id} not found")
     return task
+
+
+def question_pending(engine: Engine, task_id: int) -> bool:
+    """Whether the task's row waits on a question (the question activity wrote it)."""
+    with session_scope(engine) as s:
+        task = s.get(Task, task_id)
+        return task is not None and pending_question(s, task) is not None
 
 
 def get_run(engine: Engine, run_id: int) -> WorkflowRun:

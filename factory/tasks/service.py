@@ -20,13 +20,15 @@ from sqlalchemy.engine import Engine
 from factory.config import FactoryConfig
 from factory.contracts import AnswerInput, RepoRef
 from factory.domain.handoffs import handoff_section
-from factory.domain.lifecycle import Cancelled, Conflict, LaunchError, NewTask, TaskStart
+from factory.domain.lifecycle import AnswerRefused, Cancelled, Conflict, LaunchError, NewTask, TaskStart
 from factory.domain.text import clip
 from factory.specs import agent_spec, default_agent, task_input, workflow_definition, workflow_input
 from factory.store.tables import FINISHED, RUN_FINISHED, Handoff, Task, TaskStatus, WorkflowRun
 from factory.store.writes import insert
 from factory.tasks import rows
 from factory.tasks.ports import GitRepoChecker, RepoChecker, ScheduleBook, WorkflowEngine
+
+ANSWER_WINDOW_S = 10.0
 
 RETRY_WIND_DOWN_S = 30
 """How long a retry waits for the last run's cleanup (it pushes what the agent left) before a 409."""
@@ -142,10 +144,27 @@ class TaskService:
     async def deliver_answer(
         self, task_id: int, answer: str, answered_by: str = "user", question_id: int | None = None
     ) -> None:
-        """Hand the answer to the task's workflow, whose validator refuses a stale or duplicate one."""
-        await self.workflows.answer(
-            task_id, AnswerInput(answer=answer, question_id=question_id, answered_by=answered_by)
-        )
+        """Hand the answer to the task's workflow, whose validator refuses a stale or duplicate one.
+
+        The question's row (and `awaiting_input`) is written by an activity one workflow task before the
+        workflow itself waits on it: an answer in that window is refused as "no pending question" while
+        the row says one is pending, so it is offered again for up to ANSWER_WINDOW_S, only while the row
+        says so.
+        """
+        ans = AnswerInput(answer=answer, question_id=question_id, answered_by=answered_by)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ANSWER_WINDOW_S
+        delay = 0.1
+        while True:
+            try:
+                return await self.workflows.answer(task_id, ans)
+            except AnswerRefused as exc:
+                if "no pending question" not in str(exc) or loop.time() + delay > deadline:
+                    raise
+                if not await asyncio.to_thread(rows.question_pending, self.engine, task_id):
+                    raise
+            await asyncio.sleep(delay)  # a bounded wait for the workflow's next task, not a race hidden
+            delay = min(delay * 2, 1.0)
 
     async def answer_task(
         self, task_id: int, answer: str, answered_by: str = "user", question_id: int | None = None
