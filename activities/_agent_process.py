@@ -23,6 +23,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from temporalio.exceptions import ApplicationError
 
+from activities._session_seed import seed_transcript
 from factory.config import PACKAGE_ROOT, FactoryConfig
 from factory.git.clones import mirror_path
 from factory.processes import die_with_parent, process_program, process_start_time
@@ -251,6 +252,17 @@ class AgentSandbox:
             for name in _SEEDED:  # without credential helpers or variables off the allow-list
                 seed_settings(source / name, config / name)
         return home
+
+    async def seed_session(self, task_id: int, parent_id: int, session_id: str, cwd: str) -> str | None:
+        """Put task `parent_id`'s Claude session into this task's home for `cwd` (activities/_session_seed.py).
+
+        None when the session is there to resume; otherwise why not (the round then starts afresh).
+        """
+        homes = self.cfg.workspace_path / "homes"
+        why = await asyncio.to_thread(seed_transcript, homes, parent_id, task_id, session_id, cwd)
+        if why is None:
+            return None
+        return f"task #{parent_id}'s session was not carried over ({why}); this round starts afresh, with its reply"
 
     def settings_args(self) -> list[str]:
         """The CLI's flags for its settings, for every agent type: Factory's alone.

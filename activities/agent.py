@@ -193,6 +193,9 @@ class AgentActivities:
             # a backend that names its own sessions (Codex's thread id): resume the one it announced
             req = dataclasses.replace(req, session_id=announced)
         saved = backend.session_saved
+        if resume and req.resume_from_task and backend.name == "claude":  # other backends: a follow-up starts afresh
+            if why := await self.sandbox.seed_session(req.task_id, req.resume_from_task, req.session_id, req.cwd):
+                await asyncio.to_thread(add_log, self.engine, req.task_id, "event", why, info.attempt)
         # the home is the agent's to fill: looked at off the event loop
         if interrupted and not req.resume and not await asyncio.to_thread(saved, home, req.session_id):
             interrupted = False  # the CLI died before it saved anything: start the session afresh

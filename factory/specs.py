@@ -96,6 +96,7 @@ def task_input(cfg: FactoryConfig, task: Task, ref: RepoRef, start: TaskStart | 
         context=start.context,
         memory=cfg.memory.enabled,
         resume_session_id=start.resume_session,
+        resume_from_task=start.resume_from_task,
         budget_hold_s=budget_hold_s(cfg),
         failover_after_s=cfg.workers.failover_after_seconds,
     )

@@ -174,7 +174,7 @@ class AgentSession:
                     task_id=inp.task_id, agent=inp.agent, cwd=ws.path, prompt=prompt, session_id=session_id,
                     resume=resume, workflow_run_id=inp.workflow_run_id, repo_name=inp.repo.name,
                     title=inp.title, description=inp.description, branch=ws.branch,
-                    with_context=inp.memory, budget_limits=dict(self.limits),
+                    with_context=inp.memory, budget_limits=dict(self.limits), resume_from_task=inp.resume_from_task,
                 ),
                 task_queue=ws.agent_queue,
                 start_to_close_timeout=timedelta(seconds=inp.agent.total_timeout_s + 120),

@@ -104,7 +104,10 @@ async def follow_up(
         plane_issue_id=task.plane_issue_id, branch=task.branch,  # busy from the start, as a revision is
         pr_url=task.pr_url, pr_number=task.pr_number, pr_state=task.pr_state,
     )  # fmt: skip
-    start = TaskStart(branch=task.branch, context=context, parent_task_id=task.id, resume_session=last.session_id)
+    start = TaskStart(
+        branch=task.branch, context=context, parent_task_id=task.id, resume_session=last.session_id,
+        resume_from_task=last.id,  # the session's transcript is copied from that round's home
+    )  # fmt: skip
     async with temporal_call(launcher):
         created = await launcher.create_task(new, run=False)
         await start_or_forget(launcher, engine, created, start)

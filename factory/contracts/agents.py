@@ -31,6 +31,7 @@ class AgentRequest:
     branch: str = ""
     with_context: bool = True  # add memory recall and board messages to the prompt
     budget_limits: dict[str, float] = field(default_factory=dict)  # budgets raised by an answer, by key
+    resume_from_task: int | None = None  # a follow-up round: the finished round whose Claude session it resumes
 
 
 @dataclass

@@ -76,6 +76,7 @@ class TaskInput:
     require_verdict: bool = False  # a reviewer step: remind once, then fail, without a JSON verdict
     instructions: str = ""  # replaces the closing instruction of the prompt (e.g. for a reviewer)
     resume_session_id: str | None = None  # a retried task resumes its agent's CLI session
+    resume_from_task: int | None = None  # a follow-up round: the task whose home holds that session
     budget_hold_s: float = 0  # > 0: a daily budget is set; re-check a held start this often (seconds)
     failover_after_s: float = 0  # > 0: prepare the task again elsewhere when its host is gone this long
 

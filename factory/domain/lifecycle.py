@@ -55,6 +55,7 @@ class TaskStart:
     context: str = ""
     parent_task_id: int | None = None
     resume_session: str | None = None  # a retry resumes the agent's CLI session where it was saved
+    resume_from_task: int | None = None  # a follow-up round: the finished round whose home holds that session
 
 
 @dataclass
