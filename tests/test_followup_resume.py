@@ -54,7 +54,12 @@ async def test_a_follow_up_round_resumes_the_finished_round_s_session(start_fact
         # the transcript went under the folder named for the new round's worktree, in its own home
         worktree = h.cfg.workspace_path / "worktrees" / f"task-{round_id}"
         copied = (
-            h.cfg.workspace_path / "homes" / f"task-{round_id}" / ".claude" / "projects" / project_dir_name(str(worktree))
+            h.cfg.workspace_path
+            / "homes"
+            / f"task-{round_id}"
+            / ".claude"
+            / "projects"
+            / project_dir_name(str(worktree))
         )
         assert (copied / f"{first[0].session_id}.jsonl").is_file()
         logs = (await h.api.get(f"/api/tasks/{round_id}/logs")).json()
