@@ -258,12 +258,8 @@ async def test_work_renders_by_kind_a_follow_up_starts_a_round_and_a_line_commen
             ],
             [ToolUse("Write", {"file_path": "calc.py", "content": "def add(a, b):\n    return a - b\n"})],
             Text("Added add()."),
-        ],
-    )
-    model.add_scenario("live-round", [Text("Round two: noted, calc stays.")])
-    model.add_scenario(
-        "live-comment",
-        [
+            # each follow-up round resumes the session before it, so its turns go on in this scenario
+            Text("Round two: noted, calc stays."),
             [ToolUse("Write", {"file_path": "calc.py", "content": "def add(a, b):\n    return a + b\n"})],
             Text("Fixed the sign."),
         ],
@@ -301,25 +297,28 @@ async def test_work_renders_by_kind_a_follow_up_starts_a_round_and_a_line_commen
                 await expect(row.locator(".ln").nth(1)).to_have_text("2")
 
                 # a follow-up to the finished task: a new round on its branch whose reply shows in the thread
-                await page.fill("#follow-up-text", "Keep calc as it is [[scenario:live-round]]")
+                await page.fill("#follow-up-text", "Keep calc as it is")
                 await page.click("#follow-up-send")
                 thread = page.locator("#thread")
                 await expect(thread.locator(".message", has_text="Keep calc")).to_contain_text("Ana")
                 await expect(thread.locator(".round")).to_contain_text("Round two: noted", timeout=90_000)
-                rounds = [r for r in model.requests_for("live-round")]
-                assert rounds and "Keep calc as it is" in rounds[0].all_text
+                rounds = [r for r in model.requests_for("live-work") if r.turn == 3]  # the first session, resumed
+                assert rounds and "Keep calc as it is" in rounds[0].last_user_text
+                assert "Added add()." in rounds[0].all_text
 
                 # a line comment goes to the agent as its next round, with file and line
                 await page.click("#diff-refresh")
                 await page.click("#diff-split")
                 row = page.locator('#diff .diff-file[data-path="calc.py"] tr[data-line="2"]')
                 await row.locator(".add-comment").click()
-                await page.fill(".comment-text", "this should add [[scenario:live-comment]]")
+                await page.fill(".comment-text", "this should add")
                 await page.click(".comment-form button[type=submit]")
                 await expect(page.locator(".comment-sent")).to_be_visible()
-                await h.until(lambda: model.requests_for("live-comment"), what="the comment's round", timeout=60)
-                seen = model.requests_for("live-comment")[0].all_text
+                comment = lambda: [r for r in model.requests_for("live-work") if r.turn == 4]  # noqa: E731
+                await h.until(comment, what="the comment's round (round two's session resumed)", timeout=60)
+                seen = comment()[0].last_user_text
                 assert "calc.py:2" in seen and "this should add" in seen
+                assert "Round two: noted" in comment()[0].all_text
                 await expect(thread.locator(".round")).to_have_count(2, timeout=60_000)
                 await expect(thread.locator(".round").nth(1)).to_contain_text("Fixed the sign", timeout=90_000)
                 first = await h.task(t["id"])
