@@ -5,9 +5,11 @@
   (activities/agent.py `_inbox_section`). A question is still answered with `/answer`.
 - to a finished single task (done, failed, cancelled) with a branch: a new round, a task on the
   same branch (and the same PR: it carries the PR's number, so no second one is opened) whose
-  prompt holds the message, started as a GitHub review's revision is (`start_or_forget`); it asks
-  to resume the finished task's CLI session (the agent starts afresh when that session's files
-  are not in the new task's home, with the last reply in its prompt instead).
+  prompt holds the message, started as a GitHub review's revision is (`start_or_forget`); it
+  resumes the last round's CLI session, whose transcript the agent activity copies into the new
+  round's home (Claude Code only: activities/_session_seed.py). When that cannot be done (another
+  host, another backend, a transcript that is not a plain file) the round starts afresh, with the
+  last reply in its prompt, and its log says why.
 - 409 otherwise (queued: not started yet; a workflow step that finished: start a new run; a round
   still working), 404 for a missing task, 422 for an empty message.
 The message is kept on the board under the task it was sent to, with its sender, for the thread.
