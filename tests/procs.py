@@ -122,6 +122,23 @@ def alive(pid: int | None) -> bool:
         return False
 
 
+def pids_running(text: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains `text`, e.g. an agent's session id: the
+    CLI inside a sandbox's PID namespace outlives the wrapper whose pid Factory records by a moment."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
 def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float, what: str) -> None:
     """Until `url`/health says Temporal is reachable; raise with the log's tail if the process dies or is late."""
     deadline = time.monotonic() + timeout

@@ -23,7 +23,7 @@ from factory.contracts import TaskEvent
 from factory.store.board import Board
 from factory.store.tables import AgentRun, Message, Question, Task, TaskLog, make_engine
 from tests.fakes.anthropic import RecordedRequest, Stall, Text
-from tests.procs import WorkerProcess, alive
+from tests.procs import WorkerProcess, alive, pids_running
 
 
 def _env(activity_id: str, attempt: int = 1, run_id: str = "run-a") -> ActivityEnvironment:
@@ -129,8 +129,10 @@ async def test_a_board_message_survives_a_killed_run_and_reaches_the_retry(
             assert note in model.requests_for("inbox-retry")[0].first_user_text
             first.kill()
             await h.until(lambda: not alive(run.pid), timeout=10, what="the agent to die with its worker")
+            session = model.requests_for("inbox-retry")[0].session_id
+            # the CLI in the sandbox's PID namespace dies a moment after the wrapper: gone before its file goes
+            await h.until(lambda: not pids_running(session), timeout=10, what="the killed run's CLI to exit")
             if not session_saved:
-                session = model.requests_for("inbox-retry")[0].session_id
                 for saved in h.cfg.workspace_path.rglob(f"{session}.jsonl"):
                     saved.unlink()
             with Session(h.runtime.engine) as s:
