@@ -267,3 +267,17 @@ def test_people_module_never_stores_a_token_or_reuses_a_login(tmp_path):
     assert (
         people.session_principal(engine, people.digest(cookie) if hasattr(people, "digest") else cookie + "x") is None
     )
+
+
+def test_a_token_whose_prefix_holds_an_underscore_still_signs_in(tmp_path, monkeypatch):
+    """The row prefix is url-safe random text, so about one token in five has a "_" inside it: found by its
+    length, not by the first "_" (which once made such a token a 401 from the moment it was made)."""
+    engine = make_engine(f"sqlite:///{tmp_path}/p.db")
+    user = people.create_user(engine, "uma", "operator")
+    secrets = iter(["ab_cd_ef", "the_rest-of_the_secret"])
+    monkeypatch.setattr(people, "new_secret", lambda nbytes=32: next(secrets))
+    row, token = people.create_token(engine, user.id, "operate", 1)
+    assert token == "fct_ab_cd_ef_the_rest-of_the_secret" and row.prefix == "ab_cd_ef"
+    assert people.token_principal(engine, token).actor == "uma"
+    for bad in ("fct_ab_cd_ef", "fct_ab_cd_efXthe_rest-of_the_secret", "fct_ab_cd_e_the_rest-of_the_secret"):
+        assert people.token_principal(engine, bad) is None

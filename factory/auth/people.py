@@ -22,6 +22,9 @@ from factory.store.people import ApiToken, AuthSession, Identity, User
 from factory.store.tables import utcnow
 
 TOKEN_PREFIX = "fct_"
+PREFIX_BYTES = 6
+PREFIX_CHARS = 8
+"""A token's row prefix: 6 random bytes, 8 url-safe characters (any of them may be "_")."""
 SERVICES = ("github", "plane", "telegram", "oidc")
 
 
@@ -150,7 +153,7 @@ def create_token(engine: Engine, user_id: int, scope: str, days: float | None, n
     user = get_user(engine, user_id)
     if rank(SCOPES[scope]) > rank(user.role):
         raise ValueError(f"scope {scope} is above {user.login}'s role ({user.role})")
-    prefix = new_secret(6)
+    prefix = new_secret(PREFIX_BYTES)  # url-safe: it may hold "_" itself, so it is found by its length
     token = f"{TOKEN_PREFIX}{prefix}_{new_secret()}"
     row = ApiToken(
         user_id=user_id, prefix=prefix, token_hash=digest(token), scope=scope, name=name,
@@ -189,8 +192,9 @@ def revoke_token(engine: Engine, token_id: int) -> ApiToken:
 
 def token_principal(engine: Engine, token: str) -> Principal | None:
     """The principal of a personal bearer token; None when unknown, revoked, expired or its user disabled."""
-    prefix = token.removeprefix(TOKEN_PREFIX).split("_", 1)[0]
-    if not token.startswith(TOKEN_PREFIX) or not prefix:
+    start = len(TOKEN_PREFIX)
+    prefix = token[start : start + PREFIX_CHARS]
+    if not token.startswith(TOKEN_PREFIX) or len(prefix) != PREFIX_CHARS or token[start + PREFIX_CHARS : start + PREFIX_CHARS + 1] != "_":
         return None
     with Session(engine, expire_on_commit=False) as s:
         row = s.exec(select(ApiToken).where(ApiToken.prefix == prefix)).first()
