@@ -194,7 +194,11 @@ def token_principal(engine: Engine, token: str) -> Principal | None:
     """The principal of a personal bearer token; None when unknown, revoked, expired or its user disabled."""
     start = len(TOKEN_PREFIX)
     prefix = token[start : start + PREFIX_CHARS]
-    if not token.startswith(TOKEN_PREFIX) or len(prefix) != PREFIX_CHARS or token[start + PREFIX_CHARS : start + PREFIX_CHARS + 1] != "_":
+    if (
+        not token.startswith(TOKEN_PREFIX)
+        or len(prefix) != PREFIX_CHARS
+        or token[start + PREFIX_CHARS : start + PREFIX_CHARS + 1] != "_"
+    ):
         return None
     with Session(engine, expire_on_commit=False) as s:
         row = s.exec(select(ApiToken).where(ApiToken.prefix == prefix)).first()
