@@ -39,4 +39,6 @@ python3 -m pip install -q --disable-pip-version-check -e ".[dev]"
 # A Docker engine for the environment tests (they skip with a reason only if none can start).
 bash tests/ensure_docker.sh || echo "warning: no Docker engine could be started; docker tests will skip"
 
-exec python3 -m pytest -q -p no:cacheprovider "$@"
+# Several workers (most tests wait on Temporal, git and the CLIs, not the CPU); tests/conftest.py keeps the
+# Docker tests on one of them. FACTORY_TEST_WORKERS=0 runs the suite in this one process.
+exec python3 -m pytest -q -p no:cacheprovider -n "${FACTORY_TEST_WORKERS:-4}" --dist loadgroup "$@"

@@ -35,6 +35,32 @@ pytest_plugins = ["tests.docker_fixtures", "tests.pg", "tests.service_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
+DOCKER_FIXTURES = frozenset({"docker_engine", "busybox_image"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of the one Docker engine run on one worker under `--dist loadgroup` (scripts/test.sh): they
+    build the same images and count, list and reap the engine's objects as a whole."""
+    for item in items:
+        if item.get_closest_marker("docker") or DOCKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("docker"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Once per run, in the process that owns it (xdist's controller, or pytest alone), never per worker: a
+    worker that finished first would take back what the others still use."""
+    if not hasattr(config, "workerinput"):
+        from tests.adversarial.reach import open_project_to_other_users
+
+        config._factory_reach = open_project_to_other_users()  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    restore = getattr(config, "_factory_reach", None)
+    if restore is not None:
+        restore()
+
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
@@ -87,7 +113,13 @@ def make_remote(path: Path, files: dict[str, str] | None = None) -> Path:
     for name, content in (files or {"README.md": "# demo\n"}).items():
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_text(content)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@x",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@x",
+    }
     subprocess.run(["git", "-C", str(work), "add", "-A"], check=True)
     subprocess.run(["git", "-C", str(work), "commit", "-q", "-m", "initial"], check=True, env=env)
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(path)], check=True)
@@ -129,10 +161,22 @@ def write_config(tmp: Path, remote: Path, github_url: str, **overrides: Any) -> 
     data.setdefault(
         "agent_templates",
         {
-            "coder": {"system_prompt_file": str(tpl_root / "coder.md"), "allowed_tools": ["Read", "Edit", "Write", "Bash", "Glob", "Grep"]},
-            "coder_revision": {"system_prompt_file": str(tpl_root / "coder_revision.md"), "allowed_tools": ["Read", "Edit", "Write", "Bash", "Glob", "Grep"]},
-            "reviewer": {"system_prompt_file": str(tpl_root / "reviewer.md"), "allowed_tools": ["Read", "Glob", "Grep"]},
-            "researcher": {"system_prompt_file": str(tpl_root / "researcher.md"), "allowed_tools": ["WebSearch", "WebFetch", "Read"]},
+            "coder": {
+                "system_prompt_file": str(tpl_root / "coder.md"),
+                "allowed_tools": ["Read", "Edit", "Write", "Bash", "Glob", "Grep"],
+            },
+            "coder_revision": {
+                "system_prompt_file": str(tpl_root / "coder_revision.md"),
+                "allowed_tools": ["Read", "Edit", "Write", "Bash", "Glob", "Grep"],
+            },
+            "reviewer": {
+                "system_prompt_file": str(tpl_root / "reviewer.md"),
+                "allowed_tools": ["Read", "Glob", "Grep"],
+            },
+            "researcher": {
+                "system_prompt_file": str(tpl_root / "researcher.md"),
+                "allowed_tools": ["WebSearch", "WebFetch", "Read"],
+            },
             "devops": {"system_prompt_file": str(tpl_root / "devops.md"), "allowed_tools": ["Bash", "Read", "Edit"]},
         },
     )
@@ -155,7 +199,11 @@ class Harness:
     extra: dict[str, Any] = field(default_factory=dict)
 
     async def create(self, title: str, scenario: str, run: bool = True, **fields: Any) -> dict[str, Any]:
-        body = {"title": title, "description": f"[[scenario:{scenario}]] {fields.pop('description', '')}", "repo": "demo"}
+        body = {
+            "title": title,
+            "description": f"[[scenario:{scenario}]] {fields.pop('description', '')}",
+            "repo": "demo",
+        }
         body.update(fields)
         r = await self.api.post("/api/tasks", params={"auto_run": str(run).lower()}, json=body)
         assert r.status_code == 201, r.text
@@ -216,7 +264,9 @@ async def run_factory(
     if cfg.factory_auth_token:
         headers["Authorization"] = f"Bearer {cfg.factory_auth_token.get_secret_value()}"
     async with httpx.AsyncClient(transport=transport, base_url="http://factory", headers=headers, timeout=60) as api:
-        h = Harness(cfg=cfg, api=api, client=client, model=model, github=github, remote=remote, tmp=tmp, app=app, runtime=rt)
+        h = Harness(
+            cfg=cfg, api=api, client=client, model=model, github=github, remote=remote, tmp=tmp, app=app, runtime=rt
+        )
         try:
             yield h
         finally:

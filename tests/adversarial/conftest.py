@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -36,8 +35,9 @@ from typing import Any
 
 import pytest
 
+from tests.adversarial.reach import test_user
+
 ROOT = Path(__file__).resolve().parents[2]
-TEST_USER = "factory-test"
 SANDBOX_UID = 65534  # sandbox.uid's default, what the root case drops to
 
 
@@ -50,13 +50,7 @@ class Result:
     home: str = ""
 
 
-def _test_user() -> tuple[int, int]:
-    try:
-        pw = pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "-r", "-M", "-s", "/usr/sbin/nologin", TEST_USER], check=True)
-        pw = pwd.getpwnam(TEST_USER)
-    return pw.pw_uid, pw.pw_gid
+_test_user = test_user
 
 
 def _python_for_user() -> list[str]:
@@ -78,28 +72,6 @@ _KEEP_SH = (
     'while [ "$1" != -- ]; do d=/run/factory-keep.$$.$n; mkdir -p "$1"; mount --move "$d" "$1"; rmdir "$d"; '
     'n=$((n+1)); shift; done; shift; exec "$@"'
 )
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _project_reachable_by_other_users() -> Iterator[None]:
-    """The unprivileged user must reach the project's files: a clone made under `mktemp -d` (0700) is not.
-
-    Each ancestor outside /root (handled by `_python_for_user`) gets search permission (x, not read) for
-    the session, given back afterwards; the project's own files are world-readable as git wrote them.
-    """
-    changed: list[tuple[Path, int]] = []
-    for parent in ROOT.parents:
-        if str(parent) == "/" or parent == Path("/root") or Path("/root") in parent.parents:
-            continue
-        mode = parent.stat().st_mode & 0o7777
-        if not mode & 0o001:
-            os.chmod(parent, mode | 0o001)
-            changed.append((parent, mode))
-    try:
-        yield
-    finally:
-        for parent, mode in changed:
-            os.chmod(parent, mode)
 
 
 class RunAs:
