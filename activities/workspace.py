@@ -20,6 +20,7 @@ from factory.environments.docker import preview_url_of
 from factory.git.clones import TaskClone, UnsafeCloneError, mirror_path, sync_mirror
 from factory.git.commands import GitError, file_lock, git, slugify
 from factory.git.repos import git_env
+from factory.git.worktree_walk import task_worktree
 from factory.integrations.errors import failure
 
 
@@ -39,7 +40,7 @@ class WorkspaceActivities:
         return TaskClone(Path(path), self._mirror(repo), repo.url, self.cfg.git_author_name, self.cfg.git_author_email)
 
     def worktree_path(self, task_id: int) -> Path:
-        return self.root / "worktrees" / f"task-{task_id}"
+        return task_worktree(self.root, task_id)  # the one rule: the live diff reads the same place
 
     async def _sync_mirror(self, repo: RepoRef) -> tuple[Path, str]:
         mirror = self._mirror(repo)

@@ -93,7 +93,8 @@ class DiffFilePublic(BaseModel):
 
 
 class DiffPublic(BaseModel):
-    """What a task's branch changed since it left its base (`git diff base...branch`)."""
+    """What a task's branch changed since it left its base: pushed (`git diff base...branch` in the mirror),
+    or live while its agent works (its worktree's files against the base, `live: true`)."""
 
     branch: str
     base: str
@@ -101,7 +102,17 @@ class DiffPublic(BaseModel):
     additions: int
     deletions: int
     patch: str
-    truncated: bool = Field(description="the patch was cut at its size limit (the file list is whole)")
+    truncated: bool = Field(
+        description="the patch was cut at its size limit (the file list is whole), or a live walk stopped at a cap"
+    )
+    live: bool = Field(False, description="the agent's unpushed work, read from its worktree as it is now")
+    as_of: str | None = Field(None, description="when a live diff was read (ISO 8601, UTC)")
+    skipped: list[str] = Field(
+        default_factory=list, description="what a live diff left out and why (the first 50): links are shown as their "
+        "target text, FIFOs and devices, files over the size caps, dependency and cache folders the base does not track",
+    )  # fmt: skip
+    skipped_count: int = 0
+    note: str = Field("", description="why this is the answer: a live walk cut short, or no worktree on this host")
 
 
 class AnswerAccepted(BaseModel):

@@ -79,7 +79,13 @@ class TaskWorkflow:
             # independent steps run side by side: each activity round trip is latency a person waits for
             await asyncio.gather(
                 task_steps.record(
-                    TaskUpdate(task_id=inp.task_id, branch=ws.branch, base_branch=ws.base_branch, host=ws.host)
+                    TaskUpdate(
+                        task_id=inp.task_id,
+                        branch=ws.branch,
+                        base_branch=ws.base_branch,
+                        host=ws.host,
+                        base_sha=ws.base_sha or None,
+                    )
                 ),
                 self._notes.emit(task_event(inp, "started", branch=ws.branch, agent_type=inp.agent.agent_type)),
             )

@@ -12,12 +12,11 @@ from api.bodies import MAX_ID, AnswerBody, TaskCreate
 from api.deps import CfgDep, IdPath, LauncherDep, PrincipalDep, SessionDep, temporal_call
 from api.errors import JSONRoute, responses
 from api.schemas import AnswerAccepted, DiffPublic, HandoffPublic, LogPublic, QuestionPublic, TaskPublic, TaskStage
-from factory.git.commands import GitError
-from factory.git.diff import branch_diff
-from factory.git.repos import RepoError, resolve_repo
-from factory.launcher import Conflict, NewTask
+from factory.launcher import NewTask
 from factory.store.tables import Handoff, Question, Task, TaskLog, TaskStatus
 from factory.store.views import get_task, pending_question
+from factory.tasks.diffs import task_diff as diff_of
+from factory.tasks.diffs import worktree_owner
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"], route_class=JSONRoute)
 
@@ -110,15 +109,10 @@ async def task_stage(task_id: IdPath, launcher: LauncherDep) -> TaskStage:
 
 @router.get("/{task_id}/diff", response_model=DiffPublic, responses=responses(404, 409, 422))
 async def task_diff(task_id: IdPath, session: SessionDep, cfg: CfgDep) -> DiffPublic:
-    """The task branch's diff against its base, from the repo's mirror (409 before the branch is pushed)."""
+    """The task's diff: live from its worktree while its agent works (`live: true`), else the pushed branch's (409 before)."""
     task = await run_in_threadpool(get_task, session, task_id)
-    if not task.branch or not task.base_branch:
-        raise Conflict(f"task {task_id} has no branch yet")
-    try:
-        diff = await branch_diff(cfg, resolve_repo(cfg, task.repo), task.branch, task.base_branch)
-    except (GitError, RepoError) as exc:
-        raise Conflict(f"no diff for task {task_id}: {exc}") from exc
-    return DiffPublic.model_validate(diff, from_attributes=True)
+    owner = await run_in_threadpool(worktree_owner, session, task)
+    return DiffPublic.model_validate(await diff_of(cfg, task, owner), from_attributes=True)
 
 
 @router.post("/{task_id}/answer", response_model=AnswerAccepted, responses=responses(404, 409, 413, 422, 503))

@@ -21,6 +21,7 @@
       }
       if (!f) continue;
       if (line.startsWith("+++ b/")) { f.path = line.slice(6); continue; }
+      if (line.startsWith("--- a/") && !f.lines.length) { f.path = line.slice(6); continue; }
       if (line.startsWith("--- ") || line.startsWith("+++ ") || line.startsWith("index ") || /^(new|deleted) file mode|^similarity|^rename |^Binary /.test(line)) continue;
       const h = /^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@(.*)$/.exec(line);
       if (h) { o = Number(h[1]); n = Number(h[2]); f.lines.push({ kind: "hunk", text: line }); continue; }
@@ -169,7 +170,13 @@
         el("td", { class: "path" }, f.path),
         el("td", { class: "add-n" }, f.additions === null ? "bin" : `+${f.additions}`),
         el("td", { class: "del-n" }, f.deletions === null ? "" : `−${f.deletions}`))))),
-      d.truncated ? el("p", { class: "note" }, "The patch is long: only its beginning is shown.") : null,
+      d.live ? el("p", { class: "note diff-live", id: "diff-live" }, el("span", { class: "badge live-badge" }, "live"),
+        ` The agent's work in progress, not pushed yet: its worktree as of ${F.fmtTime(d.as_of)}. It refreshes as the agent edits.`) : null,
+      d.note ? el("p", { class: "note", id: "diff-note" }, d.note) : null,
+      d.skipped_count ? el("details", { class: "diff-skipped" }, el("summary", {}, `${d.skipped_count} left out of the live diff`),
+        el("ul", {}, d.skipped.map((x) => el("li", {}, el("code", {}, x))))) : null,
+      d.truncated && !d.live ? el("p", { class: "note" }, "The patch is long: only its beginning is shown.") : null,
+      d.truncated && d.live ? el("p", { class: "note" }, "Only part of the worktree is shown (a size, count or time cap was reached).") : null,
       el("div", { class: "diff-grid" }, tree(files, jump), body));
   };
 })();

@@ -98,7 +98,7 @@
     const sayErr = el("p", { class: "error-text", role: "alert", hidden: true, id: "follow-up-error" });
     const sayBtn = el("button", { type: "submit", id: "follow-up-send" }, "Send");
     const sayForm = el("form", { class: "answer-form", id: "follow-up" }, say, el("div", { class: "row end" }, sayBtn), sayErr);
-    const diffSlot = el("div", { id: "diff" }, el("p", { class: "empty" }, "The diff appears once the branch is pushed."));
+    const diffSlot = el("div", { id: "diff" }, el("p", { class: "empty" }, "The diff appears once the agent has changed a file."));
     const diffBtn = el("button", { type: "button", class: "ghost small", id: "diff-refresh" }, "Refresh diff");
     const qa = el("div", { id: "past-qa" });
     const handoffs = el("div", { id: "handoffs" });
@@ -128,6 +128,7 @@
     let lastQ = null;
     let diffMode = "unified";
     let diffTimer = 0;
+    let editing = false;  // an edit's or command's result is still to come
     let found = false;
 
     const loadDiff = async () => {
@@ -215,7 +216,8 @@
         headKey = key;
         drawHead(t, stage);
       }
-      if (FINISHED.has(t.status) && t.branch && (!was || was.status !== t.status)) loadDiff();
+      // a finished task's pushed diff, or a running one's live diff (refreshed below as the agent edits)
+      if (t.branch && (!was || was.status !== t.status || !was.branch)) loadDiff();
     };
 
     const onLog = (r) => {
@@ -228,7 +230,9 @@
       }
       const item = F.logItem(r, pendingTools, logList);
       if (item) logList.append(item);
-      if (r.kind === "tool_use" && /^(Edit|Write|MultiEdit|Bash)\b/.test(r.content)) soonDiff();
+      // an edit or a command (a commit too) may change the worktree: the live diff follows, debounced
+      if (r.kind === "tool_use" && /^(Edit|Write|MultiEdit|NotebookEdit|Bash)\b/.test(r.content)) { editing = true; soonDiff(); }
+      else if (r.kind === "tool_result" && editing) { editing = false; soonDiff(); }
       logEmpty.hidden = logList.children.length > 0;
       if (atEnd) logBox.scrollTop = logBox.scrollHeight;
     };

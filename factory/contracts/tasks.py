@@ -90,6 +90,7 @@ class TaskUpdate:
     branch: str | None = None
     base_branch: str | None = None
     host: str | None = None
+    base_sha: str | None = None
     error: str | None = None
     note: str | None = None
     result: str | None = None

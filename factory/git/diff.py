@@ -40,6 +40,11 @@ class BranchDiff:
     deletions: int = 0
     patch: str = ""
     truncated: bool = False
+    live: bool = False  # the agent's unpushed work, read from its worktree (factory/git/live_diff.py)
+    as_of: str | None = None  # when a live diff was read
+    skipped: list[str] = field(default_factory=list)  # what a live diff left out, and why (the first 50)
+    skipped_count: int = 0
+    note: str = ""  # why this is the answer (a live diff cut short; no worktree on this host)
 
 
 def _numstat(out: str) -> list[FileChange]:

@@ -66,6 +66,7 @@ class Task(TaskBase, table=True):
     status: str = Field(default=TaskStatus.queued, index=True)
     branch: str | None = Field(default=None, index=True)  # every GitHub event looks its task up by branch
     base_branch: str | None = None
+    base_sha: str | None = None  # the mirror's base tip the worktree was made from (the live diff's base)
     pr_url: str | None = None
     pr_number: int | None = None
     pr_state: str | None = None  # open | merged | closed
