@@ -43,8 +43,9 @@ from factory.environments.broker import EnvironmentBroker
 from factory.sandbox.gateway import GatewayRun
 from factory.sandbox.proxy import EgressProxy
 from factory.store.board import Board
+from factory.store.logsink import LogSink
 from factory.store.tables import AgentRun, TaskStatus, utcnow
-from factory.store.writes import add_log, add_logs, insert, update_agent_run, update_task
+from factory.store.writes import insert, update_agent_run, update_task
 
 
 @dataclass
@@ -75,6 +76,7 @@ class AgentActivities:
         self.run_dir = cfg.workspace_path / "run"
         self.secrets = cfg.secret_values()
         self.budgets = BudgetKeeper(cfg, engine, board)
+        self.logs = LogSink(engine)  # every run's log lines, written in batches
 
     # --- process bookkeeping -------------------------------------------------------
     def _pidfile(self, task_id: int) -> PidFile:
@@ -152,7 +154,7 @@ class AgentActivities:
             if section:
                 parts.append(section)
                 # the dashboard shows a task the memories it was given (log kind "memory")
-                await asyncio.to_thread(add_log, self.engine, req.task_id, "memory", section, 1, self.secrets)
+                self.logs.add(req.task_id, "memory", section, 1, self.secrets)
         parts.append(await self._inbox_section(req, got))
         return "\n\n".join(p for p in parts if p)
 
@@ -195,7 +197,7 @@ class AgentActivities:
         saved = backend.session_saved
         if resume and req.resume_from_task and backend.name == "claude":  # other backends: a follow-up starts afresh
             if why := await self.sandbox.seed_session(req.task_id, req.resume_from_task, req.session_id, req.cwd):
-                await asyncio.to_thread(add_log, self.engine, req.task_id, "event", why, info.attempt)
+                self.logs.add(req.task_id, "event", why, info.attempt)
         # the home is the agent's to fill: looked at off the event loop
         if interrupted and not req.resume and not await asyncio.to_thread(saved, home, req.session_id):
             interrupted = False  # the CLI died before it saved anything: start the session afresh
@@ -222,7 +224,8 @@ class AgentActivities:
                 prompt = f"{prompt}\n\n{extra}"
         gate = await asyncio.to_thread(self.budgets.gate, req)
         if gate.refused is not None:  # nothing left: the run does not start, and the task asks
-            await asyncio.to_thread(add_log, self.engine, req.task_id, "event", gate.refused.result_text, info.attempt)
+            self.logs.add(req.task_id, "event", gate.refused.result_text, info.attempt)
+            await self.logs.flush()
             return gate.refused
         budget = gate.cap.left if gate.cap is not None else None
         self._command(req, resume, budget)  # a CLI that is not installed fails here, before the run is recorded
@@ -279,9 +282,7 @@ class AgentActivities:
             result = await self._read(req, proc, progress, run_id, info.attempt, backend.parser(req.session_id))
         except asyncio.CancelledError:
             await kill_group(proc)
-            await asyncio.to_thread(
-                add_log, self.engine, req.task_id, "event", "agent cancelled; process group killed", info.attempt
-            )
+            self.logs.add(req.task_id, "event", "agent cancelled; process group killed", info.attempt)
             raise
         except BaseException:
             await kill_group(proc)
@@ -290,6 +291,7 @@ class AgentActivities:
             heartbeat.cancel()
             self._pidfile(req.task_id).remove()
             await contained.aclose()
+            await self.logs.flush()  # every line of the run is stored before it reports its end
             await asyncio.to_thread(update_agent_run, self.engine, run_id, ended_at=utcnow())
             # the ledger from the gateway's meter, also for a run that timed out or was cancelled
             await asyncio.to_thread(self.budgets.record, req, gateway.meter, run_id, progress.session_id)
@@ -350,7 +352,7 @@ class AgentActivities:
                         f"agent timed out: ran longer than {spec.total_timeout_s / 60:g} minutes "
                         "(agent_timeout_minutes); the agent was killed"
                     )
-                await asyncio.to_thread(add_log, self.engine, req.task_id, "event", msg, attempt)
+                self.logs.add(req.task_id, "event", msg, attempt)
                 raise ApplicationError(msg, type="AgentTimeout", non_retryable=True) from None
             if not raw:
                 break
@@ -366,8 +368,8 @@ class AgentActivities:
                 upd = TaskUpdate(task_id=req.task_id, session_id=progress.session_id)
                 await asyncio.to_thread(update_task, self.engine, upd)
             if parsed.logs:
-                entries = [(entry.kind, entry.content) for entry in parsed.logs]
-                await asyncio.to_thread(add_logs, self.engine, req.task_id, entries, attempt, self.secrets)
+                # batched with every run's lines (factory/store/logsink.py): the reader never waits on a write
+                self.logs.add_many(req.task_id, [(e.kind, e.content) for e in parsed.logs], attempt, self.secrets)
             for text in parsed.texts:
                 for obj in protocol_lines(text):
                     q = await protocol_line(self.board, req, obj, result, self.secrets)
@@ -389,12 +391,8 @@ class AgentActivities:
                 # total_cost_usd is a hint for the log: the agent can write this line (/proc/<cli>/fd/1)
             if last - last_touch > 1.0:
                 last_touch = last
-                await asyncio.to_thread(self._touch, run_id, parsed)
+                self.logs.mark(run_id, utcnow(), parsed.logs[-1].content if parsed.logs else None)
         await proc.wait()
         if question is not None and not result.is_error:
             result.question = question
         return result
-
-    def _touch(self, run_id: int, parsed: Any) -> None:
-        last = {"last_output": parsed.logs[-1].content[:300]} if parsed.logs else {}
-        update_agent_run(self.engine, run_id, last_output_at=utcnow(), **last)
