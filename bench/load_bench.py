@@ -140,6 +140,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     from tests.procs import FactoryUp
 
     tmp = Path(tempfile.mkdtemp(prefix="factory-load-bench-"))
+    tmp.chmod(0o711)  # as root the sandbox runs as sandbox.uid, which needs search permission here
     fakes = subprocess.Popen(
         [sys.executable, "-m", "bench.load_bench", "--serve-fakes", "--turns", str(args.turns)],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

@@ -998,6 +998,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     info = machine()
     tree = tree_state()  # at the start: the code this run imported
     tmp = Path(tempfile.mkdtemp(prefix="factory-pipeline-bench-"))
+    tmp.chmod(0o711)  # as root the sandbox runs as sandbox.uid, which needs search permission here
     fakes = Fakes()
     fakes.start()
     dev = None
