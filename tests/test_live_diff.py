@@ -85,7 +85,9 @@ async def test_a_paused_agents_edits_show_live_and_a_later_edit_appears_without_
                 await page.locator("#question .option-btn", has_text="no").click()
                 await expect(row.locator(".code")).to_contain_text("return a + b", timeout=60_000)
                 assert await page.evaluate("window.__same") == 1  # the same document: not reloaded
-                await expect(page.locator("#question .question-text")).to_have_text("Open the pull request now?", timeout=60_000)
+                await expect(page.locator("#question .question-text")).to_have_text(
+                    "Open the pull request now?", timeout=60_000
+                )
                 await page.click("#diff-split")
                 split_row = page.locator('#diff .diff-file[data-path="calc.py"] tr[data-line="2"]')
                 await expect(split_row.locator(".ln").nth(1)).to_have_text("2")
