@@ -17,7 +17,7 @@ import typer
 
 from factory.config import ConfigError, FactoryConfig, load_config
 from factory.preflight import PortBusy, bind
-from factory.startup import Stopped, in_daemon_thread, run_then_exit, then_stop, unless_stopped
+from factory.startup import Stopped, in_daemon_thread, on_own_loop, run_then_exit, then_stop, unless_stopped
 
 app = typer.Typer(help="Factory: durable orchestration of Claude Code agents.", no_args_is_help=True)
 
@@ -96,7 +96,7 @@ async def _serve_api(
 
 async def _up(cfg: FactoryConfig, lock: Any, api_sock: socket.socket, temporal_port: int, ui_port: int) -> None:
     from factory.store.tables import make_engine
-    from temporal.client import TemporalUnavailable, wait_for_temporal
+    from temporal.client import TemporalUnavailable, connect, wait_for_temporal
     from temporal.devserver import DevServer, DevServerFailed
     from temporal.worker import Runtime, ensure_search_attributes, run_worker
 
@@ -121,11 +121,18 @@ async def _up(cfg: FactoryConfig, lock: Any, api_sock: socket.socket, temporal_p
             if stop.is_set():
                 raise Stopped
             typer.echo(f"Factory API on http://{host}:{api_port} (data in {cfg.data_path})")
+
+            async def serve_api(api_stop: asyncio.Event) -> None:
+                # its own Temporal connection: a client belongs to the loop that made it; board and memory
+                # as `factory api` has them (its own board's Telegram forward; memory through the worker)
+                api_client = await connect(cfg, address)
+                await _serve_api(cfg, api_sock, api_stop, ui_port if dev else None, client=api_client,
+                                 engine=rt.engine)  # fmt: skip
+
+            # the API on a thread and event loop of its own: the worker's loop never holds a request up
             await asyncio.gather(
-                then_stop(stop, run_worker(cfg, client, stop, rt)),
-                _serve_api(cfg, api_sock, stop, ui_port if dev else None, client=client, engine=rt.engine,
-                           memory=rt.memory, board=rt.board),
-            )  # fmt: skip
+                then_stop(stop, run_worker(cfg, client, stop, rt)), on_own_loop(serve_api, stop, "factory-api")
+            )
         finally:
             await rt.close()
     except Stopped:

@@ -98,3 +98,57 @@ def run_then_exit(main: Coroutine[Any, Any, None]) -> NoReturn:
         except (OSError, ValueError):
             pass
     os._exit(code)
+
+
+async def on_own_loop(
+    main: Callable[[asyncio.Event], Coroutine[Any, Any, None]], stop: asyncio.Event, name: str
+) -> None:
+    """Run `main(its_stop)` on a thread with an event loop of its own until it returns; `stop` (this
+    loop's) sets `its_stop`, and `main` ending, however it ends, sets `stop`.
+
+    `factory up` serves the API this way: the worker's loop (20 agents' output, heartbeats, Temporal's
+    polls) can no longer hold a request up, and the API's thread pool is its own. What `main` uses
+    must be made on its loop (a Temporal client, an httpx client); the database engine is thread-safe.
+    """
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[None] = loop.create_future()
+    theirs: dict[str, Any] = {}
+    started = threading.Event()
+
+    def settle(exc: BaseException | None) -> None:
+        stop.set()
+        if not ended.done():
+            ended.set_exception(exc) if exc is not None else ended.set_result(None)
+
+    async def body() -> None:
+        own_stop = asyncio.Event()
+        theirs["loop"], theirs["stop"] = asyncio.get_running_loop(), own_stop
+        started.set()
+        await main(own_stop)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            asyncio.run(body())
+        except BaseException as exc:  # handed to the awaiting coroutine
+            error = exc
+        finally:
+            started.set()
+            try:
+                loop.call_soon_threadsafe(settle, error)
+            except RuntimeError:  # this loop is closed: nobody waits any more
+                pass
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    await asyncio.to_thread(started.wait)
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({ended, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not ended.done() and "loop" in theirs:
+            try:
+                theirs["loop"].call_soon_threadsafe(theirs["stop"].set)
+            except RuntimeError:  # its loop has just ended
+                pass
+    await ended
