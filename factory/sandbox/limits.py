@@ -75,6 +75,14 @@ class RunLimits:
         current = os.getpriority(os.PRIO_PROCESS, 0)
         if current < self.limits.nice:
             os.setpriority(os.PRIO_PROCESS, 0, self.limits.nice)
+        # with the kernel's autogroups (sched_autogroup_enabled) the run's new session is a scheduling group
+        # of its own, weighed like Factory's whatever the nice value above: the group gets the nice value too
+        with contextlib.suppress(OSError):
+            fd = os.open("/proc/self/autogroup", os.O_WRONLY)
+            try:
+                os.write(fd, str(self.limits.nice).encode())
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
         """Remove the run's cgroups; their processes are gone or going (bwrap's PID namespace died)."""

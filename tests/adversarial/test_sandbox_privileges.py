@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -215,6 +216,16 @@ def test_the_agent_runs_at_a_lower_priority_and_cannot_raise_it(factory_as):
     r = factory_as.sandbox("nice; renice -n 0 -p $$ && echo RAISED; nice")
     assert "RAISED" not in r.stdout, r
     assert [int(x) for x in r.stdout.split()] and min(int(x) for x in r.stdout.split()) >= 10, r
+
+
+def test_the_agent_s_scheduling_group_runs_at_the_lower_priority_too(factory_as):
+    # with autogroups, a new session is a scheduling group weighed like Factory's whatever its nice value
+    if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+        pytest.skip("this kernel does not group sessions for scheduling")
+    if factory_as.name != "root":  # the kernel takes one change a tenth of a second from a user without CAP_SYS_ADMIN
+        pytest.skip("as a user Factory's change can be refused (EAGAIN) when runs start together")
+    r = factory_as.sandbox("cat /proc/self/autogroup")
+    assert r.stdout.split()[-2:] == ["nice", "10"], r
 
 
 def test_a_file_over_the_size_limit_cannot_be_written(factory_as):
