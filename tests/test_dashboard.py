@@ -5,8 +5,8 @@ One Factory serves the whole story, as a person would use it: the token gate, a 
 the form that shows its output live, asks a question answered with an option button, and ends
 with a diff and a PR link; what an agent writes staying text; a running task cancelled and retried
 from its branch; a code-review run's timeline; analytics of what was just run; settings without a
-secret; and phone-width pages without horizontal overflow. Screenshots go to the test's tmp dir;
-with FACTORY_README_SCREENSHOTS=1 the three the README shows are written to docs/screenshots/.
+secret; and phone-width pages without horizontal overflow. Screenshots go to the test's tmp dir (the
+README's come from the scripted demo, `python -m scripts.demo`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ TOKEN = "dash-token-5be1c9d2"
 WEBHOOK_SECRET = "gh-webhook-secret-93af01"
 XSS = "<img src=x onerror=alert(1)>"
 ROOT = Path(__file__).resolve().parent.parent
-README_SHOTS = ROOT / "docs" / "screenshots"
 
 
 def line(obj: dict[str, Any]) -> str:
@@ -59,7 +58,6 @@ async def test_the_dashboard_runs_watches_steers_and_judges_tasks(start_factory,
     monkeypatch.setenv("FACTORY_AUTH_TOKEN", TOKEN)
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    readme = os.environ.get("FACTORY_README_SCREENSHOTS") == "1"
     model.add_scenario(
         "dash-form",
         [
@@ -186,10 +184,6 @@ async def test_the_dashboard_runs_watches_steers_and_judges_tasks(start_factory,
                     f"http://127.0.0.1:8233/namespaces/default/workflows/{h.cfg.temporal.id_prefix}task-{form_id}",
                 )
                 await page.screenshot(path=str(shots / "task.png"), full_page=True)
-                if readme:
-                    await page.set_viewport_size({"width": 1280, "height": 820})
-                    await page.screenshot(path=str(README_SHOTS / "task.png"))
-                    await page.set_viewport_size({"width": 1360, "height": 900})
 
                 # a running task: cancel it from its page, retry it, it resumes from its branch and ends done
                 t = await h.create("Write the report", "dash-retry")
@@ -241,10 +235,6 @@ async def test_the_dashboard_runs_watches_steers_and_judges_tasks(start_factory,
                 await page.fill("#filter-text", "")
                 await page.select_option("#filter-workflow", "")
                 await page.screenshot(path=str(shots / "board.png"), full_page=True)
-                if readme:
-                    await page.set_viewport_size({"width": 1280, "height": 820})
-                    await page.screenshot(path=str(README_SHOTS / "board.png"))
-                    await page.set_viewport_size({"width": 1360, "height": 900})
 
                 # analytics: the runs and costs just made
                 with session_scope(h.runtime.engine) as s:
@@ -257,9 +247,6 @@ async def test_the_dashboard_runs_watches_steers_and_judges_tasks(start_factory,
                 await expect(page.locator("#chart-runs rect.bar").last).to_have_attribute("data-value", str(len(tasks)))
                 await expect(page.locator('#workflow-rounds tr[data-workflow="code_review"]')).to_contain_text("2")
                 await page.screenshot(path=str(shots / "analytics.png"), full_page=True)
-                if readme:
-                    await page.set_viewport_size({"width": 1280, "height": 820})
-                    await page.screenshot(path=str(README_SHOTS / "analytics.png"))
 
                 # a phone: every page stays usable, with nothing sliding off the side
                 await page.set_viewport_size({"width": 390, "height": 844})

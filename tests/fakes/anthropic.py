@@ -337,6 +337,7 @@ class ScriptedModel:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._scenarios: dict[str, list[Turn]] = {}
+        self._matchers: list[tuple[str, str]] = []  # (text in the first user message, scenario)
         self._fail_counts: dict[tuple[str, str | None, int], int] = {}
         self._requests: list[RecordedRequest] = []
         self._changed = threading.Condition(self._lock)
@@ -372,11 +373,22 @@ class ScriptedModel:
 
     # -- scripting ---------------------------------------------------------------------------------
 
-    def add_scenario(self, name: str, turns: Iterable[Turn]) -> None:
+    def add_scenario(self, name: str, turns: Iterable[Turn], match: str | None = None) -> None:
+        """Script scenario `name`; with `match`, a first user message holding that text (and no marker) picks it
+        too, so a prompt can be free of markers (the demo's, which people see on its screenshots)."""
         if not SCENARIO_RE.fullmatch(f"[[scenario:{name}]]"):
             raise ValueError(f"bad scenario name {name!r} (letters, digits, _ . - only)")
         with self._lock:
             self._scenarios[name] = list(turns)
+            if match:
+                self._matchers.append((match, name))
+
+    def _scenario_of(self, rec: RecordedRequest) -> str | None:
+        if (marker := rec.marker) is not None:
+            return marker
+        first = rec.first_user_text
+        with self._lock:
+            return next((name for text, name in self._matchers if text in first), None)
 
     def release_stalls(self) -> None:
         """End the Stalls in progress now (they finish with their ``then`` text); later ones stall as usual."""
@@ -473,7 +485,7 @@ class ScriptedModel:
                 kind=kind,
             )
             if kind == "main":
-                rec.scenario = rec.marker
+                rec.scenario = model._scenario_of(rec)
                 rec.turn = _assistant_count(rec.messages)
             stall_gen = model._release_gen  # before recording: a release_stalls() seen after wait_for() counts
             model._record(rec)
