@@ -10,7 +10,10 @@ streams several stream-json lines per turn for all agents together. Meanwhile a 
 Reported: API latency (p50/p95/p99), log lines per second, log lag (the time from the agent
 printing `T=<epoch>` to the poller first seeing that line through the API; includes up to one
 poll interval), heartbeat timeouts and retried agent attempts in the workflows' histories
-(target 0), and whether every task ended done. Results go to bench/LOAD.md and stdout.
+(target 0), lost lines (each agent prints `turns` x 5 `T=` lines; every one must reach the API),
+whether every task ended done, and where the CPU went while the agents ran: Factory's own
+process (worker + API) and the Temporal server, against the whole machine, and the nice value the
+agents' CLIs ran at. Results go to bench/results/load.json and stdout (bench/LOAD.md is written by hand).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -76,6 +80,7 @@ class Poller:
         self.store_lags: list[float] = []  # printed by the agent → stored by Factory
         self.read_lags: list[float] = []  # stored by Factory → seen through the API
         self.lines = 0
+        self.stamps: dict[int, set[str]] = {tid: set() for tid in ids}  # the T= values each task's log showed
         self.errors = 0
         self.finished: dict[int, dict[str, Any]] = {}
 
@@ -105,11 +110,72 @@ class Poller:
             self.lines += 1
             m = _T.search(entry.get("content") or "")
             if m:
+                self.stamps[tid].add(m.group(1))
                 stored = datetime.fromisoformat(entry["created_at"])
                 stored_s = (stored if stored.tzinfo else stored.replace(tzinfo=UTC)).timestamp()
                 self.lags.append(now - float(m.group(1)))
                 self.store_lags.append(stored_s - float(m.group(1)))
                 self.read_lags.append(now - stored_s)
+
+
+def _self_cpu(pid: int) -> float:
+    """CPU seconds a process has used itself (all its threads, not its children)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot."""
+    vals = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    tck = os.sysconf("SC_CLK_TCK")
+    return (sum(vals[:8]) - idle) / tck, sum(vals[:8]) / tck
+
+
+def _agent_nice(under: str) -> list[str]:
+    """Nice values of this run's agent CLIs (working under `under`): the process's and its scheduling group's."""
+    out = subprocess.run(["ps", "-eo", "pid=,ni=,args="], capture_output=True, text=True).stdout
+    seen = set()
+    for line in out.splitlines():
+        pid, ni, args = line.split(None, 2)
+        if "claude" in args and " -p " in args:
+            try:
+                if not os.readlink(f"/proc/{pid}/cwd").startswith(under):
+                    continue
+                group = Path(f"/proc/{pid}/autogroup").read_text().split()[-1]
+            except (OSError, IndexError):
+                continue  # ended meanwhile
+            seen.add(f"{ni}/group {group}")
+    return sorted(seen)
+
+
+class CpuMeter:
+    """Factory's process, the Temporal server and the machine, between start() and stop()."""
+
+    def __init__(self, factory_pid: int, temporal_pid: int | None, under: str):
+        self.under = under
+        self.pids = {"factory": factory_pid, "temporal": temporal_pid}
+        self.nice: set[int] = set()
+
+    def start(self) -> None:
+        self.t0 = {k: _self_cpu(p) for k, p in self.pids.items() if p}
+        self.m0 = _machine_cpu()
+
+    def sample(self) -> None:
+        self.nice.update(_agent_nice(self.under))
+
+    def stop(self) -> dict[str, Any]:
+        used = {k: round(_self_cpu(p) - self.t0[k], 2) for k, p in self.pids.items() if p}
+        busy, total = (b - a for a, b in zip(self.m0, _machine_cpu(), strict=True))
+        own = sum(used.values())
+        return {
+            "cpu_s": used, "machine_busy_s": round(busy, 1), "machine_total_s": round(total, 1),
+            "factory_share_of_busy": round(own / busy, 3) if busy else None,
+            "agent_nice": sorted(self.nice),
+        }  # fmt: skip
 
 
 async def history_faults(address: str, namespace: str, workflow_ids: list[str]) -> dict[str, int]:
@@ -132,6 +198,19 @@ async def history_faults(address: str, namespace: str, workflow_ids: list[str]) 
                 if event.activity_task_started_event_attributes.attempt > 1:
                     retries += 1
     return {"heartbeat_timeouts": timeouts, "retried_attempts": retries}
+
+
+def _temporal_pid(data: Path) -> int | None:
+    try:
+        return int((data / "temporal.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def _sample(meter: CpuMeter) -> None:
+    while True:
+        await asyncio.to_thread(meter.sample)
+        await asyncio.sleep(2)
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -166,7 +245,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 r.raise_for_status()
                 ids.append(r.json()["id"])
             poller = Poller(api, ids, args.poll_ms / 1000)
+            meter = CpuMeter(up.proc.pid, _temporal_pid(tmp / "data"), str(tmp))
+            meter.start()
+            sampler = asyncio.create_task(_sample(meter))
             await asyncio.wait_for(poller.run(), args.timeout)
+            sampler.cancel()
+            cpu = meter.stop()
             wall = time.monotonic() - started
         cfg = yaml.safe_load(Path(config).read_text())
         prefix = cfg["temporal"]["id_prefix"]
@@ -177,6 +261,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         fakes.stdin.close()
         fakes.wait(15)
     statuses = [t["status"] for t in poller.finished.values()]
+    expected = args.turns * 5  # each turn's five Bash calls print one T= line each
+    lost = sum(max(0, expected - len(seen)) for seen in poller.stamps.values())
     return {
         "agents": args.agents,
         "turns_per_agent": args.turns,
@@ -191,6 +277,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "store_lag_s": {p: round(pct(poller.store_lags, p), 3) for p in (50, 99)},
         "read_lag_s": {p: round(pct(poller.read_lags, p), 3) for p in (50, 99)},
         "poll_interval_ms": args.poll_ms,
+        "lost_lines": lost,
+        "expected_lines": expected * len(ids),
+        "cpu": cpu,
         **faults,
     }
 
@@ -211,6 +300,11 @@ def render(res: dict[str, Any]) -> str:
             f"| of which: agent prints → Factory stores, p50 / p99 | {res['store_lag_s'][50]} / {res['store_lag_s'][99]} s | |",
             f"| of which: Factory stores → the API shows, p50 / p99 | {res['read_lag_s'][50]} / {res['read_lag_s'][99]} s | |",
             f"| heartbeat timeouts | {res['heartbeat_timeouts']} | 0 |",
+            f"| lost lines (T= lines not seen through the API) | {res['lost_lines']} of {res['expected_lines']} | 0 |",
+            f"| CPU s while the agents ran: Factory's process / Temporal / machine busy | "
+            f"{res['cpu']['cpu_s'].get('factory')} / {res['cpu']['cpu_s'].get('temporal')} / "
+            f"{res['cpu']['machine_busy_s']} (Factory + Temporal: {res['cpu']['factory_share_of_busy']:.0%}) | |",
+            f"| agents' CLIs ran at nice (process/scheduling group) | {res['cpu']['agent_nice']} (Factory at 0) | |",
             f"| retried activity attempts | {res['retried_attempts']} | 0 |",
             "",
         ]
@@ -230,7 +324,9 @@ def cli() -> None:
         return
     res = asyncio.run(main(args))
     text = render(res)
-    (ROOT / "bench" / "LOAD.md").write_text(text)
+    out = ROOT / "bench" / "results" / "load.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
     print(text)
     print(json.dumps(res))
 
