@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 from activities._session_seed import seed_transcript
 from factory.config import PACKAGE_ROOT, FactoryConfig
 from factory.git.clones import mirror_path
-from factory.processes import die_with_parent, process_program, process_start_time
+from factory.processes import die_with_parent, process_program, process_start_time, reap
 from factory.sandbox.bwrap import INSTALL_HINT, TOOLKIT_ROOT, SandboxSpec, build_command, missing_tools
 from factory.sandbox.gateway import MODEL_HOST, GatewayRun, ModelGateway
 from factory.sandbox.gateway_openai import OpenAIRoute
@@ -53,8 +53,9 @@ class PidFile:
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
-    def kill_stale(self) -> bool:
-        """SIGKILL the recorded process group if its leader is still the process that was recorded."""
+    def kill_stale(self, session_id: str = "") -> bool:
+        """SIGKILL the recorded process group if its leader is still the process that was recorded; and,
+        given the run's session id, every process still carrying it, until none is left (see `reap`)."""
         try:
             fields = self.path.read_text().split()
             pid, start, program = int(fields[0]), fields[1], fields[2]
@@ -68,6 +69,8 @@ class PidFile:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
                 killed = True
+        if len(session_id) >= 16:
+            reap(session_id)
         self.remove()
         return killed
 

@@ -91,9 +91,9 @@ class AgentActivities:
         except FileNotFoundError:
             return None
 
-    def kill_stale(self, task_id: int) -> bool:
+    def kill_stale(self, task_id: int, session_id: str = "") -> bool:
         """Kill an agent process group left by an earlier attempt of this task (on this host), if still ours."""
-        return self._pidfile(task_id).kill_stale()
+        return self._pidfile(task_id).kill_stale(session_id)
 
     # --- command -------------------------------------------------------------------
     def _backend(self, req: AgentRequest) -> AgentBackend:
@@ -180,7 +180,7 @@ class AgentActivities:
         backend = self._backend(req)
         route = openai_route(self.cfg, backend)  # None for Claude (the gateway's Anthropic route)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.kill_stale(req.task_id)
+        await asyncio.to_thread(self.kill_stale, req.task_id, req.session_id)  # gone before its session is looked at
         home = self.sandbox.ensure_home(req.task_id)
         resume = req.resume
         prompt = req.prompt

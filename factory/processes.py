@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import time
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -43,3 +44,36 @@ def process_program(pid: int) -> str:
     """The base name of the program a process runs (argv[0]), or "" if it is gone."""
     argv = process_cmdline(pid)
     return os.path.basename(argv[0]) if argv else ""
+
+
+def reap(marker: str, timeout: float = 10.0) -> int:
+    """SIGKILL every live process whose command line holds `marker` (a run's session id) and wait, at most
+    `timeout` seconds, until none is left; how many were killed.
+
+    Killing the recorded process group kills the sandbox's outer bwrap; the CLI inside its PID namespace
+    (another session) dies a moment later, when the kernel gets to it. A retry that looked for the session
+    file in that moment saw none, started afresh with the same id, and the old CLI then saved it ("Session
+    ID ... is already in use"). Only the run's own processes carry its id.
+    """
+    needle, me, killed = marker.encode(), os.getpid(), set()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me:
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if needle not in f.read():
+                        continue
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                        continue
+                os.kill(int(entry), signal.SIGKILL)
+            except (OSError, IndexError):
+                continue
+            killed.add(entry)
+            left.append(entry)
+        if not left or time.monotonic() > deadline:
+            return len(killed)
+        time.sleep(0.02)

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from factory.sandbox.policy import allowed_destinations, sandbox_environment
 from factory.sandbox.proxy import Destination, EgressProxy, split_host_port
 from tests.fakes.anthropic import FAKE_API_KEY, Text, ToolUse
 from tests.fakes.http import BackgroundServer
-from tests.procs import alive
+from tests.procs import alive, pids_running
 
 SECRETS = {
     "FACTORY_AUTH_TOKEN": "auth-token-sandbox-8d1f0e9c7b",
@@ -238,6 +239,29 @@ async def test_without_bubblewrap_the_task_fails_at_once_saying_how_to_install_i
     assert done["status"] == "failed", done
     assert "apt-get install bubblewrap socat" in (done.get("note") or done.get("error") or str(done)), done
     assert not model.requests_for("nobwrap")
+
+
+def test_kill_stale_waits_until_the_runs_processes_in_another_session_are_gone(tmp_path):
+    """A sandboxed CLI is not in the recorded process group (bwrap gives it a session of its own): the
+    next attempt must not look for its session file while it still runs and may yet save it."""
+    session = str(uuid.uuid4())
+    code = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:], start_new_session=True); time.sleep(60)"
+    inner = [sys.executable, "-c", "import time; time.sleep(60)", "--session-id", session]
+    proc = subprocess.Popen([sys.executable, "-c", code, *inner], start_new_session=True)
+    try:
+        pidfile = PidFile(tmp_path / "task-1.pid")
+        deadline = time.monotonic() + 10
+        while len(pids_running(session)) < 2 and time.monotonic() < deadline:  # the leader and its child
+            time.sleep(0.01)
+        others = [p for p in pids_running(session) if p != proc.pid]
+        assert others, "the child in its own session did not start"
+        pidfile.write(proc.pid, "act", 1)
+        assert pidfile.kill_stale(session) is True
+        assert pids_running(session) == []  # gone when kill_stale returns, not a moment later
+    finally:
+        for pid in pids_running(session):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait()
 
 
 def test_kill_stale_kills_only_the_process_it_recorded(tmp_path):
