@@ -189,7 +189,7 @@ async def _noted(h: Any, task_id: int) -> bool:
 
 async def test_a_timeout_pushes_the_work_in_progress(start_factory, model):
     model.add_scenario("timeout-wip", [[ToolUse("Write", {"file_path": "half.txt", "content": "half done\n"})], Stall(120)])  # fmt: skip
-    async with start_factory(agent_activity_timeout_minutes=0.05) as h:  # 3 s of silence
+    async with start_factory(agent_activity_timeout_minutes=0.1) as h:  # 6 s of silence (the CLI starts within it on a loaded machine)
         t = await h.create("Half a job", "timeout-wip")
         failed = await h.wait_for(t["id"], {"done", "failed"}, timeout=60)
         assert failed["status"] == "failed"
