@@ -25,6 +25,7 @@ from factory.contracts.checks import ChecksInput
 from factory.environments import docker as environments
 from factory.environments.checks import UnsafeComposeError
 from factory.environments.launch import EnvironmentFailure, Request, start_environment
+from factory.environments.marks import Marks
 from factory.environments.prepare import PrepareError
 from factory.evidence.store import ArtifactStore
 from factory.sandbox.browser import CHROMIUM as CHROMIUM  # noqa: PLC0414 - tests launch the same binary
@@ -144,6 +145,7 @@ async def run_scenarios(
         workspace_root=str(cfg.workspace_path), max_copy_mb=cfg.previews.max_copy_mb,
     )  # fmt: skip
     started = time.monotonic()
+    Marks(cfg.workspace_path).add(inp.task_id, "test")  # before it starts (factory/environments/marks.py)
     try:
         env = await start_environment(req, cfg.previews)
     except (EnvironmentFailure, PrepareError, UnsafeComposeError) as exc:

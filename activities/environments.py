@@ -13,12 +13,14 @@ from factory.config import FactoryConfig
 from factory.contracts import CleanupEnvInput  # noqa: F401 (the wire forms live in factory.contracts)
 from factory.environments import docker as environments
 from factory.environments.broker import EnvironmentBroker
+from factory.environments.marks import Marks
 
 
 class EnvironmentActivities:
     def __init__(self, cfg: FactoryConfig, broker: EnvironmentBroker | None = None):
         self.cfg = cfg
         self.broker = broker
+        self.marks = Marks(cfg.workspace_path)
 
     @activity.defn
     @heartbeats
@@ -27,7 +29,8 @@ class EnvironmentActivities:
 
         Never fails the task: docker being missing or down counts as nothing removed.
         """
-        removed = await environments.cleanup_task_environments(inp.task_id, inp.kinds)
+        kinds = [k for k in inp.kinds if self.marks.may_have(inp.task_id, k)]  # never started here: no docker call
+        removed = await environments.cleanup_task_environments(inp.task_id, kinds) if kinds else 0
         if self.broker is not None:  # the egress proxy stops letting the agent reach them
             self.broker.forget(inp.task_id, inp.kinds)
         return removed

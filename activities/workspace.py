@@ -17,6 +17,7 @@ from factory.contracts import ChangesResult, CleanupInput, FinalizeInput, Prepar
 from factory.domain.errors import git_retryable
 from factory.domain.text import clip
 from factory.environments.docker import preview_url_of
+from factory.environments.marks import Marks
 from factory.git.clones import TaskClone, UnsafeCloneError, mirror_path, sync_mirror
 from factory.git.commands import GitError, file_lock, git, slugify
 from factory.git.repos import git_env
@@ -32,6 +33,7 @@ class WorkspaceActivities:
         self.agent_queue = agent_queue
         self.root = cfg.workspace_path
         self._defaults: dict[Path, str] = {}  # a mirror's default branch, read once per process
+        self.marks = Marks(cfg.workspace_path)  # a task that never started a preview costs no docker call
 
     def _mirror(self, repo: RepoRef) -> Path:
         return mirror_path(self.root, repo.name)
@@ -124,7 +126,7 @@ class WorkspaceActivities:
         except GitError as exc:
             raise _failure(exc) from exc
         # announced from Factory's own record of the preview it started, never a file the agent wrote
-        preview = await preview_url_of(inp.task_id)
+        preview = await preview_url_of(inp.task_id) if self.marks.may_have(inp.task_id, "preview") else None
         return ChangesResult(
             committed=committed, pushed=pushed or ahead > 0, commits_ahead=ahead,
             changed_files=files, diff_stat=stat, head_sha=head, preview_url=preview or None,

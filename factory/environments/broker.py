@@ -34,6 +34,7 @@ from factory.environments import docker
 from factory.environments.checks import UnsafeComposeError
 from factory.environments.compose import KINDS, project_name
 from factory.environments.launch import EnvironmentFailure, Request, start_environment, targets_of
+from factory.environments.marks import Marks
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class EnvironmentBroker:
         self._targets: dict[tuple[int, str], set[tuple[str, int]]] = {}
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
         self._server: asyncio.base_events.Server | None = None
+        self.marks = Marks(cfg.workspace_path)  # which tasks ever had an environment here (marks.py)
         path = cfg.workspace_path.resolve() / "run" / "broker.sock"
         if len(str(path)) > _MAX_SUN_PATH:  # a deep workspace_root: a private directory in /tmp instead
             digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
@@ -101,6 +103,8 @@ class EnvironmentBroker:
         finalizes them. Previews stay: they are for people, and run from Factory's copy.
         """
         self.revoke(task_id)
+        if not self.marks.may_have(task_id, "test"):  # it never started one here: no docker call
+            return
         async with self._locks.setdefault((task_id, "test"), asyncio.Lock()):
             await docker.tear_down(project_name(task_id, "test"))
             self.forget(task_id, ("test",))
@@ -139,6 +143,11 @@ class EnvironmentBroker:
             self._server = await asyncio.start_unix_server(self._serve, path=str(path))
         finally:
             os.umask(old)
+        if not self.marks.ready:  # environments from before marks existed get theirs, once Docker answers
+            try:
+                self.marks.complete([(e.task_id, e.kind) for e in await docker.labelled_environments()])
+            except docker.DockerUnavailable as exc:
+                log.info("environment marks not complete yet (docker: %s); teardowns ask Docker", exc)
 
     async def stop(self) -> None:
         """Stop listening and remove the socket."""
@@ -222,6 +231,7 @@ class EnvironmentBroker:
             raise _HttpError(405, "method_not_allowed", "use POST or DELETE")
         req = self._request(grant, kind, body)
         async with lock:
+            self.marks.add(task_id, kind)  # before it starts: a crash after the start leaves the mark
             try:
                 started = await start_environment(req, self.cfg.previews)
             except UnsafeComposeError as exc:

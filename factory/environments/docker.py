@@ -226,6 +226,14 @@ async def _list(task_id: int | None, kind: str | None) -> list[EnvironmentInfo]:
     return sorted(envs.values(), key=lambda e: (e.task_id, e.kind))
 
 
+async def labelled_environments() -> list[EnvironmentInfo]:
+    """Every labelled environment on this host; raises DockerUnavailable when Docker cannot say."""
+    rc, _out, err = await _docker("version", "--format", "{{.Server.Version}}")  # the engine answers
+    if rc != 0:
+        raise DockerUnavailable(err.strip() or "the Docker engine did not answer")
+    return await _list(None, None)
+
+
 async def list_environments(task_id: int | None = None, kind: str | None = None) -> list[EnvironmentInfo]:
     """Every labelled environment on this host, optionally of one task and/or kind.
 
