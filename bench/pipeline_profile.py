@@ -165,6 +165,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     variants = args.variants.split(",")
     tree = tree_state()
     tmp = Path(tempfile.mkdtemp(prefix="factory-pipeline-profile-"))
+    tmp.chmod(0o711)  # as root the sandbox runs as sandbox.uid, which needs search permission here
     fakes = Fakes()
     fakes.start()
     saved_env = dict(os.environ)

@@ -39,6 +39,7 @@ from factory.sandbox.gateway_openai import (
     usage_of_event,
     with_usage_requested,
 )
+from factory.sandbox.upstream import client_options
 from factory.sandbox.wire import Header, absolute_target, answer, body_length, parse_headers
 
 log = logging.getLogger("factory.sandbox.gateway")
@@ -55,7 +56,6 @@ _DROP = {
     "host", "content-length", "connection", "keep-alive", "te", "upgrade", "transfer-encoding", "authorization",
     "x-api-key", "accept-encoding", "cookie", "proxy-authorization", "proxy-connection",
 }  # fmt: skip
-_POOL = httpx.Limits(keepalive_expiry=2.0)  # idle connections end before a server's keep-alive (uvicorn's 5 s)
 _BACK = ("content-type", "request-id", "retry-after", "x-should-retry", "cache-control")
 
 
@@ -167,7 +167,7 @@ class GatewayRun:
         self.route = route
         self.stand_in = "sk-ant-factory-" + secrets.token_urlsafe(32)
         self.base_url = MODEL_URL
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(gateway.idle_seconds, connect=20), limits=_POOL)
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(gateway.idle_seconds, connect=20), **client_options())
         self.server: asyncio.AbstractServer | None = None
         self.conns: set[asyncio.Task[None]] = set()  # loopback connections, ended (and metered) at close
         self.closed = False
