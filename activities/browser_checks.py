@@ -24,6 +24,7 @@ from factory.config_sections import BrowserScenario, ChecksConfig
 from factory.contracts.checks import ChecksInput
 from factory.environments import docker as environments
 from factory.environments.checks import UnsafeComposeError
+from factory.environments.compose import namespace
 from factory.environments.launch import EnvironmentFailure, Request, start_environment
 from factory.environments.marks import Marks
 from factory.environments.prepare import PrepareError
@@ -139,17 +140,18 @@ async def run_scenarios(
                  "screenshots": [], "console_errors": [], "failed_requests": []}]  # fmt: skip
     from playwright.async_api import async_playwright
 
+    ns = namespace(cfg.temporal.id_prefix)  # the deployment's: another's task of this id is not this one
     req = Request(
         task_id=inp.task_id, kind="test", worktree=str(copy), compose_file=checks.preview_compose,
         repo=inp.repo.name, service=checks.preview_service, port=checks.preview_port,
-        workspace_root=str(cfg.workspace_path), max_copy_mb=cfg.previews.max_copy_mb,
+        workspace_root=str(cfg.workspace_path), max_copy_mb=cfg.previews.max_copy_mb, ns=ns,
     )  # fmt: skip
     started = time.monotonic()
     Marks(cfg.workspace_path).add(inp.task_id, "test")  # before it starts (factory/environments/marks.py)
     try:
         env = await start_environment(req, cfg.previews)
     except (EnvironmentFailure, PrepareError, UnsafeComposeError) as exc:
-        await environments.cleanup_task_environments(inp.task_id, ["test"])
+        await environments.cleanup_task_environments(inp.task_id, ["test"], ns)
         return [{"name": "preview", "ok": False, "error": f"the preview did not start: {str(exc)[:500]}",
                  "screenshots": [], "console_errors": [], "failed_requests": []}]  # fmt: skip
     results: list[dict[str, Any]] = []
@@ -171,5 +173,5 @@ async def run_scenarios(
         for r in results:
             r["preview_seconds"] = boot
     finally:
-        await environments.cleanup_task_environments(inp.task_id, ["test"])
+        await environments.cleanup_task_environments(inp.task_id, ["test"], ns)
     return results

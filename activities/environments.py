@@ -13,6 +13,7 @@ from factory.config import FactoryConfig
 from factory.contracts import CleanupEnvInput  # noqa: F401 (the wire forms live in factory.contracts)
 from factory.environments import docker as environments
 from factory.environments.broker import EnvironmentBroker
+from factory.environments.compose import namespace
 from factory.environments.marks import Marks
 
 
@@ -30,7 +31,8 @@ class EnvironmentActivities:
         Never fails the task: docker being missing or down counts as nothing removed.
         """
         kinds = [k for k in inp.kinds if self.marks.may_have(inp.task_id, k)]  # never started here: no docker call
-        removed = await environments.cleanup_task_environments(inp.task_id, kinds) if kinds else 0
+        ns = namespace(self.cfg.temporal.id_prefix)  # only ever this deployment's
+        removed = await environments.cleanup_task_environments(inp.task_id, kinds, ns) if kinds else 0
         if self.broker is not None:  # the egress proxy stops letting the agent reach them
             self.broker.forget(inp.task_id, inp.kinds)
         return removed

@@ -16,6 +16,7 @@ from factory.config import FactoryConfig
 from factory.contracts import ChangesResult, CleanupInput, FinalizeInput, PrepareInput, RepoRef, WorkspaceInfo  # noqa: F401 (the wire forms live in factory.contracts)
 from factory.domain.errors import git_retryable
 from factory.domain.text import clip
+from factory.environments.compose import namespace
 from factory.environments.docker import preview_url_of
 from factory.environments.marks import Marks
 from factory.git.clones import TaskClone, UnsafeCloneError, mirror_path, sync_mirror
@@ -126,7 +127,8 @@ class WorkspaceActivities:
         except GitError as exc:
             raise _failure(exc) from exc
         # announced from Factory's own record of the preview it started, never a file the agent wrote
-        preview = await preview_url_of(inp.task_id) if self.marks.may_have(inp.task_id, "preview") else None
+        ns = namespace(self.cfg.temporal.id_prefix)  # this deployment's preview, not another's task of this id
+        preview = await preview_url_of(inp.task_id, ns) if self.marks.may_have(inp.task_id, "preview") else None
         return ChangesResult(
             committed=committed, pushed=pushed or ahead > 0, commits_ahead=ahead,
             changed_files=files, diff_stat=stat, head_sha=head, preview_url=preview or None,

@@ -100,7 +100,7 @@ def variant(name: str) -> Iterator[None]:
         patch(tw, "Worker", _PWorker)
     if name in ("nodocker", "lean"):
 
-        async def no_envs(task_id: int | None = None, kind: str | None = None) -> list[Any]:
+        async def no_envs(task_id: int | None = None, kind: str | None = None, ns: str = "") -> list[Any]:
             return []
 
         async def no_teardown(project: str, *a: Any, **kw: Any) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ class _Cfg:
     def __init__(self, root: Path) -> None:
         self.workspace_path = root
         self.previews = None
+        self.temporal = SimpleNamespace(id_prefix="")  # the default deployment namespace
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ def test_cleanup_and_the_end_of_a_run_ask_docker_only_for_a_marked_task(tmp_path
     Marks(tmp_path).complete([])
     acts = EnvironmentActivities(cfg)
     broker = EnvironmentBroker.__new__(EnvironmentBroker)
-    broker.cfg, broker._grants, broker._targets, broker._locks = cfg, {}, {}, {}
+    broker.cfg, broker._grants, broker._targets, broker._locks, broker.ns = cfg, {}, {}, {}, ""
     broker.marks = Marks(tmp_path)
 
     async def main() -> None:

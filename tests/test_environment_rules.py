@@ -13,7 +13,18 @@ from factory.environments.checks import (
     check_compose_safety,
     check_file_references,
 )
-from factory.environments.compose import finalize_config, parse_port, pick_service, traefik_labels
+from factory.environments.compose import (
+    env_labels,
+    finalize_config,
+    namespace,
+    parse_port,
+    parse_project_name,
+    pick_service,
+    preview_host,
+    preview_url,
+    project_name,
+    traefik_labels,
+)
 from factory.environments.docker import EnvironmentInfo, cleanup_task_environments, list_environments
 from factory.environments.janitor import Janitor
 
@@ -208,3 +219,33 @@ async def test_docker_missing_is_not_an_error(monkeypatch, tmp_path):
     assert await cleanup_task_environments(1, ("test", "preview")) == 0
     assert await environments.preview_url_of(1) is None
     assert await Janitor(_cfg(), lambda _tid: None).run_once() == []
+
+
+def test_names_carry_the_deployments_namespace():
+    # the default namespace keeps the names environments already running carry
+    assert namespace("") == ""
+    assert project_name(7, "test") == "factory-task-7-test" and parse_project_name("factory-task-7-test") == (7, "test")
+    assert preview_host(7, "p.example.com") == "task-7.p.example.com"
+    # a test config's `<10 hex>-` prefix, and any other id_prefix, sanitized for Docker and DNS
+    ns = namespace("3f2a9c01de-")
+    assert ns == "3f2a9c01de"
+    assert project_name(7, "preview", ns) == "factory-3f2a9c01de-task-7-preview"
+    assert parse_project_name("factory-3f2a9c01de-task-7-preview", ns) == (7, "preview")
+    assert preview_url(7, "p.example.com", "https", ns) == "https://3f2a9c01de-task-7.p.example.com"
+    odd = [namespace(p) for p in ("Prod_EU.", "prod-eu-", "PROD/eu", "__", "x" * 80)]
+    assert odd[1] == "prod-eu" and len(set(odd)) == len(odd)  # case and punctuation still tell them apart
+    for n in odd:
+        assert n and len(n) <= 32 and parse_project_name(project_name(1, "test", n), n) == (1, "test")
+        assert len(preview_host(10**17, "d", n).split(".")[0]) <= 63
+    # each deployment parses only its own names: a name from outside (the API) cannot reach another's
+    assert parse_project_name("factory-3f2a9c01de-task-7-test") is None
+    assert parse_project_name("factory-task-7-test", ns) is None
+    assert parse_project_name("factory-other-task-7-test", ns) is None
+    assert parse_project_name("factory-3f2a9c01de-task-7-test", "3f2a9c01") is None
+    # the label is on everything Factory writes, and Traefik's router is the deployment's own
+    assert (
+        env_labels(7, "test", "r", 1, ns)["factory.deployment"] == ns
+        and env_labels(7, "test", "r", 1)["factory.deployment"] == ""
+    )
+    labels = traefik_labels(service="w", port=1, host=preview_host(7, "d", ns), network="n", entrypoint="web")
+    assert labels["traefik.http.routers.factory-3f2a9c01de-task-7.rule"] == "Host(`3f2a9c01de-task-7.d`)"

@@ -161,8 +161,8 @@ def _only(monkeypatch: pytest.MonkeyPatch, task_ids: set[int]) -> None:
     """Let the janitor see only this test's environments (others may share the engine)."""
     real = environments.list_environments
 
-    async def scoped(task_id=None, kind=None):
-        return [e for e in await real(task_id, kind) if e.task_id in task_ids]
+    async def scoped(task_id=None, kind=None, ns=""):
+        return [e for e in await real(task_id, kind, ns) if e.task_id in task_ids]
 
     monkeypatch.setattr(environments, "list_environments", scoped)
 
@@ -390,6 +390,7 @@ async def test_api_lists_and_deletes(broker, task_id, busybox_image, tmp_path):
     _toolkit("from docker_toolkit import spin_up_test_env; spin_up_test_env()", broker.env(task_id, wt), wt)
     app = FastAPI()
     app.include_router(environments_router)
+    app.state.cfg = broker.broker.cfg
     name = f"factory-task-{task_id}-test"
     with TestClient(app) as client:
         r = client.get("/api/environments", params={"task_id": task_id})

@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from factory.environments.compose import namespace
 from tests.conftest import make_remote
 from tests.fakes.anthropic import Text, ToolUse
 
@@ -20,8 +21,18 @@ COMPOSE = """services:
 """
 
 
-def _labelled(kind: str, task_id: int) -> list[str]:
-    args = ["docker", kind, "ls", "-q", "--filter", f"label=factory.task={task_id}"]
+def _labelled(kind: str, task_id: int, ns: str) -> list[str]:
+    """The deployment's objects of the task: other tests' Factories on this engine have their own task ids."""
+    args = [
+        "docker",
+        kind,
+        "ls",
+        "-q",
+        "--filter",
+        f"label=factory.task={task_id}",
+        "--filter",
+        f"label=factory.deployment={ns}",
+    ]
     if kind == "container":
         args.insert(3, "-a")
     return subprocess.run(args, capture_output=True, text=True, timeout=30, check=True).stdout.split()
@@ -47,8 +58,10 @@ async def test_agent_spins_up_a_test_env_and_it_is_gone_when_the_task_ends(start
     async with start_factory(repos={"demo": {"url": f"file://{app_remote}", "github": "acme/demo"}}) as h:
         t = await h.create("Try the app in Docker", "dockerenv")
 
+        ns = namespace(h.cfg.temporal.id_prefix)
+
         def env_up():
-            return _labelled("container", t["id"])
+            return _labelled("container", t["id"], ns)
 
         await h.until(env_up, timeout=120, what="the test environment to start")
         done = await h.wait_for(t["id"], {"done", "failed"}, timeout=180)
@@ -57,8 +70,8 @@ async def test_agent_spins_up_a_test_env_and_it_is_gone_when_the_task_ends(start
         results = "\n".join(e["content"] for e in logs if e["kind"] == "tool_result")
         assert "BODY hello from the test env" in results
         await h.settled(t["id"], timeout=120)
-        assert _labelled("container", t["id"]) == []
-        assert _labelled("network", t["id"]) == []
+        assert _labelled("container", t["id"], ns) == []
+        assert _labelled("network", t["id"], ns) == []
 
 
 async def test_the_agent_has_no_docker_socket_and_the_broker_refuses_unsafe_files(
@@ -84,4 +97,4 @@ async def test_the_agent_has_no_docker_socket_and_the_broker_refuses_unsafe_file
         assert "PS=0" not in out and "RUN=0" not in out, out[-3000:]
         assert "UnsafeComposeError" in out and "[privileged] service 'root'" in out, out[-3000:]
         assert "[bind mount outside worktree] service 'root'" in out, out[-3000:]
-        assert _labelled("container", t["id"]) == []
+        assert _labelled("container", t["id"], namespace(h.cfg.temporal.id_prefix)) == []

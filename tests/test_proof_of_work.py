@@ -4,17 +4,14 @@ and behind the API. Real Temporal, real git, the real claude CLI against the scr
 
 from __future__ import annotations
 
-import random
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session
 
 from factory.evidence.junit import TestCounts, read_junit
 from factory.evidence.store import ArtifactStore
-from factory.store.tables import Task
 from tests.conftest import make_remote
 from tests.fakes.anthropic import Text, ToolUse
 
@@ -195,11 +192,8 @@ async def test_browser_scenario_screenshots_the_preview_and_a_failure_is_fixed(
         "test_command": "grep -q Answer www/index.html", "preview_service": "web", "preview_port": 8080,
         "browser": [{"name": "answer", "path": "/", "expect_text": "Answer: 4"}]}}}  # fmt: skip
     async with start_factory(repos=repos) as h:
-        # Docker's projects are named by task id (factory-task-<id>-test) on an engine other test runs
-        # share; a task id of our own keeps their task 1 from tearing down or replacing our preview
-        with Session(h.runtime.engine) as s:
-            s.add(Task(id=700_000 + random.randrange(200_000), title="placeholder", description="", repo="demo"))
-            s.commit()
+        # Docker's projects carry the deployment's namespace (factory-<ns>-task-<id>-test): other test
+        # runs' Factories on this engine have a task 1 too, and neither tears down nor replaces ours
         t = await h.create("Show the answer", "pow-browser")
         done = await h.wait_for(t["id"], {"done", "failed"}, timeout=240)
         assert done["status"] == "done", done

@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel
 
-from api.deps import IdQuery
+from api.deps import CfgDep, IdQuery
 from api.errors import JSONRoute, responses
 from factory.environments import docker as environments
-from factory.environments.compose import parse_project_name
+from factory.environments.compose import namespace, parse_project_name
 
 router = APIRouter(prefix="/api/environments", tags=["environments"], route_class=JSONRoute)
 
@@ -35,18 +35,21 @@ class EnvironmentRemoved(BaseModel):
 
 @router.get("", response_model=list[EnvironmentPublic], responses=responses(422))
 async def list_environments(
-    task_id: IdQuery = None, kind: Literal["test", "preview"] | None = Query(default=None)
+    cfg: CfgDep, task_id: IdQuery = None, kind: Literal["test", "preview"] | None = Query(default=None)
 ) -> list[EnvironmentPublic]:
-    """List labelled environments, optionally of one task and/or kind."""
-    envs = await environments.list_environments(task_id=task_id, kind=kind)
+    """List this deployment's labelled environments, optionally of one task and/or kind."""
+    ns = namespace(cfg.temporal.id_prefix)
+    envs = await environments.list_environments(task_id=task_id, kind=kind, ns=ns)
     return [EnvironmentPublic.model_validate(e, from_attributes=True) for e in envs]
 
 
 @router.delete("/{name}", response_model=EnvironmentRemoved, responses=responses(404, 422))
-async def delete_environment(name: Annotated[str, Path(max_length=200)]) -> EnvironmentRemoved:
-    """Remove one environment (containers, networks, volumes) by its project name."""
-    if parse_project_name(name) is None:
-        raise HTTPException(404, f"{name!r} is not an environment name (factory-task-<id>-test|preview)")
-    if not await environments.tear_down(name):
+async def delete_environment(cfg: CfgDep, name: Annotated[str, Path(max_length=200)]) -> EnvironmentRemoved:
+    """Remove one of this deployment's environments (containers, networks, volumes) by its project name."""
+    ns = namespace(cfg.temporal.id_prefix)  # another deployment's environment is not there for this one
+    if parse_project_name(name, ns) is None:
+        form = f"factory-{ns + '-' if ns else ''}task-<id>-test|preview"
+        raise HTTPException(404, f"{name!r} is not an environment name of this deployment ({form})")
+    if not await environments.tear_down(name, ns):
         raise HTTPException(404, f"no environment {name!r} on this host")
     return EnvironmentRemoved(name=name)

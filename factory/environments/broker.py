@@ -32,7 +32,7 @@ import h11
 from factory.config import FactoryConfig
 from factory.environments import docker
 from factory.environments.checks import UnsafeComposeError
-from factory.environments.compose import KINDS, project_name
+from factory.environments.compose import KINDS, namespace, project_name
 from factory.environments.launch import EnvironmentFailure, Request, start_environment, targets_of
 from factory.environments.marks import Marks
 
@@ -66,11 +66,13 @@ class EnvironmentBroker:
     """Starts and removes agents' Docker environments on their behalf, for tasks holding a grant.
 
     Args:
-        cfg: Factory's config (`workspace_root` for the socket, `previews` for names and limits).
+        cfg: Factory's config (`workspace_root` for the socket, `previews` for names and limits,
+            `temporal.id_prefix` for the deployment's namespace: the broker names every environment).
     """
 
     def __init__(self, cfg: FactoryConfig):
         self.cfg = cfg
+        self.ns = namespace(cfg.temporal.id_prefix)
         self._grants: dict[str, _Grant] = {}  # token digest -> grant
         self._targets: dict[tuple[int, str], set[tuple[str, int]]] = {}
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
@@ -106,7 +108,7 @@ class EnvironmentBroker:
         if not self.marks.may_have(task_id, "test"):  # it never started one here: no docker call
             return
         async with self._locks.setdefault((task_id, "test"), asyncio.Lock()):
-            await docker.tear_down(project_name(task_id, "test"))
+            await docker.tear_down(project_name(task_id, "test", self.ns), self.ns)
             self.forget(task_id, ("test",))
 
     def allowed_targets(self, task_id: int) -> set[tuple[str, int]]:
@@ -120,7 +122,7 @@ class EnvironmentBroker:
     async def refresh_targets(self, task_id: int) -> set[tuple[str, int]]:
         """Re-read the task's environments from Docker (after a worker restart, say)."""
         for kind in KINDS:
-            targets = await targets_of(project_name(task_id, kind), self.cfg.previews.network)
+            targets = await targets_of(project_name(task_id, kind, self.ns), self.cfg.previews.network)
             if targets:
                 self._targets[(task_id, kind)] = targets
             else:
@@ -145,7 +147,7 @@ class EnvironmentBroker:
             os.umask(old)
         if not self.marks.ready:  # environments from before marks existed get theirs, once Docker answers
             try:
-                self.marks.complete([(e.task_id, e.kind) for e in await docker.labelled_environments()])
+                self.marks.complete([(e.task_id, e.kind) for e in await docker.labelled_environments(self.ns)])
             except docker.DockerUnavailable as exc:
                 log.info("environment marks not complete yet (docker: %s); teardowns ask Docker", exc)
 
@@ -224,7 +226,7 @@ class EnvironmentBroker:
         lock = self._locks.setdefault((task_id, kind), asyncio.Lock())
         if method == "DELETE":
             async with lock:
-                removed = await docker.tear_down(project_name(task_id, kind))
+                removed = await docker.tear_down(project_name(task_id, kind, self.ns), self.ns)
                 self.forget(task_id, (kind,))
             return 200, {"removed": removed}
         if method != "POST":
@@ -269,4 +271,5 @@ class EnvironmentBroker:
             task_id=grant.task_id, kind=kind, worktree=grant.worktree, compose_file=compose_file,
             repo=grant.repo, service=service, port=port, timeout=float(timeout),
             workspace_root=str(self.cfg.workspace_path.resolve()), max_copy_mb=self.cfg.previews.max_copy_mb,
+            ns=self.ns,
         )  # fmt: skip

@@ -9,6 +9,7 @@ between the check and `up`.
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +20,8 @@ LABEL_TASK = "factory.task"
 LABEL_KIND = "factory.kind"
 LABEL_REPO = "factory.repo"
 LABEL_CREATED = "factory.created"
+LABEL_DEPLOYMENT = "factory.deployment"
+"""The deployment's namespace (`namespace(temporal.id_prefix)`, "" by default) on everything Factory starts."""
 LABEL_URL = "factory.url"
 """Set by Factory on a preview's routed container: the public URL it announces."""
 
@@ -34,35 +37,59 @@ _RESERVED_LABEL_PREFIXES = ("traefik.", "factory.", "com.docker.compose.")
 DEFAULT_PIDS_LIMIT = 512
 """Processes per container when the file sets no (or no finite) limit: a fork bomb stays inside."""
 
-PROJECT_RE = re.compile(r"^factory-task-(?P<task>[0-9]+)-(?P<kind>test|preview)$")
+PROJECT_RE = re.compile(r"^factory-(?:(?P<ns>[a-z0-9]+(?:-[a-z0-9]+)*)-)?task-(?P<task>[0-9]+)-(?P<kind>test|preview)$")
+
+_NS_PLAIN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*-?$")
+_NS_MAX = 32  # a preview's host label `<ns>-task-<id>` stays within DNS's 63 characters
 
 
-def project_name(task_id: int | str, kind: str) -> str:
-    """`factory-task-<id>-<kind>`, the compose project of one environment."""
+def namespace(id_prefix: str) -> str:
+    """The deployment's namespace for Docker names and labels, from its `temporal.id_prefix`.
+
+    "" stays "" (today's names); a prefix of `[a-z0-9-]` loses its trailing `-` (`3f2a9c01de-` ->
+    `3f2a9c01de`); any other prefix is lowercased to `[a-z0-9-]` plus 8 hex of its hash, so two
+    prefixes that differ only in case or punctuation still name different namespaces.
+    """
+    if not id_prefix:
+        return ""
+    if _NS_PLAIN.match(id_prefix) and len(id_prefix) <= _NS_MAX:
+        return id_prefix.rstrip("-")
+    base = re.sub(r"[^a-z0-9]+", "-", id_prefix.lower()).strip("-")[:20].strip("-")
+    digest = hashlib.sha256(id_prefix.encode()).hexdigest()[:8]
+    return f"{base}-{digest}" if base else digest
+
+
+def project_name(task_id: int | str, kind: str, ns: str = "") -> str:
+    """`factory-task-<id>-<kind>` (`factory-<ns>-task-<id>-<kind>` in namespace `ns`), one environment's project."""
     if kind not in KINDS:
         raise ValueError(f"unknown environment kind {kind!r} (known: {', '.join(KINDS)})")
-    return f"factory-task-{int(task_id)}-{kind}"
+    return f"factory-{ns + '-' if ns else ''}task-{int(task_id)}-{kind}"
 
 
-def parse_project_name(name: str) -> tuple[int, str] | None:
-    """(task_id, kind) of a project name, or None when it is not one of Factory's."""
+def parse_project_name(name: str, ns: str = "") -> tuple[int, str] | None:
+    """(task_id, kind) of a project name of namespace `ns`; None when it is not one, or another deployment's."""
     m = PROJECT_RE.match(name)
-    return (int(m["task"]), m["kind"]) if m else None
+    return (int(m["task"]), m["kind"]) if m and (m["ns"] or "") == ns else None
 
 
-def preview_host(task_id: int | str, domain: str) -> str:
-    """`task-<id>.<domain>`, the host name Traefik routes to a task's preview."""
-    return f"task-{int(task_id)}.{domain}"
+def preview_host(task_id: int | str, domain: str, ns: str = "") -> str:
+    """`task-<id>.<domain>` (`<ns>-task-<id>.<domain>` in namespace `ns`): the host Traefik routes to a preview.
+
+    Two deployments behind one Traefik with the same `previews.domain` would otherwise route the
+    same host (and define the same router) for their task 1.
+    """
+    return f"{ns + '-' if ns else ''}task-{int(task_id)}.{domain}"
 
 
-def preview_url(task_id: int | str, domain: str, scheme: str = "https") -> str:
+def preview_url(task_id: int | str, domain: str, scheme: str = "https", ns: str = "") -> str:
     """The public URL of a task's preview."""
-    return f"{scheme}://{preview_host(task_id, domain)}"
+    return f"{scheme}://{preview_host(task_id, domain, ns)}"
 
 
-def env_labels(task_id: int | str, kind: str, repo: str, created: int | float) -> dict[str, str]:
+def env_labels(task_id: int | str, kind: str, repo: str, created: int | float, ns: str = "") -> dict[str, str]:
     """The labels every container, network and volume of an environment carries."""
     return {
+        LABEL_DEPLOYMENT: ns,
         LABEL_TASK: str(int(task_id)),
         LABEL_KIND: kind,
         LABEL_REPO: repo,
@@ -289,7 +316,7 @@ def traefik_labels(
     it meets first, which it may not be able to reach.
     """
     del service
-    router = "factory-" + host.split(".", 1)[0]  # task-<id>: unique per task
+    router = "factory-" + host.split(".", 1)[0]  # [<ns>-]task-<id>: unique per deployment and task
     labels = {
         "traefik.enable": "true",
         "traefik.docker.network": network,

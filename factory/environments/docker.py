@@ -1,9 +1,12 @@
 """The docker CLI calls behind the agents' environments: run compose, find, inspect, remove.
 
 Only Factory runs docker (agents ask the broker). Every container, network and volume of
-an environment carries the labels `factory.task`, `factory.kind` (test | preview),
-`factory.repo` and `factory.created`; this module finds environments by those labels, so
-it works whichever compose version started them and whatever became of the agent.
+an environment carries the labels `factory.deployment` (the deployment's namespace, `ns`),
+`factory.task`, `factory.kind` (test | preview), `factory.repo` and `factory.created`; this
+module finds environments by those labels, so it works whichever compose version started
+them and whatever became of the agent. Every function takes the deployment's `ns` and only
+ever sees that namespace's objects: deployments sharing one engine all number tasks from 1.
+The default namespace "" is also what environments from before the label carry (none).
 
 Docker being missing or its engine down is not a task's problem: every function here
 logs a warning and returns an empty result instead of raising.
@@ -24,6 +27,7 @@ from typing import Any
 
 from factory.environments.compose import (
     LABEL_CREATED,
+    LABEL_DEPLOYMENT,
     LABEL_KIND,
     LABEL_PROJECT,
     LABEL_REPO,
@@ -32,6 +36,7 @@ from factory.environments.compose import (
     LABEL_TASK,
     LABEL_URL,
     parse_project_name,
+    preview_host,
     project_name,
 )
 
@@ -139,21 +144,32 @@ async def project_containers(project: str, service: str | None = None) -> list[d
     return await _inspect(("container",), filters)
 
 
-async def running_environments() -> set[tuple[str, str]]:
-    """(task id, kind) of every environment with a running container on this engine."""
-    rc, out, err = await _docker(
-        "ps", "--filter", f"label={LABEL_KIND}", "--format", '{{.Label "factory.task"}} {{.Label "factory.kind"}}'
-    )
+async def running_environments(ns: str = "") -> set[str]:
+    """Project names of namespace `ns`'s environments with a running container on this engine."""
+    fmt = "|".join(f'{{{{.Label "{k}"}}}}' for k in (LABEL_TASK, LABEL_KIND, LABEL_PROJECT, LABEL_DEPLOYMENT))
+    rc, out, err = await _docker("ps", *_label_filters(None, None, ns), "--format", fmt)
     if rc != 0:
         raise DockerUnavailable(err.strip())
-    return {(p[0], p[1]) for p in (line.split() for line in out.splitlines()) if len(p) == 2}
+    rows = [row.split("|") for row in out.splitlines()]
+    return {r[2] for r in rows if len(r) == 4 and r[3] == ns and r[2] == _name(r[0], r[1], ns)}
 
 
-def _label_filters(task_id: int | None, kind: str | None) -> list[str]:
+def _label_filters(task_id: int | None, kind: str | None, ns: str) -> list[str]:
     out = ["--filter", f"label={LABEL_TASK}={task_id}" if task_id is not None else f"label={LABEL_TASK}"]
     if kind is not None:
         out += ["--filter", f"label={LABEL_KIND}={kind}"]
+    if ns:  # the default namespace's objects carry an empty label, or (from before it) none: checked by _ours
+        out += ["--filter", f"label={LABEL_DEPLOYMENT}={ns}"]
     return out
+
+
+def _ours(labels: dict[str, str], ns: str) -> bool:
+    """Whether an object is namespace `ns`'s: Docker cannot filter on a label's absence."""
+    return (labels.get(LABEL_DEPLOYMENT) or "") == ns
+
+
+def _name(task: str, kind: str, ns: str) -> str | None:
+    return project_name(int(task), kind, ns) if task.isdigit() and kind in ("test", "preview") else None
 
 
 async def _inspect(kind_cmd: tuple[str, ...], filters: list[str]) -> list[dict[str, Any]]:
@@ -177,8 +193,8 @@ def _labels(obj: dict[str, Any]) -> dict[str, str]:
     return (obj.get("Config") or {}).get("Labels") or obj.get("Labels") or {}
 
 
-async def _list(task_id: int | None, kind: str | None) -> list[EnvironmentInfo]:
-    filters = _label_filters(task_id, kind)
+async def _list(task_id: int | None, kind: str | None, ns: str = "") -> list[EnvironmentInfo]:
+    filters = _label_filters(task_id, kind, ns)
     containers, networks, volumes = await asyncio.gather(
         _inspect(("container",), filters), _inspect(("network",), filters), _inspect(("volume",), filters)
     )
@@ -188,9 +204,9 @@ async def _list(task_id: int | None, kind: str | None) -> list[EnvironmentInfo]:
     def env_for(obj: dict[str, Any]) -> EnvironmentInfo | None:
         labels = _labels(obj)
         task, k = labels.get(LABEL_TASK, ""), labels.get(LABEL_KIND, "")
-        if not task.isdigit() or k not in ("test", "preview"):
+        name = _name(task, k, ns)
+        if name is None or not _ours(labels, ns):
             return None
-        name = project_name(int(task), k)
         env = envs.get(name)
         if env is None:
             env = envs[name] = EnvironmentInfo(name=name, task_id=int(task), kind=k, repo=labels.get(LABEL_REPO, ""))
@@ -198,9 +214,9 @@ async def _list(task_id: int | None, kind: str | None) -> list[EnvironmentInfo]:
         if created.isdigit():
             env.created = min(env.created or float(created), float(created))
         # Factory writes factory.url over every container's (labels.override); and a URL must name
-        # this task's own host, whatever a label says
-        url = labels.get(LABEL_URL, "")
-        if url and not env.url and re.match(rf"^https?://task-{env.task_id}\.[A-Za-z0-9.-]+(:[0-9]+)?/?$", url):
+        # this task's own host (of this deployment), whatever a label says
+        url, own = labels.get(LABEL_URL, ""), re.escape(preview_host(env.task_id, "", ns))
+        if url and not env.url and re.match(rf"^https?://{own}[A-Za-z0-9.-]+(:[0-9]+)?/?$", url):
             env.url = url
         return env
 
@@ -226,21 +242,21 @@ async def _list(task_id: int | None, kind: str | None) -> list[EnvironmentInfo]:
     return sorted(envs.values(), key=lambda e: (e.task_id, e.kind))
 
 
-async def labelled_environments() -> list[EnvironmentInfo]:
-    """Every labelled environment on this host; raises DockerUnavailable when Docker cannot say."""
+async def labelled_environments(ns: str = "") -> list[EnvironmentInfo]:
+    """Every labelled environment of namespace `ns` on this host; raises DockerUnavailable when Docker cannot say."""
     rc, _out, err = await _docker("version", "--format", "{{.Server.Version}}")  # the engine answers
     if rc != 0:
         raise DockerUnavailable(err.strip() or "the Docker engine did not answer")
-    return await _list(None, None)
+    return await _list(None, None, ns)
 
 
-async def list_environments(task_id: int | None = None, kind: str | None = None) -> list[EnvironmentInfo]:
-    """Every labelled environment on this host, optionally of one task and/or kind.
+async def list_environments(task_id: int | None = None, kind: str | None = None, ns: str = "") -> list[EnvironmentInfo]:
+    """Every labelled environment of namespace `ns` on this host, optionally of one task and/or kind.
 
     Returns [] (and logs a warning) when docker is missing or its engine is down.
     """
     try:
-        return await _list(task_id, kind)
+        return await _list(task_id, kind, ns)
     except DockerUnavailable as exc:
         log.warning("cannot list environments: %s", exc)
         return []
@@ -256,61 +272,67 @@ def _remove_snapshots(containers: list[dict[str, Any]], project: str) -> None:
             shutil.rmtree(snap, ignore_errors=True)
 
 
-async def _remove(task_id: int, kind: str) -> bool:
-    filters = _label_filters(task_id, kind)
+async def _own(what: str, filters: list[str], ns: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Namespace `ns`'s objects of one kind matching `filters`, and their ids."""
+    objs = [o for o in await _inspect((what,), filters) if _ours(_labels(o), ns)]
+    return objs, sorted({str(o.get("Name") if what == "volume" else o.get("Id")) for o in objs})
+
+
+async def _remove(task_id: int, kind: str, ns: str = "") -> bool:
+    filters, project = _label_filters(task_id, kind, ns), project_name(task_id, kind, ns)
     found = False
-    rc, out, err = await _docker("container", "ls", "-aq", *filters)
-    if ids := out.split():
+    containers, ids = await _own("container", filters, ns)
+    if ids:
         found = True
-        _remove_snapshots(await _inspect(("container",), filters), project_name(task_id, kind))
+        _remove_snapshots(containers, project)
         rc, _out, err = await _docker("rm", "-f", "-v", *ids, timeout=120)
         if rc != 0:
-            log.warning("removing containers of %s: %s", project_name(task_id, kind), err.strip())
+            log.warning("removing containers of %s: %s", project, err.strip())
     for what in ("network", "volume"):
-        rc, out, err = await _docker(what, "ls", "-q", *filters)
-        if ids := out.split():
+        _objs, ids = await _own(what, filters, ns)
+        if ids:
             found = True
             rc, _out, err = await _docker(what, "rm", *(["-f"] if what == "volume" else []), *ids)
             if rc != 0:
-                log.warning("removing %ss of %s: %s", what, project_name(task_id, kind), err.strip())
+                log.warning("removing %ss of %s: %s", what, project, err.strip())
     # images the environment built (the toolkit labels build output too)
-    rc, out, err = await _docker("image", "ls", "-q", *filters)
-    if ids := sorted(set(out.split())):
+    _objs, ids = await _own("image", filters, ns)
+    if ids:
         await _docker("image", "rm", "-f", *ids, timeout=120)
     return found
 
 
-async def tear_down(name: str) -> bool:
+async def tear_down(name: str, ns: str = "") -> bool:
     """Remove one environment (containers, networks, volumes, built images) by project name.
 
     Returns:
         True when something carrying its labels was found; False when nothing was,
-        the name is not Factory's, or docker is unavailable.
+        the name is not of namespace `ns` (another deployment's, or not Factory's), or docker is unavailable.
     """
-    parsed = parse_project_name(name)
+    parsed = parse_project_name(name, ns)
     if parsed is None:
         return False
     try:
-        return await _remove(*parsed)
+        return await _remove(*parsed, ns)
     except DockerUnavailable as exc:
         log.warning("cannot tear down %s: %s", name, exc)
         return False
 
 
-async def preview_url_of(task_id: int) -> str | None:
+async def preview_url_of(task_id: int, ns: str = "") -> str | None:
     """The URL of the task's running preview, from the label Factory put on it; None when none runs.
 
     Agents hold no Docker socket and their own `factory.*` labels are dropped, so this is
     Factory's record of what it started, never something an agent wrote.
     """
-    envs = await list_environments(task_id=task_id, kind="preview")
+    envs = await list_environments(task_id=task_id, kind="preview", ns=ns)
     return next((e.url for e in envs if e.url and e.status in ("running", "partial")), None)
 
 
-async def cleanup_task_environments(task_id: int, kinds: Iterable[str] = ("test",)) -> int:
-    """Remove a task's environments of the given kinds; how many were removed."""
+async def cleanup_task_environments(task_id: int, kinds: Iterable[str] = ("test",), ns: str = "") -> int:
+    """Remove a task's environments (of namespace `ns`) of the given kinds; how many were removed."""
     removed = 0
     for kind in kinds:
-        if await tear_down(project_name(task_id, kind)):
+        if await tear_down(project_name(task_id, kind, ns), ns):
             removed += 1
     return removed

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from factory.config import FactoryConfig
 from factory.environments import docker
-from factory.environments.compose import LABEL_PROJECT, parse_project_name, project_name
+from factory.environments.compose import LABEL_PROJECT, namespace, parse_project_name, project_name
 from factory.environments.docker import EnvironmentInfo
 from factory.store.tables import FINISHED
 
@@ -32,8 +32,11 @@ class Janitor:
     - a preview whose task is gone or whose pull request is merged or closed;
     - anything older than `previews.max_age_hours`.
 
+    Only ever this deployment's (`temporal.id_prefix`'s namespace): another deployment on the same
+    engine has its own task 1, which `task_lookup` knows nothing of.
+
     Args:
-        cfg: Factory's config (`previews.max_age_hours`).
+        cfg: Factory's config (`previews.max_age_hours`, `temporal.id_prefix`).
         task_lookup: `task_id -> (status, pr_state)`, or None when there is no such
             task; may be sync or async. When it raises, that environment is kept.
         now: the clock, for tests.
@@ -41,6 +44,7 @@ class Janitor:
 
     def __init__(self, cfg: FactoryConfig, task_lookup: TaskLookup, *, now: Callable[[], float] = time.time):
         self.cfg = cfg
+        self.ns = namespace(cfg.temporal.id_prefix)
         self.task_lookup = task_lookup
         self.now = now
 
@@ -72,7 +76,7 @@ class Janitor:
     async def run_once(self) -> list[str]:
         """One sweep; the names of the environments removed."""
         removed: list[str] = []
-        for env in await docker.list_environments():
+        for env in await docker.list_environments(ns=self.ns):
             reason = self._too_old(env)
             if reason is None:
                 try:
@@ -81,7 +85,7 @@ class Janitor:
                     log.warning("janitor: looking up task %s failed; keeping %s", env.task_id, env.name, exc_info=True)
                     continue
                 reason = self.reason_to_remove(env, state)
-            if reason and await docker.tear_down(env.name):
+            if reason and await docker.tear_down(env.name, self.ns):
                 log.info("janitor: removed %s (%s)", env.name, reason)
                 removed.append(env.name)
         await self.sweep_copies()
@@ -95,9 +99,9 @@ class Janitor:
         """
         root = self.cfg.workspace_path.resolve() / "envs"
         gone: list[str] = []
-        for d in sorted(root.glob("factory-task-*")) if root.is_dir() else []:
+        for d in sorted(root.glob("factory-*")) if root.is_dir() else []:
             project, _, n = d.name.rpartition("-")
-            if parse_project_name(project) is None or not n.isdigit() or d.is_symlink():
+            if parse_project_name(project, self.ns) is None or not n.isdigit() or d.is_symlink():
                 continue
             if self.now() - d.stat().st_mtime < min_age_s:
                 continue
@@ -128,11 +132,11 @@ async def janitor_loop(janitor: Janitor, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
-async def remove_previews_of_closed_pr(task_ids: Iterable[int]) -> None:
-    """A merged or closed PR's previews go at once (called by the GitHub inbound code)."""
+async def remove_previews_of_closed_pr(task_ids: Iterable[int], ns: str = "") -> None:
+    """A merged or closed PR's previews (of namespace `ns`) go at once (called by the GitHub inbound code)."""
     for task_id in task_ids:
         try:
-            if await docker.tear_down(project_name(task_id, "preview")):
+            if await docker.tear_down(project_name(task_id, "preview", ns), ns):
                 log.info("removed the preview of task %s: its pull request closed", task_id)
         except Exception:  # one failed teardown must not keep the others; the sweep comes later
             log.exception("could not remove the preview of task %s", task_id)

@@ -69,6 +69,7 @@ class Request:
     timeout: float = 120
     workspace_root: str = ""  # copies go to `<workspace_root>/envs` (`envs_root`)
     max_copy_mb: int = 200
+    ns: str = ""  # the deployment's namespace (`compose.namespace(temporal.id_prefix)`): Factory's, never the agent's
 
 
 _limit_lock = asyncio.Lock()
@@ -198,7 +199,7 @@ async def start_environment(req: Request, pv: PreviewsConfig) -> Started:
         UnsafeComposeError: the file breaks a rule (each violation names it).
         EnvironmentFailure: bad request, host limit, timeout, or docker failing.
     """
-    project = project_name(req.task_id, req.kind)
+    project = project_name(req.task_id, req.kind, req.ns)
     if not req.workspace_root:
         raise EnvironmentFailure("bad_request", "environments need Factory's workspace_root (the broker sets it)")
     root = envs_root(req.workspace_root)
@@ -218,7 +219,7 @@ async def start_environment(req: Request, pv: PreviewsConfig) -> Started:
 
 
 async def _start(req: Request, pv: PreviewsConfig, project: str, env_dir: str, config: dict[str, Any]) -> Started:
-    labels = env_labels(req.task_id, req.kind, req.repo, time.time())
+    labels = env_labels(req.task_id, req.kind, req.repo, time.time(), req.ns)
     labels[LABEL_SNAPSHOT] = env_dir
     preview = None
     try:
@@ -228,9 +229,9 @@ async def _start(req: Request, pv: PreviewsConfig, project: str, env_dir: str, c
             raise EnvironmentFailure("bad_request", str(exc)) from exc
         service, port = req.service, req.port
     url = ""
-    host = preview_host(req.task_id, pv.domain)
+    host = preview_host(req.task_id, pv.domain, req.ns)
     if req.kind == "preview":
-        url = preview_url(req.task_id, pv.domain, pv.scheme)
+        url = preview_url(req.task_id, pv.domain, pv.scheme, req.ns)
         preview = {
             "service": service, "port": int(port), "host": host,
             "network": pv.network, "entrypoint": pv.entrypoint,
@@ -267,7 +268,7 @@ async def _start(req: Request, pv: PreviewsConfig, project: str, env_dir: str, c
     if docker.is_compose_v1(cmd):
         args.insert(0, "--compatibility")  # v1 honours deploy.resources.limits only so
     async with _limit_lock:
-        others = await docker.running_environments() - {(str(req.task_id), req.kind)}
+        others = await docker.running_environments(req.ns) - {project}  # this deployment's, on this host
         if len(others) >= pv.max_running:
             raise EnvironmentFailure(
                 "limit",

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from factory.config import FactoryConfig
+from factory.environments.compose import namespace
 from factory.environments.janitor import remove_previews_of_closed_pr
 from factory.integrations.github import checks, issues, mentions
 from factory.integrations.github.client import GitHubClient
@@ -75,8 +76,8 @@ class PrClosed:
 _teardowns: set[asyncio.Task[None]] = set()
 
 
-def _tear_down_previews(task_ids: list[int]) -> None:
-    task = asyncio.get_running_loop().create_task(remove_previews_of_closed_pr(task_ids))
+def _tear_down_previews(task_ids: list[int], ns: str) -> None:
+    task = asyncio.get_running_loop().create_task(remove_previews_of_closed_pr(task_ids, ns))
     _teardowns.add(task)
     task.add_done_callback(_teardowns.discard)
 
@@ -137,7 +138,7 @@ async def record_pr_closed(
         workflow_run_ids=run_ids,
     )
     log.info("PR %s#%s %s (tasks %s)", repo_full, number, state, task_ids)
-    _tear_down_previews(task_ids)
+    _tear_down_previews(task_ids, namespace(cfg.temporal.id_prefix))
     return event
 
 
