@@ -183,6 +183,7 @@ class CpuMeter:
         ch = resource.getrusage(resource.RUSAGE_CHILDREN)
         return {
             "bench_process": me.ru_utime + me.ru_stime,
+            "bench_polls": POLL_CPU[0],
             "children_git_cli": ch.ru_utime + ch.ru_stime,
             "temporal_server": proc_cpu_seconds(self.temporal_pid) if self.temporal_pid else 0.0,
             "fake_servers": proc_cpu_seconds(self.fakes_pid) if self.fakes_pid else 0.0,
@@ -291,6 +292,17 @@ def write_wrapper(tmp: Path) -> tuple[Path, Path]:
     return path, log
 
 
+def agent_priority() -> None:
+    """The raw CLI at the priority Factory's sandbox gives its agents (nice 10, its session's group too),
+    so both sides' agents compete alike with the rest of a shared machine."""
+    os.setpriority(os.PRIO_PROCESS, 0, 10)
+    try:
+        with open("/proc/self/autogroup", "w") as fh:
+            fh.write("10")
+    except OSError:
+        pass
+
+
 RUN_DIR: Path | None = None  # Factory's run dir (`run/task-N.stderr` hold the sandboxed runs' lines)
 
 
@@ -379,7 +391,7 @@ class RawPipeline:
         proc = await asyncio.create_subprocess_exec(
             *cmd, cwd=path, env={**self.env, "FACTORY_TASK_ID": label},
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True, limit=32 * 1024 * 1024,
+            start_new_session=True, limit=32 * 1024 * 1024, preexec_fn=agent_priority,
         )  # fmt: skip
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(prompt.encode())
@@ -540,6 +552,9 @@ class LoopProbe:
         }
 
 
+POLL_CPU = [0.0]  # this thread's CPU seconds in DbPoller.status/finished: the bench's own, not Factory's
+
+
 class DbPoller:
     """Reads task rows straight from Factory's SQLite file (not through the in-process API)."""
 
@@ -548,14 +563,19 @@ class DbPoller:
         self.conn.execute("PRAGMA busy_timeout=5000")
 
     def status(self, task_id: int) -> str | None:
+        t0 = time.thread_time()
         row = self.conn.execute("SELECT status FROM task WHERE id=?", (task_id,)).fetchone()
+        POLL_CPU[0] += time.thread_time() - t0
         return row[0] if row else None
 
     def finished(self, ids: list[int]) -> dict[int, str]:
         if not ids:
             return {}
         q = f"SELECT id, status FROM task WHERE id IN ({','.join('?' * len(ids))}) AND status IN ('done','failed','cancelled')"
-        return {r[0]: r[1] for r in self.conn.execute(q, ids)}
+        t0 = time.thread_time()
+        out = {r[0]: r[1] for r in self.conn.execute(q, ids)}
+        POLL_CPU[0] += time.thread_time() - t0
+        return out
 
     def task_row(self, task_id: int) -> dict[str, Any]:
         cur = self.conn.execute("SELECT * FROM task WHERE id=?", (task_id,))
@@ -877,6 +897,8 @@ def raw_step_summary(recs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def render(res: dict[str, Any]) -> str:
     s, t = res["sequential"], res["throughput"]
     fo, ro = s["factory"]["overhead"], s["raw"]["overhead"]
+    fc = s["factory"]["cpu"]["per_task"]
+    fpy = fc["bench_process"] - fc.get("bench_polls", 0.0)
     r0 = t["rounds"][0]
     extra: list[str] = []
     conc = r0["factory"]["concurrency"]
@@ -894,8 +916,10 @@ def render(res: dict[str, Any]) -> str:
         f"| non-agent p50, Factory to done vs raw up to the PR call | {ms(fo['p50'])} | {ms(s['raw']['overhead_to_pr']['p50'])} | {ms(fo['p50'] - s['raw']['overhead_to_pr']['p50'])} |",
         f"| non-agent p50, Factory to workflow closed (cleanup incl.) | {ms(s['factory']['overhead_to_closed']['p50'])} | {ms(ro['p50'])} | {ms(s['factory']['overhead_to_closed']['p50'] - ro['p50'])} |",
         f"| CPU s per task: bench process (Python) | {s['factory']['cpu']['per_task']['bench_process']:.3f} | {s['raw']['cpu']['per_task']['bench_process']:.3f} | |",
+        f"| CPU s per task: Factory's Python (bench process − its status polls) | {fpy:.3f} | | |",
         f"| CPU s per task: Temporal server | {s['factory']['cpu']['per_task']['temporal_server']:.3f} | {s['raw']['cpu']['per_task']['temporal_server']:.3f} | |",
-        f"| CPU s per task: git + CLI processes | {s['factory']['cpu']['per_task']['children_git_cli']:.3f} | {s['raw']['cpu']['per_task']['children_git_cli']:.3f} | |",
+        f"| CPU s per task: git + CLI processes (Factory: git, docker, bwrap, socat; its sandboxed CLI is not counted) | {s['factory']['cpu']['per_task']['children_git_cli']:.3f} | {s['raw']['cpu']['per_task']['children_git_cli']:.3f} | |",
+        f"| **Factory's CPU per task: its Python + Temporal + its git** | **{fpy + fc['temporal_server'] + fc['children_git_cli']:.3f}** | | |",
         f"| CPU s per task: other processes on the machine | {s['factory']['foreign_cpu_per_task_s']:.3f} | {s['raw']['foreign_cpu_per_task_s']:.3f} | |",
         "",
         "| throughput round | Factory tasks/min | raw tasks/min | ratio | Factory CLI mean | raw CLI mean | machine busy F / raw | other procs' CPU s F / raw |",
@@ -1112,6 +1136,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     fcpu, rcpu = fac_cpu.result(args.seq), raw_cpu.result(args.seq)
     ratios = [r["ratio"] for r in rounds]
     ratio = statistics.median(ratios)
+    fpt = fcpu["per_task"]
+    own_cpu = fpt["bench_process"] - fpt["bench_polls"] + fpt["temporal_server"] + fpt["children_git_cli"]
     res: dict[str, Any] = {
         "command": " ".join(["python -m bench.pipeline_bench", *sys.argv[1:]]),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -1161,14 +1187,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         },
         "sqlite": sqlite_cost,
         "targets": {
-            "Factory non-agent time per task p50 <= 250 ms": {"figure": ms(fo["p50"]), "met": fo["p50"] <= 0.250},
-            "Factory extra over the raw steps p50 <= 250 ms": {
-                "figure": ms(fo["p50"] - ro["p50"]),
-                "met": fo["p50"] - ro["p50"] <= 0.250,
+            "Factory's CPU per task (its Python + Temporal + its git) <= 0.2 s": {
+                "figure": f"{own_cpu:.3f} s", "met": own_cpu <= 0.2,
             },
-            "throughput >= 0.9x the raw steps'": {
+            "Factory extra over the raw steps p50 <= 150 ms": {
+                "figure": ms(fo["p50"] - ro["p50"]),
+                "met": fo["p50"] - ro["p50"] <= 0.150,
+            },
+            "throughput >= 0.8x the raw steps' at 2 slots": {
                 "figure": f"{ratio:.2f}x (median of {len(ratios)} rounds)",
-                "met": ratio >= 0.9,
+                "met": ratio >= 0.8,
             },
         },
         "tasks": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,38 @@ def test_secrets_are_scrubbed_and_run_marks_ride_along(tmp_path: Path) -> None:
     with Session(engine) as s:
         got = s.get(AgentRun, run_id)
         assert got is not None and got.last_output_at is not None and got.last_output == "x" * 300
+
+
+def test_batched_lines_reach_the_live_stream_and_the_logs_route_in_order(tmp_path: Path, monkeypatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from factory.config import FactoryConfig
+    from factory.store.tables import Task
+
+    monkeypatch.delenv("FACTORY_AUTH_TOKEN", raising=False)
+    cfg = FactoryConfig(data_dir=str(tmp_path), database_url=f"sqlite:///{tmp_path}/f.db")
+    engine = make_engine(cfg.db_url)
+    with Session(engine) as s:
+        for i in (1, 2):
+            s.add(Task(id=i, title=f"t{i}", description="", repo="demo", agent_type="coder", status="done"))
+        s.commit()
+
+    async def write() -> None:
+        sink = LogSink(engine, interval=0.01, max_batch=7)  # several batches, two runs interleaved
+        for i in range(60):
+            sink.add(1 + i % 2, "text", f"line {i}")
+            if i % 9 == 0:
+                await asyncio.sleep(0.02)
+        await sink.flush()
+
+    asyncio.run(write())
+    with TestClient(create_app(cfg, engine=engine, connect_temporal=False)) as c:
+        sse = c.get("/api/events?task_id=2").text
+        logs = c.get("/api/tasks/2/logs", params={"limit": 2000}).json()
+    streamed = [
+        json.loads(line[5:])["content"] for line in sse.splitlines() if line.startswith("data:") and '"kind"' in line
+    ]
+    want = [f"line {i}" for i in range(1, 60, 2)]
+    assert streamed == want and [r["content"] for r in logs] == want
+    assert "event: end" in sse
