@@ -147,7 +147,9 @@ class DevServer:
             self._command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=die_with_parent,
         )  # fmt: skip
-        self.pidfile.write_text(f"{self.proc.pid} {process_start_time(self.proc.pid)}\n")
+        tmp = self.pidfile.with_suffix(".pid.tmp")  # whole or absent: a reader never sees it half written
+        tmp.write_text(f"{self.proc.pid} {process_start_time(self.proc.pid)}\n")
+        os.replace(tmp, self.pidfile)
 
     def _not_ready(self) -> bool:
         """True while starting; DevServerFailed once the process has exited."""

@@ -189,8 +189,8 @@ async def _noted(h: Any, task_id: int) -> bool:
 
 async def test_a_timeout_pushes_the_work_in_progress(start_factory, model):
     model.add_scenario("timeout-wip", [[ToolUse("Write", {"file_path": "half.txt", "content": "half done\n"})], Stall(120)])  # fmt: skip
-    # 6 s of silence: on a loaded machine the CLI takes a few seconds to start
-    async with start_factory(agent_activity_timeout_minutes=0.1) as h:
+    # 12 s of silence: on a loaded machine (load 11 on 2 cores) the CLI took over 6 s to print its first line
+    async with start_factory(agent_activity_timeout_minutes=0.2) as h:
         t = await h.create("Half a job", "timeout-wip")
         failed = await h.wait_for(t["id"], {"done", "failed"}, timeout=60)
         assert failed["status"] == "failed"
