@@ -30,9 +30,16 @@ class EnvironmentActivities:
 
         Never fails the task: docker being missing or down counts as nothing removed.
         """
-        kinds = [k for k in inp.kinds if self.marks.may_have(inp.task_id, k)]  # never started here: no docker call
-        ns = namespace(self.cfg.temporal.id_prefix)  # only ever this deployment's
-        removed = await environments.cleanup_task_environments(inp.task_id, kinds, ns) if kinds else 0
-        if self.broker is not None:  # the egress proxy stops letting the agent reach them
-            self.broker.forget(inp.task_id, inp.kinds)
-        return removed
+        return await remove_environments(self.cfg, self.marks, self.broker, inp.task_id, inp.kinds)
+
+
+async def remove_environments(
+    cfg: FactoryConfig, marks: Marks, broker: EnvironmentBroker | None, task_id: int, kinds: list[str]
+) -> int:
+    """Remove the task's environments of `kinds` (never failing); how many were removed."""
+    wanted = [k for k in kinds if marks.may_have(task_id, k)]  # never started one here: no docker call
+    ns = namespace(cfg.temporal.id_prefix)  # only ever this deployment's
+    removed = await environments.cleanup_task_environments(task_id, wanted, ns) if wanted else 0
+    if broker is not None:  # the egress proxy stops letting the agent reach them
+        broker.forget(task_id, kinds)
+    return removed

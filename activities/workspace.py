@@ -12,10 +12,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._heartbeat import heartbeats
+from activities.environments import remove_environments
 from factory.config import FactoryConfig
 from factory.contracts import ChangesResult, CleanupInput, FinalizeInput, PrepareInput, RepoRef, WorkspaceInfo  # noqa: F401 (the wire forms live in factory.contracts)
 from factory.domain.errors import git_retryable
 from factory.domain.text import clip
+from factory.environments.broker import EnvironmentBroker
 from factory.environments.compose import namespace
 from factory.environments.docker import preview_url_of
 from factory.environments.marks import Marks
@@ -27,8 +29,11 @@ from factory.integrations.errors import failure
 
 
 class WorkspaceActivities:
-    def __init__(self, cfg: FactoryConfig, host: str, host_queue: str, agent_queue: str):
+    def __init__(
+        self, cfg: FactoryConfig, host: str, host_queue: str, agent_queue: str, broker: EnvironmentBroker | None = None
+    ):
         self.cfg = cfg
+        self.broker = broker  # the test environments a cleanup removes first (CleanupInput.environments)
         self.host = host
         self.host_queue = host_queue
         self.agent_queue = agent_queue
@@ -137,10 +142,16 @@ class WorkspaceActivities:
     @activity.defn
     @heartbeats
     async def cleanup_workspace(self, inp: CleanupInput) -> None:
-        """Push commits the remote lacks (never delete the branch), then remove the worktree."""
+        """Push commits the remote lacks (never delete the branch), then remove the worktree.
+
+        With `environments`, the task's environments of those kinds go first; when `pushed` (a done task,
+        whose finalize pushed what it committed) no git runs: the clone is only removed.
+        """
         ws = inp.workspace
+        if inp.environments:
+            await remove_environments(self.cfg, self.marks, self.broker, inp.task_id, inp.environments)
         clone = self._clone(ws.path, inp.repo)
-        if clone.exists():
+        if clone.exists() and not inp.pushed:
             try:
                 await clone.secure(ws.branch)
                 if inp.wip_message:

@@ -81,6 +81,17 @@ async def test_a_task_runs_its_agent_pushes_opens_a_pr_and_cleans_up(temporal_en
     assert len(s.of("cleanup_workspace")) == 1 and len(s.of("remember_task")) == 1
 
 
+async def test_a_task_cleans_up_in_one_step_and_pushes_nothing_again_once_done(temporal_env):
+    s = Scripted()
+    await run_task(temporal_env, s)
+    (done,) = s.of("cleanup_workspace")  # its test environments go in the same step (patch one-cleanup)
+    assert done.pushed and done.environments == ["test"] and not s.of("cleanup_task_environments")
+    s = Scripted(replies={"coder": [reply("model overloaded", is_error=True, subtype="error_during_execution")]})
+    await failed_task(temporal_env, s)
+    (failed,) = s.of("cleanup_workspace")  # a failed task's work is committed as WIP and pushed
+    assert not failed.pushed and failed.wip_message.startswith("WIP: ")
+
+
 async def test_a_task_without_commits_opens_no_pr_and_says_so(temporal_env):
     s = Scripted(commits=[0])
     res = await run_task(temporal_env, s)

@@ -82,7 +82,24 @@ async def record(upd: TaskUpdate) -> None:
 
 
 async def clean_up(inp: TaskInput, ws: WorkspaceInfo, status: str) -> None:
-    """Remove the task's test environments and, when the task owns it, its worktree (side by side)."""
+    """Remove the task's test environments and, when the task owns it, its worktree."""
+    wip = "" if status == "done" else f"WIP: {inp.title} (task #{inp.task_id} {status})"
+    if inp.workspace is None and workflow.patched("one-cleanup"):
+        # one activity on the worktree's host: the environments, then the worktree; a done task's finalize
+        # pushed its work, so nothing is pushed again (one round trip and ~5 git processes fewer per task)
+        await best_effort(
+            "cleanup failed",
+            workflow.execute_activity(
+                acts.cleanup_workspace,
+                CleanupInput(task_id=inp.task_id, workspace=ws, repo=inp.repo, wip_message=wip,
+                             pushed=status == "done", environments=["test"]),
+                task_queue=ws.host_queue,
+                schedule_to_start_timeout=failover.start_timeout(inp),
+                summary="clean up worktree and test environments",
+                **noticing(GIT, inp.heartbeat_timeout_s),
+            ),
+        )  # fmt: skip
+        return
     steps = [
         best_effort(
             "could not remove test environments",
@@ -97,7 +114,6 @@ async def clean_up(inp: TaskInput, ws: WorkspaceInfo, status: str) -> None:
         )
     ]
     if inp.workspace is None:
-        wip = "" if status == "done" else f"WIP: {inp.title} (task #{inp.task_id} {status})"
         steps.append(
             best_effort(
                 "cleanup failed",

@@ -5,7 +5,7 @@ New fields always get defaults, so that the histories of running workflows stay 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from factory.contracts.tasks import ChangesResult, RepoRef, WorkspaceInfo  # noqa: F401 (ChangesResult: re-exported)
 
@@ -35,6 +35,9 @@ class CleanupInput:
     workspace: WorkspaceInfo
     repo: RepoRef
     wip_message: str = ""
+    # the task is done: finalize pushed everything it committed, and nothing has written here since
+    pushed: bool = False
+    environments: list[str] = field(default_factory=list)  # kinds of the task's environments to remove first
 
 
 @dataclass
