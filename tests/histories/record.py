@@ -104,6 +104,12 @@ async def scheduled(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
     )  # fmt: skip
 
 
+async def done_one_cleanup(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    """A task done with its PR, cleaned up in one step (patch one-cleanup: environments and worktree together)."""
+    s.replies = {"coder": [reply("added /health")]}
+    return await _task(client, s)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "task_question_answered": question_answered,
     "code_review_changes_then_approved": review_loop,
@@ -113,6 +119,7 @@ SCENARIOS: dict[str, Scenario] = {
     "ci_fix_round": ci_fix_round,
     "failover_moved_host": failover,
     "schedule_started_task": scheduled,
+    "task_done_one_cleanup": done_one_cleanup,
 }
 
 
