@@ -83,13 +83,15 @@ class WorkspaceActivities:
             if clone.exists():  # a retry: a clone is renamed into place only once complete
                 await clone.secure(branch)
             else:
-                start = f"refs/remotes/origin/{branch}" if inp.branch else base_ref
-                found = await git("rev-parse", "--verify", "--quiet", start, git_dir=mirror, check=False)
+                start, found = base_ref, base_sha  # a new branch starts at the base just read
+                if inp.branch:
+                    start = f"refs/remotes/origin/{branch}"
+                    found = await git("rev-parse", "--verify", "--quiet", start, git_dir=mirror, check=False)
                 if inp.moved and not found.strip():  # nothing was pushed before the host was lost
                     start, found = base_ref, base_sha
                 if inp.branch and not found.strip():
                     raise ApplicationError(f"branch {branch!r} does not exist", type="GitError", non_retryable=True)
-                await clone.create(branch, start)
+                await clone.create(branch, start, found.strip() if start == base_ref else "")
         except GitError as exc:
             raise _failure(exc) from exc
         carried = ""

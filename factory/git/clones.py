@@ -104,10 +104,17 @@ def clone_config(url: str, object_format: str, author_name: str, author_email: s
     )
 
 
+_FORMATS: dict[Path, str] = {}  # a mirror's hash algorithm never changes while the mirror exists
+
+
 async def object_format(mirror: Path) -> str:
-    """The mirror's hash algorithm (`sha1` or `sha256`), read by Factory from Factory's mirror."""
-    out = await git("config", "--file", str(mirror / "config"), "extensions.objectformat", git_dir=None, check=False)
-    return out.strip().lower() or "sha1"
+    """The mirror's hash algorithm (`sha1` or `sha256`), read by Factory from Factory's mirror (once per process)."""
+    if mirror not in _FORMATS:
+        out = await git(
+            "config", "--file", str(mirror / "config"), "extensions.objectformat", git_dir=None, check=False
+        )
+        _FORMATS[mirror] = out.strip().lower() or "sha1"
+    return _FORMATS[mirror]
 
 
 async def sync_mirror(mirror: Path, url: str, env: Mapping[str, str]) -> None:
@@ -116,6 +123,7 @@ async def sync_mirror(mirror: Path, url: str, env: Mapping[str, str]) -> None:
         if mirror.exists():
             shutil.rmtree(mirror)
         mirror.parent.mkdir(parents=True, exist_ok=True)
+        _FORMATS.pop(mirror, None)  # a new clone of the remote: read its format again
         await git(
             "clone", "--bare", "--template=", "--end-of-options", url, str(mirror), git_dir=None, env=env, timeout=900
         )  # fmt: skip
@@ -174,8 +182,9 @@ class TaskClone:
     def exists(self) -> bool:
         return os.path.lexists(self.git_dir)
 
-    async def create(self, branch: str, start: str) -> None:
-        """Make the clone, on a new branch `branch` at `start` (a ref or sha of the mirror).
+    async def create(self, branch: str, start: str, start_sha: str = "") -> None:
+        """Make the clone, on a new branch `branch` at `start` (a ref or sha of the mirror; `start_sha`: its
+        commit, when the caller has just read it).
 
         It is built beside its final place and renamed into it, so a clone that exists is complete
         and a retried prepare reuses it.
@@ -185,21 +194,24 @@ class TaskClone:
         staging.parent.mkdir(parents=True, exist_ok=True)
         fmt = await object_format(self.mirror)
         start_sha = (
-            await git("rev-parse", "--verify", "--end-of-options", f"{start}^{{commit}}", git_dir=self.mirror)
-        ).strip()
+            start_sha
+            or (
+                await git("rev-parse", "--verify", "--end-of-options", f"{start}^{{commit}}", git_dir=self.mirror)
+            ).strip()
+        )
         await git(
             "init", "-q", "--template=", f"--object-format={fmt}", f"--initial-branch={branch}", "--", str(staging),
             git_dir=None,
         )  # fmt: skip
         building = TaskClone(staging, self.mirror, self.url, self.author_name, self.author_email)
-        await building.secure()
+        await building.secure(fresh=True)
         await building.git("update-ref", "-m", "factory: task branch", f"refs/heads/{branch}", start_sha)
         await building.git("reset", "-q", "--hard", "HEAD")
         if self.path.is_symlink() or self.path.exists():  # a directory with no repository in it: debris
             self._remove_checkout()
         os.rename(staging, self.path)
 
-    async def secure(self, branch: str | None = None) -> None:
+    async def secure(self, branch: str | None = None, fresh: bool = False) -> None:
         """Make the clone safe for Factory's git, whatever the agent did to it; then refresh refs.
 
         Args:
@@ -207,6 +219,7 @@ class TaskClone:
                 (dropped when the mirror has not fetched it yet): the agent can write that ref, and one
                 set to HEAD made Factory believe the work was pushed and skip the push. A push of what
                 the remote already has costs a round trip and changes nothing.
+            fresh: the clone was just made by `create` (it has no refs yet to compare).
 
         Raises:
             UnsafeCloneError: `.git` is not a plain directory, or holds a symlink.
@@ -224,7 +237,7 @@ class TaskClone:
         )
         (git_dir / "objects" / "info").mkdir(parents=True, exist_ok=True)
         _atomic_write(git_dir / "objects" / "info" / "alternates", f"{self.shared_objects}\n")
-        await self.sync_refs()
+        await self.sync_refs(fresh=fresh)
 
     def _check_layout(self) -> None:
         if self.path.is_symlink() or not self.path.is_dir():
@@ -247,14 +260,15 @@ class TaskClone:
         for lock in locks:  # and the FIFOs, sockets and devices: removed, never opened
             os.unlink(lock)
 
-    async def sync_refs(self, keep: str | None = None) -> None:
+    async def sync_refs(self, keep: str | None = None, fresh: bool = False) -> None:
         """Set refs/remotes/origin/* (and tags) to the mirror's, which Factory alone writes.
 
         Args:
             keep: a ref left as it is when the clone has it.
+            fresh: the clone was just initialised by Factory and has no refs.
         """
         theirs = await _remote_refs(self.mirror)
-        ours = await _remote_refs(self.git_dir)
+        ours = {} if fresh else await _remote_refs(self.git_dir)
         if keep and keep in ours:
             theirs[keep] = ours[keep]
         lines = [f"update {name} {sha}" for name, sha in theirs.items() if ours.get(name) != sha]
