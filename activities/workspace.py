@@ -128,7 +128,7 @@ class WorkspaceActivities:
             files, stat = _numstat(await clone.numstat(base))
             head = await clone.head()
             pushed = False
-            if inp.push and ahead > 0 and await clone.unpushed(ws.branch, ws.base_branch) > 0:
+            if inp.push and ahead > 0 and await clone.unpushed(ws.branch, ws.base_branch, ahead) > 0:
                 await clone.push(ws.branch, git_env(self.cfg, inp.repo.url))
                 pushed = True
         except GitError as exc:

@@ -323,11 +323,13 @@ class TaskClone:
     async def head(self) -> str:
         return (await self.git("rev-parse", "HEAD")).strip()
 
-    async def unpushed(self, branch: str, base_branch: str) -> int:
-        """Commits on HEAD the remote's `branch` lacks (counted from the base if it has none)."""
+    async def unpushed(self, branch: str, base_branch: str, ahead_of_base: int | None = None) -> int:
+        """Commits on HEAD the remote's `branch` lacks (counted from the base if it has none; `ahead_of_base`:
+        that count, when the caller has just made it)."""
         remote = f"refs/remotes/origin/{branch}"
-        since = remote if await self.has_ref(remote) else f"refs/remotes/origin/{base_branch}"
-        return await self.count(since)
+        if await self.has_ref(remote):
+            return await self.count(remote)
+        return ahead_of_base if ahead_of_base is not None else await self.count(f"refs/remotes/origin/{base_branch}")
 
     async def push(self, branch: str, env: Mapping[str, str]) -> None:
         """Push HEAD to `branch` on the real remote (the URL from Factory's config, not the clone's)."""
