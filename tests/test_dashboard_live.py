@@ -240,6 +240,127 @@ async def test_cards_change_in_place_the_banner_follows_the_server_and_colours_p
             server.stop()
 
 
+def _png() -> bytes:
+    """A 1×1 PNG."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
+
+
+EDIT_OLD = "    share = total // parts\n    return [share] * parts\n"
+EDIT_NEW = "    share, left = divmod(total, parts)\n\n    return [share + (i < left) for i in range(parts)]\n"
+
+
+async def test_the_task_page_mounts_one_evidence_panel_and_shows_an_edit_as_a_diff_would(start_factory, monkeypatch):
+    """Every load of the page's parts (its render, "Who did what", a hash change, a new render of the same
+    task) asks for the Evidence panel; with the answers held back until all of them are waiting, the page
+    still mounts one panel, and keeps one through a live update. An Edit's old and new text end with a
+    newline: no empty `-` or `+` line for it, while a blank line inside the text shows."""
+    from playwright.async_api import async_playwright, expect
+
+    monkeypatch.setenv("FACTORY_AUTH_TOKEN", TOKEN)
+    async with start_factory(worker=False) as h, async_playwright() as pw:
+        engine = h.runtime.engine
+        t = await h.create("Split evenly", "none", run=False)
+        _set(engine, t["id"], status=TaskStatus.in_progress)  # its stream stays open: live updates come
+        with session_scope(engine) as s:
+            edit = {"file_path": "money.py", "old_string": EDIT_OLD, "new_string": EDIT_NEW}
+            s.add(TaskLog(task_id=t["id"], kind="tool_use", content=f"Edit: {json.dumps(edit)}"))
+            write = {"file_path": "notes.txt", "content": "alpha\nbeta\n"}
+            s.add(TaskLog(task_id=t["id"], kind="tool_use", content=f"Write: {json.dumps(write)}"))
+            s.commit()
+        evidence = {
+            "verdict": "passed", "commit": "0123456789abcdef", "round": 1,
+            "tests": {"passed": 3, "failed": 0, "skipped": 0, "failures": []},
+            "scenarios": [{"name": "home", "ok": True, "screenshots": [{"url": f"/api/artifacts/{'a' * 64}"}]}],
+            "cost_usd": 0.01, "tokens": 100, "turns": 2,
+        }  # fmt: skip
+        held: list[Any] = []
+        release = False
+
+        async def shot(route: Any) -> None:
+            if release:
+                await route.fulfill(status=200, content_type="image/png", body=_png())
+            else:
+                held.append(route)
+
+        with BackgroundServer(h.app) as url:
+            browser = await _browser(pw)
+            try:
+                page = await _signed_in(browser, url)
+                # every fetch of the panel's record, counted in the page as it is made
+                await page.evaluate(
+                    """() => { window.__asked = 0; const f = window.fetch;
+                    window.fetch = (u, o) => { if (String(u).endsWith('/evidence')) window.__asked += 1; return f(u, o); }; }"""
+                )
+                await page.route("**/api/tasks/*/evidence", lambda r: r.fulfill(json=evidence))
+                await page.route("**/api/artifacts/*", shot)
+                await expect(page.locator("#board")).to_be_visible()
+                await page.goto(f"{url}/#/tasks/{t['id']}")  # a hash change: the same document
+                await expect(page.locator("#task-audit")).to_be_visible()
+                # every load under way waits for its screenshot
+                await h.until(lambda: page.evaluate("window.__asked"), what="a load of the panel", timeout=15)
+                await h.until(
+                    lambda: page.evaluate(f"window.__asked === {len(held)}"),
+                    what="every load at its screenshot",
+                    timeout=15,
+                )
+                # a new render of the same task while the loads wait (as an action's F.go does)
+                await page.evaluate("F.go(location.hash)")
+                await expect(page.locator("#task-audit")).to_be_visible()
+                await h.until(
+                    lambda: page.evaluate(f"window.__asked === {len(held)}"),
+                    what="every load at its screenshot",
+                    timeout=15,
+                )
+                release = True
+                for route in held:
+                    await route.fulfill(status=200, content_type="image/png", body=_png())
+                # as many screenshots in the page as loads were let through: one panel each would be mounted
+                await page.wait_for_function(
+                    "(n) => document.querySelectorAll('.evidence-shot').length === n", arg=len(held)
+                )
+                assert await page.locator("#task-evidence").count() == 1
+                assert await page.locator(".evidence-shot").count() == 1
+                await expect(page.locator("#evidence-verdict")).to_have_text("Verdict: passed")
+
+                # the Edit as a diff shows it: no line for the final newlines, the blank line inside kept
+                lines = "(pre) => [...pre.querySelectorAll('.pl')].map((l) => l.textContent)"
+                assert await page.locator("#logs .tool-edit .mini-diff").evaluate(lines) == [
+                    "-    share = total // parts",
+                    "-    return [share] * parts",
+                    "+    share, left = divmod(total, parts)",
+                    "+",
+                    "+    return [share + (i < left) for i in range(parts)]",
+                ]
+                write_el = page.locator("#logs .tool-write")
+                await expect(write_el.locator("summary")).to_have_text("2 lines")
+                assert await write_el.locator(".mini-diff").evaluate(lines) == ["+alpha", "+beta"]
+
+                # a live update: the page changes in place, still one panel
+                _set(engine, t["id"], title="Split evenly, now", cost_usd=0.5)
+                with session_scope(engine) as s:
+                    s.add(TaskLog(task_id=t["id"], kind="tool_use", content='Bash: {"command": "pytest -q"}'))
+                    s.commit()
+                await expect(page.locator("#task-head h1")).to_have_text("Split evenly, now", timeout=10_000)
+                await expect(page.locator("#logs .tool-bash .tool-cmd")).to_have_text("$ pytest -q")
+                assert await page.locator("#task-evidence").count() == 1
+                assert await page.locator(".evidence-shot").count() == 1
+                assert page.errors == []
+            finally:
+                await browser.close()
+
+
 async def test_work_renders_by_kind_a_follow_up_starts_a_round_and_a_line_comment_reaches_the_agent(
     start_factory, model, monkeypatch
 ):

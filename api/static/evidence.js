@@ -6,7 +6,7 @@
 "use strict";
 
 (() => {
-  let shown = null;
+  let loading = null;  // { id }: the load under way, for that task
 
   const headers = () => {
     const h = { Accept: "application/json" };
@@ -40,9 +40,19 @@
     return img;
   }
 
+  // Builds the panel (awaiting the answer and the screenshots), then mounts it in one synchronous step,
+  // only if the page is still this task's and no panel is there yet: a render, "Who did what" or a
+  // hash change arriving meanwhile cannot mount a second one.
   async function show(view, id) {
+    const box = await build(id);
+    if (!box || document.getElementById("task-evidence")) return;
+    if (location.hash !== `#/tasks/${id}` || view.hidden || !view.querySelector("#task-head")) return;
+    view.append(box);
+  }
+
+  async function build(id) {
     const r = await get(`/api/tasks/${id}/evidence`);
-    if (!r.ok || document.getElementById("task-evidence")) return;
+    if (!r.ok) return null;
     const ev = await r.json();
     const box = node("section", "panel");
     box.id = "task-evidence";
@@ -52,8 +62,7 @@
     box.append(verdict);
     if (ev.verdict === "none") {
       box.append(node("p", "empty", "Factory has not checked this task's work (no checks configured, or not yet)."));
-      view.append(box);
-      return;
+      return box;
     }
     box.append(node("p", "muted", `Tested commit ${String(ev.commit || "").slice(0, 12)} · round ${ev.round || 1}`));
     const t = ev.tests;
@@ -76,16 +85,20 @@
     }
     const cost = ev.cost_usd == null ? "–" : `$${Number(ev.cost_usd).toFixed(4)}`;
     box.append(node("p", "evidence-cost", `Cost ${cost} · ${ev.tokens ?? "–"} tokens · ${ev.turns ?? "–"} turns`));
-    view.append(box);
+    return box;
   }
 
+  // Called on every change of the view's children (the page's render, this panel, "Who did what") and
+  // on hash changes. One load per task at a time: a new render of the same task while its load is under
+  // way gets the panel from that load (mounted at its end, into whatever the view holds then).
   function check() {
     const m = location.hash.match(/^#\/tasks\/(\d+)$/);
     const view = document.getElementById("view");
-    if (!m || !view || view.hidden || !view.childElementCount) { shown = null; return; }
-    if (shown === m[1] && document.getElementById("task-evidence")) return;
-    shown = m[1];
-    show(view, m[1]).catch(() => {});
+    if (!m || !view || view.hidden || !view.querySelector("#task-head")) return;  // not (yet) this task's page
+    if ((loading && loading.id === m[1]) || document.getElementById("task-evidence")) return;
+    const mine = { id: m[1] };
+    loading = mine;
+    show(view, mine.id).catch(() => {}).finally(() => { if (loading === mine) loading = null; });
   }
 
   document.addEventListener("DOMContentLoaded", () => {

@@ -102,10 +102,16 @@
     return { name, input, raw: i < 0 ? "" : content.slice(i + 2) };
   };
   const str = (v) => (typeof v === "string" ? v : "");
+  // a text's lines as a diff counts them: a final newline ends the last line, it does not start an
+  // empty one ("a\n" is one line, "a\n\n" two, the second blank; "" none)
+  const linesOf = (text) => {
+    const s = str(text);
+    return s ? s.replace(/\n$/, "").split("\n") : [];
+  };
   function miniDiff(oldText, newText) {
     const pre = el("pre", { class: "mini-diff" });
-    for (const l of str(oldText).split("\n").slice(0, 30)) if (oldText) pre.append(el("span", { class: "pl pl-del" }, `-${l}`), "\n");
-    for (const l of str(newText).split("\n").slice(0, 30)) pre.append(el("span", { class: "pl pl-add" }, `+${l}`), "\n");
+    for (const l of linesOf(oldText).slice(0, 30)) pre.append(el("span", { class: "pl pl-del" }, `-${l}`), "\n");
+    for (const l of linesOf(newText).slice(0, 30)) pre.append(el("span", { class: "pl pl-add" }, `+${l}`), "\n");
     return pre;
   }
   F.toolView = (tool) => {
@@ -123,7 +129,7 @@
     }
     if (name === "Write") {
       return el("div", { class: "tool tool-write" }, head, " ", el("code", { class: "tool-path" }, str(inp.file_path)),
-        el("details", {}, el("summary", {}, `${str(inp.content).split("\n").length} lines`), miniDiff("", inp.content)), el("div", { class: "tool-out" }));
+        el("details", {}, el("summary", {}, `${linesOf(inp.content).length} lines`), miniDiff("", inp.content)), el("div", { class: "tool-out" }));
     }
     if (name === "Read" || name === "Grep" || name === "Glob") {
       const what = name === "Read" ? str(inp.file_path) : `${str(inp.pattern)}${inp.path ? ` in ${str(inp.path)}` : ""}`;
