@@ -73,7 +73,10 @@ async def known_query(request: Request) -> None:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
-    known = _query_params(route.dependant)
+    known: set[str] | None = getattr(route, "_known_query", None)
+    if known is None:  # walked once per route (it took most of a small request's time), then kept on it
+        known = _query_params(route.dependant)
+        route._known_query = known  # type: ignore[attr-defined]
     problems = []
     for name, times in Counter(k for k, _ in request.query_params.multi_items()).items():
         shown = clip(name, 60)
