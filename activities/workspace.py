@@ -6,6 +6,7 @@ host that now holds the worktree, and every later step of the task runs there.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from temporalio import activity
@@ -165,7 +166,7 @@ class WorkspaceActivities:
                 if isinstance(exc, UnsafeCloneError):
                     clone.remove()  # tampered with: nothing in it is pushed, and it is not kept around
                 raise _failure(exc) from exc
-        clone.remove()
+        await asyncio.to_thread(clone.remove)  # a checkout can be large: not on the loop that heartbeats
 
 
 def _failure(exc: GitError, prefix: str = "") -> ApplicationError:
