@@ -232,6 +232,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         tmp, remote, urls["github_url"], max_concurrent_agents=args.agents,
         agent_timeout_minutes=15, agent_activity_timeout_minutes=5,
         temporal={"heartbeat_timeout_seconds": 30},
+        **({"sandbox": {"limits": {"nice": args.agent_nice}}} if args.agent_nice is not None else {}),
     )  # fmt: skip
     env = {**cli_env(urls["model_url"], str(tmp / "home")), "ANTHROPIC_API_KEY": FAKE_API_KEY}
     up = FactoryUp(config, tmp / "data", env=env).start(timeout=180)
@@ -317,6 +318,7 @@ def cli() -> None:
     ap.add_argument("--turns", type=int, default=30)
     ap.add_argument("--poll-ms", type=int, default=200)
     ap.add_argument("--timeout", type=float, default=1200)
+    ap.add_argument("--agent-nice", type=int, default=None, help="sandbox.limits.nice for the run (default: the config's, 10)")
     ap.add_argument("--serve-fakes", action="store_true")
     args = ap.parse_args()
     if args.serve_fakes:
