@@ -69,6 +69,12 @@ class PidFile:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
                 killed = True
+        elif process_start_time(pid) is None:
+            # the leader is gone but its group may not be (a sandbox whose parent died without taking it
+            # along): a pid is not reused while a group still bears it, so the group is what the run left
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+                killed = True
         if len(session_id) >= 16:
             reap(session_id)
         self.remove()

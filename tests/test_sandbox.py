@@ -8,6 +8,7 @@ Each of these tests fails with `sandbox.enabled: false` (checked by hand when th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -262,6 +263,44 @@ def test_kill_stale_waits_until_the_runs_processes_in_another_session_are_gone(t
         for pid in pids_running(session):
             os.kill(pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_kill_stale_kills_what_is_left_of_the_group_when_its_leader_is_gone(tmp_path):
+    """A sandbox whose parent died without taking it along (its bwrap and bridge outlived a killed worker
+    for hours here) is still in the recorded group: the next attempt kills it."""
+    code = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); sys.stdin.read()"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, start_new_session=True)
+    pidfile = PidFile(tmp_path / "task-1.pid")
+    try:
+        pidfile.write(proc.pid, "act", 1)
+        deadline = time.monotonic() + 10
+        while len(_group(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.stdin.close()  # the leader exits; its child stays in the group
+        proc.wait(timeout=10)
+        assert _group(proc.pid), "the child left the group"
+        assert pidfile.kill_stale() is True
+        deadline = time.monotonic() + 10
+        while _group(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _group(proc.pid) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _group(pgid: int) -> list[int]:
+    """Live members of process group `pgid`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                out.append(int(entry))
+    return out
 
 
 def test_kill_stale_kills_only_the_process_it_recorded(tmp_path):
