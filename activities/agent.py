@@ -40,6 +40,7 @@ from factory.contracts import AgentRequest, AgentResult, QuestionAsked, TaskUpda
 from factory.domain.redact import scrub
 from factory.domain.streamjson import protocol_lines
 from factory.environments.broker import EnvironmentBroker
+from factory.processes import kill_leaderless_groups
 from factory.sandbox.gateway import GatewayRun
 from factory.sandbox.proxy import EgressProxy
 from factory.store.board import Board
@@ -93,6 +94,7 @@ class AgentActivities:
 
     def kill_stale(self, task_id: int, session_id: str = "") -> bool:
         """Kill an agent process group left by an earlier attempt of this task (on this host), if still ours."""
+        kill_leaderless_groups(self.run_dir)  # once per process: sandboxes a killed worker left, any task's
         return self._pidfile(task_id).kill_stale(session_id)
 
     # --- command -------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import time
@@ -77,3 +78,25 @@ def reap(marker: str, timeout: float = 10.0) -> int:
         if not left or time.monotonic() > deadline:
             return len(killed)
         time.sleep(0.02)
+
+
+@functools.cache
+def kill_leaderless_groups(run_dir: Path) -> int:
+    """Once per process and run dir: SIGKILL the process groups of `run_dir/task-*.pid` files whose leader
+    is gone; how many groups were signalled.
+
+    A sandbox can outlive the worker that started it (bwrap's namespace init and egress bridge did, for
+    hours): its group still bears the dead leader's pid, which the kernel does not reuse while the group
+    lives. A live leader (another worker's running agent, or a reused pid) is never touched.
+    """
+    killed = 0
+    for pidfile in run_dir.glob("task-*.pid"):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid > 1 and process_start_time(pid) is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+                killed += 1
+    return killed

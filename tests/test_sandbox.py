@@ -24,7 +24,7 @@ from fastapi.responses import PlainTextResponse
 
 from activities._agent_process import PidFile
 from factory.config import PACKAGE_ROOT, ConfigError, load_config
-from factory.processes import process_start_time
+from factory.processes import kill_leaderless_groups, process_start_time
 from factory.sandbox.policy import allowed_destinations, sandbox_environment
 from factory.sandbox.proxy import Destination, EgressProxy, split_host_port
 from tests.fakes.anthropic import FAKE_API_KEY, Text, ToolUse
@@ -287,6 +287,35 @@ def test_kill_stale_kills_what_is_left_of_the_group_when_its_leader_is_gone(tmp_
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_workers_first_run_kills_the_groups_of_dead_leaders_and_leaves_live_ones(tmp_path):
+    """A sandbox a killed worker left (its leader gone, its namespace's init and bridge alive) goes at the next
+    worker's first run on the host, whatever task it was; a live leader's group (another worker's agent) stays."""
+    code = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); sys.stdin.read()"
+    left = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, start_new_session=True)
+    live = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, start_new_session=True)
+    try:
+        PidFile(tmp_path / "task-7.pid").write(left.pid, "act", 1)
+        PidFile(tmp_path / "task-8.pid").write(live.pid, "act", 1)
+        deadline = time.monotonic() + 10
+        while (len(_group(left.pid)) < 2 or len(_group(live.pid)) < 2) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        left.stdin.close()
+        left.wait(timeout=10)
+        assert _group(left.pid), "the child left the group"
+        kill_leaderless_groups.cache_clear()
+        assert kill_leaderless_groups(tmp_path) == 1
+        deadline = time.monotonic() + 10
+        while _group(left.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _group(left.pid) == [] and len(_group(live.pid)) == 2
+    finally:
+        for proc in (left, live):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        kill_leaderless_groups.cache_clear()
 
 
 def _group(pgid: int) -> list[int]:
