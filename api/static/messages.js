@@ -179,8 +179,12 @@
     state.oldest = state.oldest === null ? m.id : Math.min(state.oldest, m.id);
   }
 
+  // Only the newest load may draw: a slower answer to an older filter must not replace it.
+  let loadGen = 0;
   async function loadMessages() {
+    const gen = loadGen;
     const rows = await api(`/api/messages${query({ limit: PAGE })}`);
+    if (gen !== loadGen) return false;
     $("messages").replaceChildren();
     state.shown.clear();
     state.oldest = null;
@@ -188,6 +192,7 @@
     for (const m of rows) addMessage(m, "older");
     $("load-older").hidden = rows.length < PAGE;
     updateEmpty();
+    return true;
   }
 
   async function loadOlder() {
@@ -313,11 +318,12 @@
 
   async function refreshBoard() {
     stopStream();
+    const gen = ++loadGen;
     try {
-      await loadMessages();
+      if (!(await loadMessages())) return; // a newer refresh owns the board and its stream
       note("");
     } catch (err) {
-      if (err instanceof AuthError) return;
+      if (err instanceof AuthError || gen !== loadGen) return;
       note(`Could not load messages: ${err.message}`);
     }
     runStream();
