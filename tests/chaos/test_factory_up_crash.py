@@ -36,18 +36,26 @@ def test_a_second_factory_up_on_the_same_data_dir_is_refused(model, github, remo
 
 
 def test_a_leftover_dev_server_is_replaced_and_a_stranger_with_its_pid_is_spared(tmp_path):
-    from temporal.devserver import DevServer
+    from temporal.devserver import DevServer, DevServerFailed
     from tests.fakes.http import free_port
 
     data = tmp_path / "d"
-    dev = DevServer(data, port=free_port(), ui_port=free_port())
-    # a dev server started in a thread that ended has no parent-death signal left: simulate that orphan
-    dev.proc = subprocess.Popen(
-        dev._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    dev.pidfile.parent.mkdir(parents=True, exist_ok=True)
-    dev.pidfile.write_text(f"{dev.proc.pid} {process_start_time(dev.proc.pid)}\n")
-    dev.wait_ready()
+    for attempt in range(3):
+        # free_port() only finds a port free now: a test on another xdist worker may take it first
+        dev = DevServer(data, port=free_port(), ui_port=free_port())
+        # a dev server started in a thread that ended has no parent-death signal left: simulate that orphan
+        dev.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(dev.data_dir / "temporal.log", "ab") as log:
+            dev.proc = subprocess.Popen(dev._command(), stdout=log, stderr=log, start_new_session=True)
+        dev.pidfile.write_text(f"{dev.proc.pid} {process_start_time(dev.proc.pid)}\n")
+        try:
+            dev.wait_ready()
+            break
+        except DevServerFailed:
+            text = (dev.data_dir / "temporal.log").read_text(errors="replace")
+            if "address already in use" not in text or attempt == 2:
+                raise AssertionError(f"the dev server did not start:\n{text[-3000:]}") from None
+            (dev.data_dir / "temporal.log").unlink()
     orphan = dev.proc.pid
     again = DevServer(data, port=dev.port, ui_port=dev.ui_port)
     again.start()
