@@ -42,6 +42,9 @@ class Limits:
     nice: int = 10
     file_size_mb: int = 1024
     cpu_weight: int | None = None
+    agents_cpu_weight: int | None = 10
+    """All runs together against Factory's own cgroup (100): the `factory` parent's weight. With 20 busy
+    agents the control plane still gets ~90% of a CPU when it wants one; idle, the agents take it all."""
 
 
 @dataclass
@@ -234,13 +237,17 @@ def prepare(limits: Limits, run_id: str | None = None) -> RunLimits:
             if limits.cpu_weight and (cg / "cpu.weight").exists():
                 _write(cg / "cpu.weight", str(limits.cpu_weight))
                 done.add("cpu")
+            if limits.agents_cpu_weight and (v2 / "cpu.weight").exists():
+                # written after _make: the parent is re-made (default weight) when the last run's end removed it
+                _write(v2 / "cpu.weight", str(limits.agents_cpu_weight))
+                done.add("agents' cpu")
             run.how.update({k: "cgroup v2" for k in done})
         except OSError:
             run.close()
             done = set()
     if not done:
         for ctrl, parent in _v1_parents().items():
-            if ctrl == "cpu" and not limits.cpu_weight:
+            if ctrl == "cpu" and not (limits.cpu_weight or limits.agents_cpu_weight):
                 continue
             cg = parent / name
             try:
@@ -255,8 +262,12 @@ def prepare(limits: Limits, run_id: str | None = None) -> RunLimits:
                         _write(cg / "memory.memsw.limit_in_bytes", str(mem))
                     done.add("memory")
                 else:  # v1 shares: 1024 is the default, as 100 is cpu.weight's
-                    _write(cg / "cpu.shares", str(max(2, limits.cpu_weight * 1024 // 100)))  # type: ignore[operator]
-                    done.add("cpu")
+                    if limits.cpu_weight:
+                        _write(cg / "cpu.shares", str(_shares(limits.cpu_weight)))
+                        done.add("cpu")
+                    if limits.agents_cpu_weight:
+                        _write(parent / "cpu.shares", str(_shares(limits.agents_cpu_weight)))
+                        done.add("agents' cpu")
             except OSError:
                 if cg in run.cgroups:
                     run.cgroups.remove(cg)
@@ -273,7 +284,13 @@ def prepare(limits: Limits, run_id: str | None = None) -> RunLimits:
     run.how["priority"] = f"nice {limits.nice}"
     if "cpu" not in done and limits.cpu_weight:
         run.how["cpu"] = "not enforced (no cpu cgroup)"
+    if "agents' cpu" not in done and limits.agents_cpu_weight:
+        run.how["agents' cpu"] = "not enforced (no cpu cgroup): nice and its scheduling group only"
     return run
+
+
+def _shares(weight: int) -> int:
+    return max(2, weight * 1024 // 100)
 
 
 @functools.cache
@@ -310,5 +327,6 @@ def describe(run: RunLimits) -> str:
         "file size": f"{lim.file_size_mb} MiB",
         "priority": "",
         "cpu": f"weight {lim.cpu_weight}",
+        "agents' cpu": f"weight {lim.agents_cpu_weight} against Factory's 100",
     }
     return "; ".join(f"{k} {values.get(k, '')} ({v})".replace("  ", " ") for k, v in run.how.items())

@@ -228,6 +228,71 @@ def test_the_agent_s_scheduling_group_runs_at_the_lower_priority_too(factory_as)
     assert r.stdout.split()[-2:] == ["nice", "10"], r
 
 
+def test_an_agent_in_many_sessions_still_yields_the_cpu_to_factory(factory_as):
+    # the soft wall: each new session is a scheduling group weighed at nice 0, so 4 spinners in 4 sessions
+    # took 4/5 of a CPU from Factory; all runs together sit in one cgroup of weight 10 against Factory's 100
+    if factory_as.name != "root":
+        pytest.skip("a normal user gets no cpu cgroup here; nice and the scheduling group are all it has")
+    if not Path("/sys/fs/cgroup/cpu/cpu.shares").exists() and "cpu" not in Path(
+        "/sys/fs/cgroup/cgroup.controllers"
+    ).read_text(errors="ignore").split():
+        pytest.skip("no cpu cgroup controller on this host")
+    # both sides spin over the same wall-clock window on CPU 0, set once the agent's 4 spinners are up
+    spin = textwrap.dedent("""
+        import os, time
+        os.sched_setaffinity(0, {0})
+        def spin(go):
+            while not os.path.exists(go):
+                time.sleep(0.01)
+            t0, t1 = (float(x) for x in open(go).read().split())
+            while time.time() < t0:
+                time.sleep(0.005)
+            c = time.process_time()
+            while time.time() < t1:
+                pass
+            return time.process_time() - c
+    """)
+    agent = spin + textwrap.dedent("""
+        r, w = os.pipe()
+        for i in range(4):
+            if os.fork() == 0:
+                os.setsid()  # a scheduling group of its own, at nice 0
+                open(f"ready-{i}", "w").close()
+                cpu = spin("go")
+                os.write(w, f"{cpu:.3f}\\n".encode())
+                os._exit(0)
+        os.close(w)
+        for _ in range(4):
+            os.wait()
+        print(os.read(r, 4096).decode(), end="")
+    """)
+    import threading
+
+    work = factory_as.tmp / "ws" / "worktrees" / "task-1"
+    for leftover in [*work.glob("ready-*"), work / "go"]:
+        leftover.unlink(missing_ok=True)
+    out: dict[str, object] = {}
+    th = threading.Thread(target=lambda: out.update(r=factory_as.sandbox(agent, interpreter="python", timeout=60)))
+    th.start()
+    deadline = time.monotonic() + 45
+    while len(list(work.glob("ready-*"))) < 4 and th.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    go = factory_as.tmp / "go"
+    t0 = time.time() + 0.3
+    go.write_text(f"{t0} {t0 + 1.5}")
+    host = subprocess.Popen([sys.executable, "-c", spin + f"print(spin({str(go)!r}))"], stdout=subprocess.PIPE, text=True)
+    (work / "go").write_text(go.read_text())
+    host_out = host.communicate(timeout=30)[0]
+    th.join(60)
+    r = out["r"]
+    rows = [line for line in r.stdout.split("\n") if line.strip()]  # type: ignore[attr-defined]
+    assert len(rows) == 4, r
+    host_cpu = float(host_out)
+    agents_cpu = sum(float(c) for c in rows)
+    share = host_cpu / (host_cpu + agents_cpu)
+    assert share > 0.5, f"Factory got {share:.0%} of CPU 0 ({host_cpu:.2f} s against the agents' {agents_cpu:.2f} s)"
+
+
 def test_a_file_over_the_size_limit_cannot_be_written(factory_as):
     r = factory_as.sandbox(
         "dd if=/dev/zero of=big bs=1M count=16 2>&1; echo rc=$?; stat -c %s big", limits={"file_size_mb": 4}
