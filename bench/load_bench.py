@@ -152,12 +152,24 @@ def _agent_nice(under: str) -> list[str]:
     return sorted(seen)
 
 
+def _api_pid(factory_pid: int) -> int | None:
+    """`factory up`'s API process (a child running `factory.cli api`), or None (an older tree: one process)."""
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and b"factory.cli\x00api\x00" in (d / "cmdline").read_bytes():
+                if int((d / "stat").read_text().rsplit(") ", 1)[1].split()[1]) == factory_pid:
+                    return int(d.name)
+        except (OSError, IndexError, ValueError):
+            continue
+    return None
+
+
 class CpuMeter:
     """Factory's process, the Temporal server and the machine, between start() and stop()."""
 
-    def __init__(self, factory_pid: int, temporal_pid: int | None, under: str):
+    def __init__(self, factory_pid: int, temporal_pid: int | None, under: str, api_pid: int | None = None):
         self.under = under
-        self.pids = {"factory": factory_pid, "temporal": temporal_pid}
+        self.pids = {"factory": factory_pid, "factory api": api_pid, "temporal": temporal_pid}
         self.nice: set[int] = set()
 
     def start(self) -> None:
@@ -232,7 +244,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         tmp, remote, urls["github_url"], max_concurrent_agents=args.agents,
         agent_timeout_minutes=15, agent_activity_timeout_minutes=5,
         temporal={"heartbeat_timeout_seconds": 30},
-        **({"sandbox": {"limits": {"nice": args.agent_nice}}} if args.agent_nice is not None else {}),
+        sandbox={"limits": {
+            **({"nice": args.agent_nice} if args.agent_nice is not None else {}),
+            **({"agents_cpu_weight": args.agents_cpu_weight or None} if args.agents_cpu_weight is not None else {}),
+        }},
     )  # fmt: skip
     env = {**cli_env(urls["model_url"], str(tmp / "home")), "ANTHROPIC_API_KEY": FAKE_API_KEY}
     up = FactoryUp(config, tmp / "data", env=env).start(timeout=180)
@@ -246,7 +261,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 r.raise_for_status()
                 ids.append(r.json()["id"])
             poller = Poller(api, ids, args.poll_ms / 1000)
-            meter = CpuMeter(up.proc.pid, _temporal_pid(tmp / "data"), str(tmp))
+            meter = CpuMeter(up.proc.pid, _temporal_pid(tmp / "data"), str(tmp), _api_pid(up.proc.pid))
             meter.start()
             sampler = asyncio.create_task(_sample(meter))
             await asyncio.wait_for(poller.run(), args.timeout)
@@ -266,6 +281,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     lost = sum(max(0, expected - len(seen)) for seen in poller.stamps.values())
     return {
         "agents": args.agents,
+        "agents_cpu_weight": "off" if args.agents_cpu_weight == 0 else (args.agents_cpu_weight or 10),
         "turns_per_agent": args.turns,
         "wall_s": round(wall, 1),
         "tasks_done": statuses.count("done"),
@@ -302,8 +318,9 @@ def render(res: dict[str, Any]) -> str:
             f"| of which: Factory stores → the API shows, p50 / p99 | {res['read_lag_s'][50]} / {res['read_lag_s'][99]} s | |",
             f"| heartbeat timeouts | {res['heartbeat_timeouts']} | 0 |",
             f"| lost lines (T= lines not seen through the API) | {res['lost_lines']} of {res['expected_lines']} | 0 |",
-            f"| CPU s while the agents ran: Factory's process / Temporal / machine busy | "
-            f"{res['cpu']['cpu_s'].get('factory')} / {res['cpu']['cpu_s'].get('temporal')} / "
+            f"| CPU s while the agents ran: Factory's worker / its API / Temporal / machine busy | "
+            f"{res['cpu']['cpu_s'].get('factory')} / {res['cpu']['cpu_s'].get('factory api', '(in the worker)')} / "
+            f"{res['cpu']['cpu_s'].get('temporal')} / "
             f"{res['cpu']['machine_busy_s']} (Factory + Temporal: {res['cpu']['factory_share_of_busy']:.0%}) | |",
             f"| agents' CLIs ran at nice (process/scheduling group) | {res['cpu']['agent_nice']} (Factory at 0) | |",
             f"| retried activity attempts | {res['retried_attempts']} | 0 |",
@@ -319,6 +336,8 @@ def cli() -> None:
     ap.add_argument("--poll-ms", type=int, default=200)
     ap.add_argument("--timeout", type=float, default=1200)
     ap.add_argument("--agent-nice", type=int, default=None, help="sandbox.limits.nice for the run (default: the config's, 10)")
+    ap.add_argument("--agents-cpu-weight", type=int, default=None,
+                    help="sandbox.limits.agents_cpu_weight (default: the config's, 10; 0 switches the cgroup off)")
     ap.add_argument("--serve-fakes", action="store_true")
     args = ap.parse_args()
     if args.serve_fakes:

@@ -17,7 +17,16 @@ import typer
 
 from factory.config import ConfigError, FactoryConfig, load_config
 from factory.preflight import PortBusy, bind
-from factory.startup import Stopped, in_daemon_thread, on_own_loop, run_then_exit, then_stop, unless_stopped
+from factory.startup import (
+    ChildEnded,
+    Stopped,
+    in_daemon_thread,
+    or_fail,
+    run_child,
+    run_then_exit,
+    then_stop,
+    unless_stopped,
+)
 
 app = typer.Typer(help="Factory: durable orchestration of Claude Code agents.", no_args_is_help=True)
 
@@ -94,9 +103,11 @@ async def _serve_api(
     await task
 
 
-async def _up(cfg: FactoryConfig, lock: Any, api_sock: socket.socket, temporal_port: int, ui_port: int) -> None:
+async def _up(
+    cfg: FactoryConfig, config: Path | None, lock: Any, api_sock: socket.socket, temporal_port: int, ui_port: int
+) -> None:
     from factory.store.tables import make_engine
-    from temporal.client import TemporalUnavailable, connect, wait_for_temporal
+    from temporal.client import TemporalUnavailable, wait_for_temporal
     from temporal.devserver import DevServer, DevServerFailed
     from temporal.worker import Runtime, ensure_search_attributes, run_worker
 
@@ -113,7 +124,8 @@ async def _up(cfg: FactoryConfig, lock: Any, api_sock: socket.socket, temporal_p
             await unless_stopped((stop,), dev.ready())
             address = dev.address
             typer.echo(f"Temporal dev server on {address}, web UI on http://127.0.0.1:{ui_port}")
-        client = await unless_stopped((stop,), wait_for_temporal(cfg, address))
+        # a dev server that dies after opening its port (another of its ports taken) is named at once
+        client = await unless_stopped((stop,), or_fail(wait_for_temporal(cfg, address), dev.watch() if dev else None))
         await unless_stopped((stop,), ensure_search_attributes(client))
         engine = await unless_stopped((stop,), in_daemon_thread(make_engine, cfg.db_url))  # migrates
         rt = await Runtime.create(cfg, engine=engine)
@@ -122,22 +134,20 @@ async def _up(cfg: FactoryConfig, lock: Any, api_sock: socket.socket, temporal_p
                 raise Stopped
             typer.echo(f"Factory API on http://{host}:{api_port} (data in {cfg.data_path})")
 
-            async def serve_api(api_stop: asyncio.Event) -> None:
-                # its own Temporal connection: a client belongs to the loop that made it; board and memory
-                # as `factory api` has them (its own board's Telegram forward; memory through the worker)
-                api_client = await connect(cfg, address)
-                await _serve_api(cfg, api_sock, api_stop, ui_port if dev else None, client=api_client,
-                                 engine=rt.engine)  # fmt: skip
-
-            # the API on a thread and event loop of its own: the worker's loop never holds a request up
+            # the API in a process of its own: neither the worker's loop nor its GIL holds a request up
+            api_sock.listen(2048)  # connections wait in the backlog until the child accepts them
+            argv = [sys.executable, "-m", "factory.cli", "api", "--fd", str(api_sock.fileno()),
+                    "--temporal-address", address, "--data-dir", str(cfg.data_path)]  # fmt: skip
+            argv += ["--config", str(config)] if config else []
+            argv += ["--ui-port", str(ui_port)] if dev else []
             await asyncio.gather(
-                then_stop(stop, run_worker(cfg, client, stop, rt)), on_own_loop(serve_api, stop, "factory-api")
+                then_stop(stop, run_worker(cfg, client, stop, rt)), run_child(argv, stop, (api_sock.fileno(),))
             )
         finally:
             await rt.close()
     except Stopped:
         pass
-    except (DevServerFailed, TemporalUnavailable, FileNotFoundError) as exc:  # (no `temporal` binary: the last)
+    except (DevServerFailed, TemporalUnavailable, FileNotFoundError, ChildEnded) as exc:  # (no `temporal` binary: FileNotFound)
         _fail("up", str(exc))
     finally:
         api_sock.close()
@@ -170,7 +180,7 @@ def up(
             _bind("up", "127.0.0.1", port, option).close()
     api_sock = _bind("up", host, api_port, "--api-port")  # (an exit here drops the lock with the process)
     _warn_sandbox(cfg)
-    run_then_exit(_up(cfg, lock, api_sock, temporal_port, ui_port))
+    run_then_exit(_up(cfg, config, lock, api_sock, temporal_port, ui_port))
 
 
 @app.command()
@@ -251,10 +261,14 @@ def api(
     config: ConfigOpt = None,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8100,
+    fd: Annotated[int | None, typer.Option(hidden=True, help="serve on this inherited socket (factory up)")] = None,
+    temporal_address: Annotated[str | None, typer.Option(hidden=True)] = None,
+    data_dir: Annotated[Path | None, typer.Option(hidden=True)] = None,
+    ui_port: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run only the REST API (workers run elsewhere)."""
-    cfg = _load(config)
-    sock = _bind("api", host, port, "--port")
+    cfg = _load(config, data_dir=str(data_dir) if data_dir else None)
+    sock = socket.socket(fileno=fd) if fd is not None else _bind("api", host, port, "--port")
 
     async def main() -> None:
         from temporal.client import TemporalUnavailable, wait_for_temporal
@@ -262,14 +276,16 @@ def api(
         stop = asyncio.Event()
         _install_signals(stop)
         try:
-            client = await unless_stopped((stop,), wait_for_temporal(cfg))
+            client = await unless_stopped((stop,), wait_for_temporal(cfg, temporal_address))
         except TemporalUnavailable as exc:
             _fail("api", str(exc))
         except Stopped:
-            typer.echo("api stopped before it started")
+            if fd is None:
+                typer.echo("api stopped before it started")
             return
-        typer.echo(f"Factory API on http://{host}:{sock.getsockname()[1]}")
-        await _serve_api(cfg, sock, stop, client=client)
+        if fd is None:  # under `factory up`, which has announced it
+            typer.echo(f"Factory API on http://{host}:{sock.getsockname()[1]}")
+        await _serve_api(cfg, sock, stop, ui_port, client=client)
 
     run_then_exit(main())
 

@@ -9,6 +9,7 @@ from exiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -37,6 +38,23 @@ async def unless_stopped(stops: tuple[asyncio.Event, ...], aw: Awaitable[T]) -> 
         return work.result()
     work.cancel()
     raise Stopped
+
+
+async def or_fail(aw: Awaitable[T], watch: Awaitable[Any] | None) -> T:
+    """`aw`'s result, unless `watch` (a watch on a process `aw` waits for) raises first; the other is cancelled."""
+    if watch is None:
+        return await aw
+    work, watcher = asyncio.ensure_future(aw), asyncio.ensure_future(watch)
+    try:
+        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (work, watcher):
+            if not t.done():
+                t.cancel()
+    if work.done() and not work.cancelled():
+        return work.result()
+    watcher.result()  # raises why the watched process ended
+    raise RuntimeError("the watched process ended")
 
 
 async def then_stop(stop: asyncio.Event, aw: Awaitable[None]) -> None:
@@ -100,55 +118,43 @@ def run_then_exit(main: Coroutine[Any, Any, None]) -> NoReturn:
     os._exit(code)
 
 
-async def on_own_loop(
-    main: Callable[[asyncio.Event], Coroutine[Any, Any, None]], stop: asyncio.Event, name: str
-) -> None:
-    """Run `main(its_stop)` on a thread with an event loop of its own until it returns; `stop` (this
-    loop's) sets `its_stop`, and `main` ending, however it ends, sets `stop`.
+class ChildEnded(Exception):
+    """A child process `factory up` runs ended on its own."""
 
-    `factory up` serves the API this way: the worker's loop (20 agents' output, heartbeats, Temporal's
-    polls) can no longer hold a request up, and the API's thread pool is its own. What `main` uses
-    must be made on its loop (a Temporal client, an httpx client); the database engine is thread-safe.
+
+async def run_child(argv: list[str], stop: asyncio.Event, pass_fds: tuple[int, ...] = (), grace: float = 10) -> None:
+    """Run `argv` until `stop` is set (then SIGTERM, and SIGKILL after `grace` s); the child ending on
+    its own sets `stop` and raises ChildEnded with its exit code, unless it ended because `stop` was set.
+
+    `factory up` serves the API this way: a process of its own, so neither the worker's event loop nor
+    its share of the GIL (20 agents' output, heartbeats, Temporal's polls) holds a request up. The child
+    is SIGKILLed if `factory up` dies (a parent-death signal), and a Ctrl-C reaches both.
     """
-    loop = asyncio.get_running_loop()
-    ended: asyncio.Future[None] = loop.create_future()
-    theirs: dict[str, Any] = {}
-    started = threading.Event()
+    from factory.processes import die_with_parent
 
-    def settle(exc: BaseException | None) -> None:
-        stop.set()
-        if not ended.done():
-            ended.set_exception(exc) if exc is not None else ended.set_result(None)
-
-    async def body() -> None:
-        own_stop = asyncio.Event()
-        theirs["loop"], theirs["stop"] = asyncio.get_running_loop(), own_stop
-        started.set()
-        await main(own_stop)
-
-    def run() -> None:
-        error: BaseException | None = None
-        try:
-            asyncio.run(body())
-        except BaseException as exc:  # handed to the awaiting coroutine
-            error = exc
-        finally:
-            started.set()
-            try:
-                loop.call_soon_threadsafe(settle, error)
-            except RuntimeError:  # this loop is closed: nobody waits any more
-                pass
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    await asyncio.to_thread(started.wait)
+    proc = await asyncio.create_subprocess_exec(
+        *argv, pass_fds=pass_fds, stdin=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent
+    )
+    ended = asyncio.create_task(proc.wait())
     waiter = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({ended, waiter}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiter.cancel()
-        if not ended.done() and "loop" in theirs:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
             try:
-                theirs["loop"].call_soon_threadsafe(theirs["stop"].set)
-            except RuntimeError:  # its loop has just ended
-                pass
-    await ended
+                await asyncio.wait_for(asyncio.shield(ended), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await ended
+            except asyncio.CancelledError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()  # the die-with-parent signal would too, once this process ends
+                raise
+    if not stop.is_set():
+        stop.set()  # a child that exits 0 was asked to stop (a Ctrl-C reaches it too)
+        if proc.returncode != 0:
+            raise ChildEnded(f"the API process exited (code {proc.returncode}; its lines above say why)")

@@ -158,10 +158,24 @@ class DevServer:
         """True while starting; DevServerFailed once the process has exited."""
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise DevServerFailed(
-                f"the Temporal dev server exited ({self.proc.returncode}); see {self.data_dir / 'temporal.log'}"
-            )
+            raise DevServerFailed(self._exited())
         return not port_open("127.0.0.1", self.port)
+
+    def _exited(self) -> str:
+        """Why it ended: its exit code, its log's last error line (a port taken, a locked file), the log's path."""
+        log = self.data_dir / "temporal.log"
+        why = ""
+        with contextlib.suppress(OSError):
+            lines = [ln for ln in log.read_text(errors="replace").splitlines()[-40:] if "rror" in ln or "fatal" in ln]
+            why = f": {lines[-1].strip()[:300]}" if lines else ""
+        return f"the Temporal dev server exited ({self.proc.returncode if self.proc else '?'}){why}; see {log}"
+
+    async def watch(self) -> None:
+        """Raise DevServerFailed when the server process ends (await it beside a wait on the server)."""
+        assert self.proc is not None
+        while self.proc.poll() is None:
+            await asyncio.sleep(0.2)
+        raise DevServerFailed(self._exited())
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Block until the server accepts connections (healthy is more: temporal.client.wait_for_temporal)."""

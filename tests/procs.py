@@ -45,17 +45,27 @@ class FactoryUp:
 
     def start(self, timeout: float = 90) -> FactoryUp:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = _spawn(
-            [
-                "up", "--config", str(self.config), "--data-dir", str(self.data_dir),
-                "--api-port", str(self.api_port), "--temporal-port", str(self.temporal_port),
-                "--ui-port", str(self.ui_port),
-            ],
-            self.log,
-            self.env,
-        )  # fmt: skip
-        _wait_healthy(self.proc, self.url, self.log, timeout, "up")
-        return self
+        for attempt in range(3):
+            self.proc = _spawn(
+                [
+                    "up", "--config", str(self.config), "--data-dir", str(self.data_dir),
+                    "--api-port", str(self.api_port), "--temporal-port", str(self.temporal_port),
+                    "--ui-port", str(self.ui_port),
+                ],
+                self.log,
+                self.env,
+            )  # fmt: skip
+            try:
+                _wait_healthy(self.proc, self.url, self.log, timeout, "up")
+                return self
+            except RuntimeError as exc:
+                # free_port() only found the ports free a moment ago: a test on another xdist worker (or
+                # a dev server's own internal ports) may have taken one first. Then new ports, not a failure
+                if attempt == 2 or self.proc.returncode is None or not _port_taken(str(exc)):
+                    raise
+                self.api_port, self.temporal_port, self.ui_port = free_port(), free_port(), free_port()
+                self.url = f"http://127.0.0.1:{self.api_port}"
+        raise AssertionError("unreachable")
 
     def stop(self, timeout: float = 60) -> int:
         """Ctrl-C, as a person would; returns the exit code."""
@@ -137,6 +147,10 @@ def pids_running(text: str) -> list[int]:
         if text in cmd and alive(int(entry)):
             found.append(int(entry))
     return found
+
+
+def _port_taken(text: str) -> bool:
+    return "address already in use" in text or "is busy" in text
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float, what: str) -> None:

@@ -237,6 +237,41 @@ def test_sigterm_while_serving_stops_everything_and_the_temporal_link_uses_the_u
     assert not alive(dev) and "Factory stopped." in up.log.read_text()
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(") ", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def test_the_api_answers_while_the_worker_is_frozen_and_dies_with_factory_up(tmp_path):
+    # the API is a process of its own: the worker's loop and GIL (20 agents' output) never hold it up
+    up = FactoryUp(_config(tmp_path), tmp_path / "data").start(timeout=90)
+    try:
+        api = [p for p in _children(up.proc.pid) if b"factory.cli\x00api\x00" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(api) == 1, _children(up.proc.pid)
+        os.kill(up.proc.pid, signal.SIGSTOP)  # the worker, frozen mid-loop
+        try:
+            with up.client() as c:
+                assert c.get("/api/tasks", timeout=10).status_code == 200
+        finally:
+            os.kill(up.proc.pid, signal.SIGCONT)
+        os.kill(up.proc.pid, signal.SIGKILL)  # a crash: the API must not live on without its worker
+        up.proc.wait(10)
+        deadline = time.monotonic() + 10
+        while alive(api[0]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(api[0])
+    finally:
+        if up.proc.poll() is None:
+            os.killpg(up.proc.pid, signal.SIGKILL)
+
+
 def test_a_worker_waits_for_temporal_and_starts_once_it_is_healthy(tmp_path, silent_temporal):
     port = silent_temporal.getsockname()[1]
     config = _config(tmp_path, temporal={"address": f"127.0.0.1:{port}"})
@@ -360,3 +395,24 @@ def test_the_sdk_s_not_healthy_error_is_named_as_such():
         _reason(RPCError("Frontend is not healthy yet", RPCStatusCode.UNAVAILABLE, b"")) == "frontend not healthy yet"
     )
     assert _reason(RuntimeError("Failed client connect: ... Connection refused ...")) == "nothing listens there yet"
+
+
+@pytest.mark.fast
+async def test_a_dev_server_that_dies_while_temporal_is_awaited_is_named_at_once(tmp_path, silent_temporal):
+    # the CI failure: another process held the dev server's port, so `factory up` saw it "open", the server
+    # itself had exited on the bind, and `factory up` waited 60 s for a Temporal that was never coming
+    from factory.startup import or_fail
+    from temporal.devserver import DevServerFailed
+
+    dev = DevServer(tmp_path / "data", port=silent_temporal.getsockname()[1], ui_port=free_port())
+    dev.data_dir.mkdir(parents=True)
+    fail = "echo 'Error: listen tcp 127.0.0.1:7233: bind: address already in use' >> \"$0\"; exit 1"
+    dev.proc = subprocess.Popen(["sh", "-c", fail, str(dev.data_dir / "temporal.log")])
+    cfg = FactoryConfig(temporal={"address": f"127.0.0.1:{dev.port}"})
+    started = time.monotonic()
+    with pytest.raises(DevServerFailed) as err:
+        await asyncio.wait_for(or_fail(wait_for_temporal(cfg, timeout=60), dev.watch()), 30)
+    assert time.monotonic() - started < 10
+    assert "exited (1): Error: listen tcp 127.0.0.1:7233: bind: address already in use" in str(err.value)
+    # without a watch it is the plain wait
+    assert await or_fail(asyncio.sleep(0, "ok"), None) == "ok"

@@ -20,7 +20,16 @@ from sqlmodel import select
 from factory.config import FactoryConfig, load_config
 from factory.contracts import AnswerInput, TaskInput, WorkflowRunInput
 from factory.domain.lifecycle import AlreadyRunning, AnswerRefused, Conflict, LaunchError, NewTask, NotFound
-from factory.store.tables import Handoff, Question, Task, TaskStatus, WorkflowRun, WorkflowStatus, make_engine, session_scope
+from factory.store.tables import (
+    Handoff,
+    Question,
+    Task,
+    TaskStatus,
+    WorkflowRun,
+    WorkflowStatus,
+    make_engine,
+    session_scope,
+)
 from factory.tasks.service import TaskService
 from tests.conftest import make_remote, write_config
 

@@ -12,7 +12,6 @@ from sqlmodel import col
 
 from factory.domain.lifecycle import Conflict, NotFound
 from factory.domain.text import clip
-from factory.store.views import pending_question
 from factory.store.tables import (
     FINISHED,
     RUN_FINISHED,
@@ -23,6 +22,7 @@ from factory.store.tables import (
     session_scope,
     utcnow,
 )
+from factory.store.views import pending_question
 
 RETRYABLE = (TaskStatus.failed, TaskStatus.cancelled)
 RUN_ACTIVE = (WorkflowStatus.pending, WorkflowStatus.running)

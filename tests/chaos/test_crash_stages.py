@@ -252,6 +252,10 @@ async def test_sigkilled_factory_up_with_tasks_in_every_stage(bed, figures_file)
         up.proc.wait()
         bed.release_pr()
         await poll(lambda: process_start_time(int(pid)) != started, "the dev server to die with factory up", 15)
+        await poll(  # its API process too (it holds the API's port)
+            lambda: not subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True).stdout.split(),
+            "every process of the killed factory up to end", 15,
+        )  # fmt: skip
 
         up2 = FactoryUp(config, data)
         up2.api_port, up2.temporal_port, up2.ui_port, up2.url = up.api_port, up.temporal_port, up.ui_port, up.url
