@@ -25,6 +25,7 @@ LAYERS = ["factory", "activities", "workflows", "temporal", "api"]  # bottom to 
 ROOT_MODULE = "factory.cli"
 CORE = [  # factory's packages and top modules, bottom to top; one rank may hold several
     {"contracts", "config_sections", "search_attributes", "processes", "preflight"},  # plain data and helpers
+    {"startup"},  # how the long-running processes start and end (it starts children with processes.py)
     {"domain", "config"},  # pure rules over the contracts; config.yml
     {"launcher"},  # the launcher port's types (factory/domain/lifecycle.py re-exported)
     {"store"},  # the tables and their reads and writes
