@@ -79,7 +79,10 @@ class RunLimits:
         if current < self.limits.nice:
             os.setpriority(os.PRIO_PROCESS, 0, self.limits.nice)
         # with the kernel's autogroups (sched_autogroup_enabled) the run's new session is a scheduling group
-        # of its own, weighed like Factory's whatever the nice value above: the group gets the nice value too
+        # of its own, weighed like Factory's whatever the nice value above: the group gets the nice value too.
+        # Only a default: the agent may write its group's nice back to 0 or setsid() into new groups (no
+        # privilege needed; tests/adversarial/test_cpu_walls.py). Autogroups apply only in the root cpu
+        # cgroup, so with the agents' cgroup this does not matter; without one, nothing holds the CPU
         with contextlib.suppress(OSError):
             fd = os.open("/proc/self/autogroup", os.O_WRONLY)
             try:
@@ -285,7 +288,7 @@ def prepare(limits: Limits, run_id: str | None = None) -> RunLimits:
     if "cpu" not in done and limits.cpu_weight:
         run.how["cpu"] = "not enforced (no cpu cgroup)"
     if "agents' cpu" not in done and limits.agents_cpu_weight:
-        run.how["agents' cpu"] = "not enforced (no cpu cgroup): nice and its scheduling group only"
+        run.how["agents' cpu"] = "not enforced (no cpu cgroup): nice only, which an agent's new session sidesteps"
     return run
 
 
