@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,8 +189,7 @@ class AgentActivities:
         prompt = req.prompt
         details = info.heartbeat_details
         prev = details[0] if info.attempt > 1 and details and isinstance(details[0], dict) else {}
-        # the marker file is written when the CLI announces its session, so a crash before the
-        # first heartbeat reached Temporal still resumes instead of reusing the session id
+        # written when the CLI announces its session: a crash before the first heartbeat still resumes it
         marker = await asyncio.to_thread(self._started_marker, req.task_id) if info.attempt > 1 else None
         interrupted = info.attempt > 1 and (bool(prev.get("started")) or marker == req.session_id)
         announced = prev.get("session_id") if isinstance(prev.get("session_id"), str) else marker
@@ -200,9 +200,9 @@ class AgentActivities:
         if resume and req.resume_from_task and backend.name == "claude":  # other backends: a follow-up starts afresh
             if why := await self.sandbox.seed_session(req.task_id, req.resume_from_task, req.session_id, req.cwd):
                 self.logs.add(req.task_id, "event", why, info.attempt)
-        # the home is the agent's to fill: looked at off the event loop
         if interrupted and not req.resume and not await asyncio.to_thread(saved, home, req.session_id):
-            interrupted = False  # the CLI died before it saved anything: start the session afresh
+            # it died before saving (read off the loop): afresh, new id; a killed CLI's thread may write the old
+            interrupted, req = False, dataclasses.replace(req, session_id=str(uuid.uuid4()))
         if resume and not interrupted and not await asyncio.to_thread(saved, home, req.session_id):
             resume = False  # a retried task whose session was never saved (here): start it afresh, same id
         got: list[int] = []  # the board messages this run reads, marked delivered when it finishes

@@ -43,9 +43,10 @@ async def test_killed_worker_mid_run_resumes_without_a_second_pr(start_factory, 
             assert done["status"] == "done", done["error"]
             assert remote_file(h.remote, done["branch"], "after-crash.txt") == "resumed\n"
             assert len([c for c in github.pr_creations() if c.body["head"] == done["branch"]]) == 1
-            # the retried attempt resumed the same CLI session
-            sessions = {r.session_id for r in model.requests_for("crash")}
-            assert sessions == {done["session_id"]}
+            # the retried attempt resumed the CLI session if the killed CLI had saved it, else began a new one
+            # (never the same id afresh: a thread of the killed CLI may still be writing that id's file)
+            sessions = [r.session_id for r in model.requests_for("crash")]
+            assert sessions[-1] == done["session_id"] and len(set(sessions)) <= 2
             await h.settled(t["id"])
         finally:
             first.stop()

@@ -142,6 +142,9 @@ async def test_a_board_message_survives_a_killed_run_and_reaches_the_retry(
             assert done["status"] == "done", done["error"]
             retry = model.requests_for("inbox-retry")[-1]
             assert note in retry.last_user_text, retry.messages
+            # resumed: the same session; started afresh: a new id, which the task keeps (a thread of the killed CLI
+            # may still be writing the old id's file, and the CLI refuses an id whose file exists: "already in use")
+            assert (retry.session_id == session) is session_saved and done["session_id"] == retry.session_id
             with Session(h.runtime.engine) as s:
                 assert s.get(Message, msg_id).delivered_at is not None
                 # the dead worker's run was closed by the new worker's first retention pass

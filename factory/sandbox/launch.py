@@ -81,6 +81,7 @@ class Launch:
             os.setgroups([])
             os.setresgid(self.gid, self.gid, self.gid)
             os.setresuid(self.uid, self.uid, self.uid)
+            die_with_parent()  # a change of uid or gid clears the parent-death signal: set it again
 
     def close(self) -> None:
         os.close(self.seccomp)

@@ -92,10 +92,19 @@ class RunAs:
             prefix = [*_python_for_user(), *drop]
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp), "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"}
         env.update({k: v for k, v in os.environ.items() if k.startswith("ANTHROPIC_")})
+        self._argv = [*prefix, os.path.realpath(sys.executable), "-m", "tests.adversarial.run_in_sandbox"]
+        self._env = env
         self._proc = subprocess.Popen(
-            [*prefix, os.path.realpath(sys.executable), "-m", "tests.adversarial.run_in_sandbox"],
-            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+            self._argv, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            start_new_session=True,
         )  # fmt: skip
+
+    def start_once(self, script: str, interpreter: str = "sh", task_id: int = 1) -> subprocess.Popen[bytes]:
+        """Another harness process, Factory as this user, running one sandbox: for tests that kill it mid-run."""
+        req = {"workspace": str(self.tmp), "script": script, "interpreter": interpreter, "timeout": 300,
+               "task_id": task_id}  # fmt: skip
+        return subprocess.Popen([*self._argv, json.dumps(req)], cwd=ROOT, env=self._env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
 
     def sandbox(
         self, script: str, interpreter: str = "sh", network: str = "allowlist", limits: dict[str, Any] | None = None,

@@ -5,6 +5,7 @@ attack works.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -291,6 +292,34 @@ def test_an_agent_in_many_sessions_still_yields_the_cpu_to_factory(factory_as):
     agents_cpu = sum(float(c) for c in rows)
     share = host_cpu / (host_cpu + agents_cpu)
     assert share > 0.5, f"Factory got {share:.0%} of CPU 0 ({host_cpu:.2f} s against the agents' {agents_cpu:.2f} s)"
+
+
+def test_the_whole_sandbox_dies_with_the_process_that_started_it(factory_as):
+    # as root the sandbox drops to its uid before exec, and a change of uid clears the parent-death signal:
+    # bwrap, its init and the agent lived on after a SIGKILLed worker (and the agent kept writing its files)
+    from tests.procs import pids_running
+
+    marker = f"orphan-{os.getpid()}-{time.time_ns()}"
+    ready = factory_as.tmp / "ws" / "worktrees" / "task-7" / marker
+    harness = factory_as.start_once(f"import time\nopen({marker!r}, 'w').close()\ntime.sleep(300)", "python", 7)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert harness.poll() is None and time.monotonic() < deadline, "the sandbox never started"
+            time.sleep(0.05)
+        assert pids_running(marker)  # bwrap, its init and the agent carry the script in their command lines
+        harness.kill()  # the worker, SIGKILLed
+        harness.wait()
+        deadline = time.monotonic() + 10
+        while pids_running(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pids_running(marker), subprocess.run(["ps", "-o", "pid,ppid,stat,args", "-p",
+                                                         ",".join(map(str, pids_running(marker)))],
+                                                        capture_output=True, text=True).stdout  # fmt: skip
+    finally:
+        for pid in pids_running(marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
 
 
 def test_a_file_over_the_size_limit_cannot_be_written(factory_as):
