@@ -48,6 +48,7 @@ MODEL_HOST = "model.factory.internal"
 MODEL_URL = f"http://{MODEL_HOST}"
 ANTHROPIC_DEFAULT = "https://api.anthropic.com"
 MAX_BODY = 32 * 1024 * 1024  # the Messages API's own request limit
+MAX_CONTAINERS = 1_000_000  # `{` and `[` in a body (in strings too); 32 MiB of `{},` cost the loop 2 s to parse
 MAX_OUTPUT_TOKENS = 1_000_000  # above any model's output limit: the most a request is reserved or charged at
 # exactly these paths: no dot segments or escapes a URL library could turn into another endpoint
 _PATHS = re.compile(r"/v1/messages(/count_tokens)?|/v1/models(/[A-Za-z0-9][A-Za-z0-9._:@-]*)?")
@@ -151,10 +152,8 @@ class ModelGateway:
         return bool(self.api_key or self.auth_token)
 
     def open_run(self, budget: float | None, route: OpenAIRoute | None = None) -> GatewayRun:
-        """A run's stand-in key and meter; `close()` it when the run ends (the stand-in dies with it).
-
-        `route`: the run's OpenAI upstream (Codex, OpenCode); a run without one has only the Anthropic route.
-        """
+        """A run's stand-in key and meter, `close()`d when the run ends (the stand-in dies with it); `route`: the
+        run's OpenAI upstream (Codex, OpenCode), without which a run has only the Anthropic route."""
         return GatewayRun(self, RunMeter(budget=budget), route)
 
 
@@ -175,8 +174,7 @@ class GatewayRun:
     async def listen(self) -> str:
         """Serve on a loopback port instead of a proxy channel (runs without their own network)."""
         self.server = await asyncio.start_server(self._serve_loopback, "127.0.0.1", 0, limit=64 * 1024)
-        port = self.server.sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
         return self.base_url
 
     async def close(self) -> None:
@@ -237,6 +235,8 @@ class GatewayRun:
             m.refused_for_budget += 1
             text = f"Factory gateway: budget ${m.budget:.4f} spent (${m.cost:.4f}, ${m.in_flight:.4f} under way)"
             return await _error(writer, 402, "billing_error", text)
+        if body.count(b"{") + body.count(b"[") > MAX_CONTAINERS:  # counted in C, before any parsing
+            return await _error(writer, 400, "invalid_request_error", "Factory gateway: too many JSON objects")
         try:  # a key given twice could be read one way here (the last) and another by the model API
             sent = json.loads(body, object_pairs_hook=_once) if body else {}
             model, ceiling = sent.get("model"), sent.get("max_tokens", sent.get("max_output_tokens"))

@@ -361,12 +361,12 @@ async def _gateway_cpu(body: bytes) -> float:
         upstream.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="open: the gateway parses the whole body on Factory's event loop (see the test)")
 async def test_a_body_of_millions_of_tiny_json_values_costs_factory_no_more_than_a_plain_one():
     # the agent holds its run's stand-in key (the CLI needs it), so it may send the gateway 32 MiB bodies;
     # the gateway json-parses each on Factory's event loop (model, max_tokens, keys given twice), in
     # Factory's cgroup: 32 MiB of `{},` costs it seconds of CPU, the agent a few ms to send, and every
-    # other run's proxying waits meanwhile. Compared with a plain body (one long string) of the same size
+    # other run's proxying waits meanwhile. Compared with a plain body (one long string) of the same size.
+    # Now a body that opens more than MAX_CONTAINERS objects and arrays is refused before it is parsed
     n = 32 * 1024 * 1024 - 1024
     plain = b'{"model":"x","max_tokens":1,"messages":[{"role":"user","content":"' + b"a" * (n - 80) + b'"}]}'
     hostile = b'{"model":"x","max_tokens":1,"a":[' + b"{}," * ((len(plain) - 40) // 3) + b"{}]}"
