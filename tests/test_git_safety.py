@@ -272,3 +272,48 @@ async def test_planted_hooks_and_config_never_run_in_factorys_commit_and_push(st
         assert (mirror / "config").read_text() == mirror_config(f"file://{h.remote}")
         assert not [p for p in mirror.glob("hooks/*") if not p.name.endswith(".sample")]
         assert not (h.cfg.workspace_path / "worktrees" / f"task-{t['id']}").exists()
+
+
+def test_a_git_command_dies_with_the_worker_that_ran_it(tmp_path):
+    # a push the remote held went on after `factory up` was SIGKILLed, then wrote its refs into the checkout
+    # the retried cleanup had just removed (a chaos test found the worktree back)
+    import signal
+    import sys
+    import textwrap
+    import time
+
+    from tests.procs import pids_running
+
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    entered = tmp_path / "hook-entered"
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ntouch {entered}\nsleep 30\n")
+    hook.chmod(0o755)
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run(["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q",
+                    "--allow-empty", "-m", "x"], check=True)  # fmt: skip
+    marker = f"refs/heads/held-{os.getpid()}-{time.time_ns()}"
+    script = textwrap.dedent(f"""
+        import asyncio
+        from factory.git.commands import git
+        asyncio.run(git("push", "--no-verify", {str(remote)!r}, "HEAD:{marker}", git_dir={str(work / ".git")!r}))
+    """)
+    worker = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent)
+    try:
+        deadline = time.monotonic() + 30
+        while not entered.exists():
+            assert worker.poll() is None and time.monotonic() < deadline, "the push never reached the remote"
+            time.sleep(0.05)
+        assert pids_running(marker)  # `git push ... HEAD:<marker>` waits on the remote's hook
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        deadline = time.monotonic() + 10
+        while pids_running(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pids_running(marker), "the push outlived the worker that ran it"
+    finally:
+        for pid in pids_running(marker):
+            os.kill(pid, 9)
+        subprocess.run(["pkill", "-f", str(entered)])

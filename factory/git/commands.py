@@ -30,6 +30,7 @@ import fcntl
 import functools
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -159,6 +160,7 @@ async def git(
             named += ["--work-tree", str(work_tree)]
         cwd = cwd or work_tree or git_dir
     proc = await asyncio.create_subprocess_exec(
+        *_dies_with_us(),
         "git",
         *safe_args(),
         *named,
@@ -187,6 +189,15 @@ async def git(
         verb = next((a for a in args if not a.startswith("-") and "=" not in a and "/" not in a), args[0])
         raise GitError(f"git {verb} failed: {msg}")
     return out.decode(errors="replace")
+
+
+@functools.cache
+def _dies_with_us() -> tuple[str, ...]:
+    """`setpriv --pdeathsig KILL`, where util-linux has it: a git command dies with the worker that ran it (a
+    push held by the remote went on after a crash and wrote refs into a checkout the retry had removed).
+    A prefix, not a preexec_fn, so the spawn stays a vfork of the big worker process."""
+    found = shutil.which("setpriv")
+    return (found, "--pdeathsig", "KILL", "--") if found else ()
 
 
 async def _capped(proc: asyncio.subprocess.Process, cap: int) -> tuple[bytes, bytes]:
