@@ -281,7 +281,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     lost = sum(max(0, expected - len(seen)) for seen in poller.stamps.values())
     return {
         "agents": args.agents,
-        "agents_cpu_weight": "off" if args.agents_cpu_weight == 0 else (args.agents_cpu_weight or 10),
+        "agents_cpu_weight": args.agents_cpu_weight or "off",
         "turns_per_agent": args.turns,
         "wall_s": round(wall, 1),
         "tasks_done": statuses.count("done"),
@@ -337,7 +337,7 @@ def cli() -> None:
     ap.add_argument("--timeout", type=float, default=1200)
     ap.add_argument("--agent-nice", type=int, default=None, help="sandbox.limits.nice for the run (default: the config's, 10)")
     ap.add_argument("--agents-cpu-weight", type=int, default=None,
-                    help="sandbox.limits.agents_cpu_weight (default: the config's, 10; 0 switches the cgroup off)")
+                    help="sandbox.limits.agents_cpu_weight (default: the config's, off; bench/LOAD.md's cgroup runs used 10)")
     ap.add_argument("--serve-fakes", action="store_true")
     args = ap.parse_args()
     if args.serve_fakes:

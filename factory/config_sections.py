@@ -334,7 +334,7 @@ class SandboxLimits(_Model):
     file_size_mb: int = Field(default=1024, ge=1)
     cpu_weight: int | None = Field(default=None, ge=1, le=10000)  # cgroup v2 scale (100 = default)
     # every run together against Factory's own processes (cgroup v2 scale): agents never starve the control plane
-    agents_cpu_weight: int | None = Field(default=10, ge=1, le=10000)
+    agents_cpu_weight: int | None = Field(default=None, ge=1, le=10000)
 
 
 class SandboxConfig(_Model):

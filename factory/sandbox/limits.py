@@ -42,7 +42,7 @@ class Limits:
     nice: int = 10
     file_size_mb: int = 1024
     cpu_weight: int | None = None
-    agents_cpu_weight: int | None = 10
+    agents_cpu_weight: int | None = None
     """All runs together against Factory's own cgroup (100): the `factory` parent's weight. With 20 busy
     agents the control plane still gets ~90% of a CPU when it wants one; idle, the agents take it all."""
 

@@ -22,6 +22,9 @@ import pytest
 
 pytestmark = pytest.mark.adversarial
 
+# the agents' cgroup is opt-in (sandbox.limits.agents_cpu_weight): these tests switch it on
+AGENTS_YIELD = {"agents_cpu_weight": 10}
+
 _X86 = os.uname().machine == "x86_64"
 _SCHED_SETATTR = 314 if _X86 else 274
 _IOPRIO_SET = 251 if _X86 else 30
@@ -148,7 +151,8 @@ def test_every_process_of_the_run_socat_and_bwrap_s_init_included_is_in_the_run_
         time.sleep(3)
     """)
     out: dict[str, object] = {}
-    th = threading.Thread(target=lambda: out.update(r=factory_as.sandbox(script, interpreter="python", timeout=30)))
+    th = threading.Thread(target=lambda: out.update(r=factory_as.sandbox(script, interpreter="python", timeout=30,
+                                                                         limits=AGENTS_YIELD)))  # fmt: skip
     work = factory_as.tmp / "ws" / "worktrees" / "task-1"
     (work / "ready").unlink(missing_ok=True)
     th.start()
@@ -265,7 +269,8 @@ def test_400_spinners_in_400_sessions_that_reset_their_group_s_nice_still_yield_
     for leftover in [*work.glob("ready-*"), work / "go"]:
         leftover.unlink(missing_ok=True)
     out: dict[str, object] = {}
-    th = threading.Thread(target=lambda: out.update(r=factory_as.sandbox(agent, interpreter="python", timeout=60)))
+    th = threading.Thread(target=lambda: out.update(r=factory_as.sandbox(agent, interpreter="python", timeout=60,
+                                                                         limits=AGENTS_YIELD)))  # fmt: skip
     th.start()
     deadline = time.monotonic() + 45
     while not (work / "ready-0").exists() and th.is_alive() and time.monotonic() < deadline:

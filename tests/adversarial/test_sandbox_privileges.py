@@ -273,7 +273,9 @@ def test_an_agent_in_many_sessions_still_yields_the_cpu_to_factory(factory_as):
     for leftover in [*work.glob("ready-*"), work / "go"]:
         leftover.unlink(missing_ok=True)
     out: dict[str, object] = {}
-    th = threading.Thread(target=lambda: out.update(r=factory_as.sandbox(agent, interpreter="python", timeout=60)))
+    yield_cpu = {"agents_cpu_weight": 10}  # opt-in: with it off this attack takes the CPU (the test's first finding)
+    th = threading.Thread(target=lambda: out.update(r=factory_as.sandbox(agent, interpreter="python", timeout=60,
+                                                                         limits=yield_cpu)))  # fmt: skip
     th.start()
     deadline = time.monotonic() + 45
     while len(list(work.glob("ready-*"))) < 4 and th.is_alive() and time.monotonic() < deadline:
