@@ -501,6 +501,9 @@ async def test_telegram_webhook_mode_checks_the_secret_and_answers(start_factory
         await h.wait_for(t["id"], "awaiting_input")
         await h.until(lambda: any(_markup(s).get("force_reply") for s in telegram.sent(CHAT)), what="the question")
         ask = next(s for s in telegram.sent(CHAT) if _markup(s).get("force_reply"))
+        # the send returns before Factory stores the message id that a reply is matched by (a person is slower)
+        await h.until(lambda: [q.telegram_message_id for q in questions(h, t["id"])] == [ask.message_id],
+                      what="the question's Telegram message id to be stored")  # fmt: skip
         update = {
             "update_id": 77,
             "message": {
