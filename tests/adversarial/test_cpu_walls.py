@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.adversarial.cpu_share import SPIN, has_cpu_cgroup
+
 pytestmark = pytest.mark.adversarial
 
 # the agents' cgroup is opt-in (sandbox.limits.agents_cpu_weight): these tests switch it on
@@ -28,11 +30,6 @@ AGENTS_YIELD = {"agents_cpu_weight": 10}
 _X86 = os.uname().machine == "x86_64"
 _SCHED_SETATTR = 314 if _X86 else 274
 _IOPRIO_SET = 251 if _X86 else 30
-
-
-def _has_cpu_cgroup() -> bool:
-    v2 = Path("/sys/fs/cgroup/cgroup.controllers")
-    return Path("/sys/fs/cgroup/cpu/cpu.shares").exists() or (v2.exists() and "cpu" in v2.read_text().split())
 
 
 def test_no_real_time_deadline_higher_priority_or_io_real_time_class(factory_as):
@@ -127,7 +124,7 @@ _PRIO_USER = textwrap.dedent("""
 def test_every_process_of_the_run_socat_and_bwrap_s_init_included_is_in_the_run_s_cgroup(factory_as):
     if factory_as.name != "root":
         pytest.skip("a normal user gets no cgroup here")
-    if not _has_cpu_cgroup():
+    if not has_cpu_cgroup():
         pytest.skip("no cpu cgroup controller on this host")
     # the agent's own attempts to leave, then the host looks at every process of the sandbox's PID namespace
     script = textwrap.dedent("""
@@ -203,7 +200,7 @@ def test_400_spinners_in_400_sessions_that_reset_their_group_s_nice_still_yield_
             "a normal user gets no cpu cgroup here: each new session (setsid) is a scheduling group weighed as "
             "Factory's, and a group's nice goes back to 0 without privilege; nice is all that holds"
         )
-    if not _has_cpu_cgroup():
+    if not has_cpu_cgroup():
         pytest.skip("no cpu cgroup controller on this host")
     # 400 spinners (under the 512 processes), each in a new session that writes its autogroup back to nice 0,
     # all pinned to CPU 0; the parent, on another CPU when there is one, sums their CPU time over the window
@@ -251,20 +248,7 @@ def test_400_spinners_in_400_sessions_that_reset_their_group_s_nice_still_yield_
         print(f"agents {(b - a) / 1e9:.3f} window {ta - t0:.3f} {tb - t1:.3f}", flush=True)
         os.kill(0, 9)
     """)
-    host_spin = textwrap.dedent("""
-        import os, sys, time
-        os.sched_setaffinity(0, {0})
-        go = sys.argv[1]
-        while not os.path.exists(go):
-            time.sleep(0.01)
-        t0, t1 = (float(x) for x in open(go).read().split())
-        while time.time() < t0:
-            time.sleep(0.002)
-        c = time.process_time()
-        while time.time() < t1:
-            pass
-        print(time.process_time() - c)
-    """)
+    host_spin = SPIN + "import sys\nprint(spin(sys.argv[1]))"
     work = factory_as.tmp / "ws" / "worktrees" / "task-1"
     for leftover in [*work.glob("ready-*"), work / "go"]:
         leftover.unlink(missing_ok=True)

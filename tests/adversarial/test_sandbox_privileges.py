@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from factory.sandbox import seccomp
+from tests.adversarial.cpu_share import SPIN, has_cpu_cgroup
 
 pytestmark = pytest.mark.adversarial
 
@@ -234,26 +235,10 @@ def test_an_agent_in_many_sessions_still_yields_the_cpu_to_factory(factory_as):
     # took 4/5 of a CPU from Factory; all runs together sit in one cgroup of weight 10 against Factory's 100
     if factory_as.name != "root":
         pytest.skip("a normal user gets no cpu cgroup here; nice and the scheduling group are all it has")
-    if not Path("/sys/fs/cgroup/cpu/cpu.shares").exists() and "cpu" not in Path(
-        "/sys/fs/cgroup/cgroup.controllers"
-    ).read_text(errors="ignore").split():
+    if not has_cpu_cgroup():
         pytest.skip("no cpu cgroup controller on this host")
     # both sides spin over the same wall-clock window on CPU 0, set once the agent's 4 spinners are up
-    spin = textwrap.dedent("""
-        import os, time
-        os.sched_setaffinity(0, {0})
-        def spin(go):
-            while not os.path.exists(go):
-                time.sleep(0.01)
-            t0, t1 = (float(x) for x in open(go).read().split())
-            while time.time() < t0:
-                time.sleep(0.005)
-            c = time.process_time()
-            while time.time() < t1:
-                pass
-            return time.process_time() - c
-    """)
-    agent = spin + textwrap.dedent("""
+    agent = SPIN + textwrap.dedent("""
         r, w = os.pipe()
         for i in range(4):
             if os.fork() == 0:
@@ -283,7 +268,7 @@ def test_an_agent_in_many_sessions_still_yields_the_cpu_to_factory(factory_as):
     go = factory_as.tmp / "go"
     t0 = time.time() + 0.3
     go.write_text(f"{t0} {t0 + 1.5}")
-    host = subprocess.Popen([sys.executable, "-c", spin + f"print(spin({str(go)!r}))"], stdout=subprocess.PIPE, text=True)
+    host = subprocess.Popen([sys.executable, "-c", SPIN + f"print(spin({str(go)!r}))"], stdout=subprocess.PIPE, text=True)
     (work / "go").write_text(go.read_text())
     host_out = host.communicate(timeout=30)[0]
     th.join(60)
