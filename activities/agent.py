@@ -393,7 +393,7 @@ class AgentActivities:
                 # total_cost_usd is a hint for the log: the agent can write this line (/proc/<cli>/fd/1)
             if last - last_touch > 1.0:
                 last_touch = last
-                self.logs.mark(run_id, utcnow(), parsed.logs[-1].content if parsed.logs else None)
+                self.logs.mark(run_id, utcnow(), parsed.logs[-1].content if parsed.logs else None, self.secrets)
         await proc.wait()
         if question is not None and not result.is_error:
             result.question = question

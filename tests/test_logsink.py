@@ -101,6 +101,16 @@ def test_secrets_are_scrubbed_and_run_marks_ride_along(tmp_path: Path) -> None:
         got = s.get(AgentRun, run_id)
         assert got is not None and got.last_output_at is not None and got.last_output == "x" * 300
 
+    async def leak() -> None:  # the run's "last output" (GET /api/agents) is scrubbed too
+        sink = LogSink(engine)
+        sink.mark(run_id, utcnow(), "my key is sk-secret-value-123", secrets=["sk-secret-value-123"])
+        await sink.flush()
+
+    asyncio.run(leak())
+    with Session(engine) as s:
+        got = s.get(AgentRun, run_id)
+        assert got is not None and got.last_output and "sk-secret-value-123" not in got.last_output
+
 
 def test_batched_lines_reach_the_live_stream_and_the_logs_route_in_order(tmp_path: Path, monkeypatch) -> None:
     from fastapi.testclient import TestClient

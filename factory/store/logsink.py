@@ -65,11 +65,13 @@ class LogSink:
         self._lines.extend(_Line(task_id, k, c, attempt, secrets) for k, c in entries)
         self._schedule()
 
-    def mark(self, run_id: int, last_output_at: datetime, last_output: str | None = None) -> None:
-        """The run's latest output time (and text), written with the next batch."""
+    def mark(
+        self, run_id: int, last_output_at: datetime, last_output: str | None = None, secrets: Sequence[str] = ()
+    ) -> None:
+        """The run's latest output time (and text, scrubbed like a log line), written with the next batch."""
         fields: dict[str, Any] = {"last_output_at": last_output_at}
         if last_output is not None:
-            fields["last_output"] = last_output[:300]
+            fields["last_output"] = scrub(last_output, secrets)[:300]
         self._marks.setdefault(run_id, {}).update(fields)
         self._schedule()
 
