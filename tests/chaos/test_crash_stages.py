@@ -169,7 +169,7 @@ class Bed:
         duplicates = 0
         for s in self.tasks.values():
             t = await task_of(api, s.task["id"])
-            assert t["status"] == s.expect, (s.stage, t)
+            assert t["status"] == s.expect, (s.stage, t["status"], t.get("error"), t.get("note"))
             content = remote_file(s.repo, t["branch"], s.file)
             assert content == f"{s.file} by the agent\n", (s.stage, t["branch"], content)
             prs = [p for p in self.github.prs if p["_repo"] == s.github and p["head"]["ref"] == t["branch"]]
