@@ -87,6 +87,23 @@ async def test_git_rejected_push_is_not_retried(tmp_path):
     assert not git_retryable(fetch), fetch
 
 
+async def test_a_push_the_remote_could_not_lock_the_ref_for_is_retried(tmp_path):
+    """Another push of the same branch holds its lock (e.g. one its killed sender started): a race, retried."""
+    remote = tmp_path / "r.git"
+    _run("init", "-q", "--bare", "-b", "main", str(remote))
+    work = _work(tmp_path, str(remote))
+    (remote / "refs" / "heads" / "main.lock").touch()
+    msg = await _push_error(work, f"file://{remote}")
+    assert "[remote rejected]" in msg and git_retryable(msg), msg
+    # its hook declining is still a verdict
+    (remote / "refs" / "heads" / "main.lock").unlink()
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\nexit 1\n")
+    hook.chmod(0o755)
+    msg = await _push_error(work, f"file://{remote}")
+    assert not git_retryable(msg), msg
+
+
 async def _fetch_error(work: Path, url: str, ref: str) -> str:
     with pytest.raises(GitError) as caught:
         await git("fetch", url, ref, git_dir=work / ".git", work_tree=work, timeout=30)

@@ -1,7 +1,7 @@
 """One rule for whether a failed call to a service or a remote is worth trying again.
 
 Not retried, because retrying cannot fix it: a rejected push (non-fast-forward, a protected branch,
-a hook that declined it), revoked or missing credentials (HTTP 401/403, git's "Authentication
+a hook that declined it; but not a ref the remote could not lock, a concurrent push), revoked or missing credentials (HTTP 401/403, git's "Authentication
 failed", "could not read Username", "Permission denied"), and any other 4xx. Retried, with capped
 backoff inside the step's retry window: 5xx, 408, 409, 429 (after its Retry-After) and network
 errors (no HTTP answer at all). GitHub, Plane, Telegram and Factory's git all ask this module
@@ -28,6 +28,9 @@ _GIT_PERMANENT = re.compile(
     re.IGNORECASE,
 )
 _HTTP_STATUS = re.compile(r"returned error: (\d{3})")
+# ...except a ref the remote could not lock: another push of it was under way (its "[remote rejected]
+# ... (failed to update ref)" is a race, not a verdict; a retry pushes again, or finds it done)
+_GIT_REF_BUSY = re.compile(r"cannot lock ref|failed to lock|unable to create '[^']*\.lock'", re.IGNORECASE)
 
 
 def http_retryable(status: int | None) -> bool:
@@ -41,7 +44,7 @@ def http_retryable(status: int | None) -> bool:
 
 def git_retryable(message: str) -> bool:
     """Whether a failed git command (its scrubbed stderr) may succeed later: a network or server error."""
-    if _GIT_PERMANENT.search(message):
+    if _GIT_PERMANENT.search(message) and not _GIT_REF_BUSY.search(message):
         return False
     m = _HTTP_STATUS.search(message)  # git over https: "The requested URL returned error: 403"
     return http_retryable(int(m.group(1))) if m else True
