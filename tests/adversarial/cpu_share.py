@@ -12,7 +12,7 @@ SPIN = textwrap.dedent("""
     import os, time
     os.sched_setaffinity(0, {0})
     def spin(go):
-        while not os.path.exists(go):
+        while not os.path.exists(go) or len(open(go).read().split()) < 2:  # seen before its text is written
             time.sleep(0.01)
         t0, t1 = (float(x) for x in open(go).read().split())
         while time.time() < t0:
