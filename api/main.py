@@ -48,6 +48,7 @@ from factory.launcher import Conflict, Launcher, LaunchError, NotFound
 from factory.memory.store import MemoryStore
 from factory.sandbox import state as sandbox_state
 from factory.store.board import Board
+from factory.store.changes import Changes
 from factory.store.tables import make_engine
 from temporal.client import connect
 from temporal.launcher import TemporalLauncher
@@ -96,6 +97,7 @@ def create_app(
     app = FastAPI(title="Factory", version="0.1.0", lifespan=lifespan, dependencies=[Depends(known_query)])
     app.state.cfg = cfg
     app.state.engine = engine or make_engine(cfg.db_url)
+    app.state.changes = Changes(app.state.engine)  # wakes the live streams on new rows (factory/store/changes.py)
     app.state.launcher = launcher or (TemporalLauncher(cfg, client, app.state.engine) if client else None)
     app.state.http = httpx.AsyncClient(timeout=30)  # webhooks' calls to Plane, GitHub, Telegram
     app.state.board = board or _standalone_board(cfg, app.state.engine, app.state.http)

@@ -109,7 +109,7 @@ async def _task_stream(request: Request, engine: Any, task_id: int, log_c: int, 
             return
         if getattr(request.app.state, "stopping", False):
             return
-        await asyncio.sleep(POLL_SECONDS)
+        await request.app.state.changes.wait(ids, POLL_SECONDS)  # woken by a new log line or message of the round
 
 
 _SSE = {200: {"description": "server-sent events", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}

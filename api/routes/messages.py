@@ -22,6 +22,7 @@ from api.deps import BoardDep, EngineDep, IdPath, IdQuery, SessionDep
 from api.errors import JSONRoute, responses
 from api.schemas import MessagePublic
 from factory.store import views
+from factory.store.changes import ANY
 from factory.store.views import MessageFilter
 
 router = APIRouter(prefix="/api/messages", tags=["messages"], route_class=JSONRoute)
@@ -95,7 +96,7 @@ async def _stream(request: Request, engine: Engine, f: MessageFilter, cursor: in
         # by `factory up` on shutdown, so an open board never holds the server up.
         if getattr(request.app.state, "stopping", False):
             return
-        await asyncio.sleep(POLL_SECONDS)
+        await request.app.state.changes.wait(ANY, POLL_SECONDS)  # woken by any new message
 
 
 _SSE = {
