@@ -9,7 +9,8 @@ streams several stream-json lines per turn for all agents together. Meanwhile a 
 
 Reported: API latency (p50/p95/p99), log lines per second, log lag (the time from the agent
 printing `T=<epoch>` to the poller first seeing that line through the API; includes up to one
-poll interval), heartbeat timeouts and retried agent attempts in the workflows' histories
+poll interval; and the same through each task's live stream, `GET /api/events?task_id=`, as the task
+page reads it), heartbeat timeouts and retried agent attempts in the workflows' histories
 (target 0), lost lines (each agent prints `turns` x 5 `T=` lines; every one must reach the API),
 whether every task ended done, and where the CPU went while the agents ran: Factory's own
 process (worker + API) and the Temporal server, against the whole machine, and the nice value the
@@ -116,6 +117,38 @@ class Poller:
                 self.lags.append(now - float(m.group(1)))
                 self.store_lags.append(stored_s - float(m.group(1)))
                 self.read_lags.append(now - stored_s)
+
+
+class LiveReader:
+    """Each task's page as the dashboard reads it: `GET /api/events?task_id=` (server-sent events), one per task.
+
+    Records, for each `T=` line, the time from the agent printing it to its `log` event arriving: the lag a
+    person watching the task's page sees (no client poll in it; the stream's own wake-up is in it).
+    """
+
+    def __init__(self, api: httpx.AsyncClient, ids: list[int]):
+        self.api = api
+        self.ids = ids
+        self.lags: list[float] = []
+        self.seen: set[tuple[int, str]] = set()
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._read(tid) for tid in self.ids))
+
+    async def _read(self, tid: int) -> None:
+        event = ""
+        timeout = httpx.Timeout(60, read=None)
+        async with self.api.stream("GET", "/api/events", params={"task_id": tid}, timeout=timeout) as resp:
+            async for line in resp.aiter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                    if event == "end":
+                        return
+                elif line.startswith("data:") and event == "log":
+                    m = _T.search(json.loads(line[5:]).get("content") or "")
+                    if m and (tid, m.group(1)) not in self.seen:
+                        self.seen.add((tid, m.group(1)))
+                        self.lags.append(time.time() - float(m.group(1)))
 
 
 def _self_cpu(pid: int) -> float:
@@ -264,8 +297,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             meter = CpuMeter(up.proc.pid, _temporal_pid(tmp / "data"), str(tmp), _api_pid(up.proc.pid))
             meter.start()
             sampler = asyncio.create_task(_sample(meter))
+            live = LiveReader(api, ids)
+            pages = asyncio.create_task(live.run())
             await asyncio.wait_for(poller.run(), args.timeout)
             sampler.cancel()
+            try:  # every page's stream ends by itself once its task is finished
+                await asyncio.wait_for(pages, 30)
+            except TimeoutError:
+                pass
             cpu = meter.stop()
             wall = time.monotonic() - started
         cfg = yaml.safe_load(Path(config).read_text())
@@ -294,6 +333,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "store_lag_s": {p: round(pct(poller.store_lags, p), 3) for p in (50, 99)},
         "read_lag_s": {p: round(pct(poller.read_lags, p), 3) for p in (50, 99)},
         "poll_interval_ms": args.poll_ms,
+        "page_lag_s": {p: round(pct(live.lags, p), 3) for p in (50, 95, 99)} | {"lines": len(live.lags)},
         "lost_lines": lost,
         "expected_lines": expected * len(ids),
         "cpu": cpu,
@@ -314,6 +354,7 @@ def render(res: dict[str, Any]) -> str:
             f"| log lines through the API | {res['log_lines']} ({res['log_lines_per_s']}/s over {res['wall_s']} s) | |",
             f"| API latency p50 / p95 / p99 | {res['api_ms'][50]} / {res['api_ms'][95]} / {res['api_ms'][99]} ms ({res['api_calls']} calls, {res['api_errors']} errors) | |",
             f"| log lag p50 / p99 / max (incl. a {res['poll_interval_ms']} ms poll) | {res['log_lag_s'][50]} / {res['log_lag_s'][99]} / {res['log_lag_s']['max']} s | < 1 s |",
+            f"| log lag on a task's page (its live stream, no client poll) p50 / p95 / p99 | {res['page_lag_s'][50]} / {res['page_lag_s'][95]} / {res['page_lag_s'][99]} s ({res['page_lag_s']['lines']} lines) | < 1 s |",
             f"| of which: agent prints → Factory stores, p50 / p99 | {res['store_lag_s'][50]} / {res['store_lag_s'][99]} s | |",
             f"| of which: Factory stores → the API shows, p50 / p99 | {res['read_lag_s'][50]} / {res['read_lag_s'][99]} s | |",
             f"| heartbeat timeouts | {res['heartbeat_timeouts']} | 0 |",
