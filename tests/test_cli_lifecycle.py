@@ -9,11 +9,13 @@ whose frontend is not healthy yet, as a loaded machine shows one).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -283,6 +285,9 @@ def test_a_worker_waits_for_temporal_and_starts_once_it_is_healthy(tmp_path, sil
         silent_temporal.close()
         dev.start()
         _wait_for(" polling ", log, proc, 60)
+        # the dev server keeps its state in a write-ahead log (fewer writes per commit, each still synced)
+        with contextlib.closing(sqlite3.connect(dev.db)) as db:
+            assert db.execute("pragma journal_mode").fetchone()[0] == "wal"
         assert _sigterm_and_time(proc, log, within=15) == 0  # SIGTERM drains a running worker; nothing runs
     finally:
         if proc.poll() is None:
