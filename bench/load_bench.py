@@ -298,7 +298,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             meter.start()
             sampler = asyncio.create_task(_sample(meter))
             live = LiveReader(api, ids)
-            pages = asyncio.create_task(live.run())
+            pages = asyncio.create_task(live.run() if args.pages else asyncio.sleep(0))
             await asyncio.wait_for(poller.run(), args.timeout)
             sampler.cancel()
             try:  # every page's stream ends by itself once its task is finished
@@ -354,7 +354,8 @@ def render(res: dict[str, Any]) -> str:
             f"| log lines through the API | {res['log_lines']} ({res['log_lines_per_s']}/s over {res['wall_s']} s) | |",
             f"| API latency p50 / p95 / p99 | {res['api_ms'][50]} / {res['api_ms'][95]} / {res['api_ms'][99]} ms ({res['api_calls']} calls, {res['api_errors']} errors) | |",
             f"| log lag p50 / p99 / max (incl. a {res['poll_interval_ms']} ms poll) | {res['log_lag_s'][50]} / {res['log_lag_s'][99]} / {res['log_lag_s']['max']} s | < 1 s |",
-            f"| log lag on a task's page (its live stream, no client poll) p50 / p95 / p99 | {res['page_lag_s'][50]} / {res['page_lag_s'][95]} / {res['page_lag_s'][99]} s ({res['page_lag_s']['lines']} lines) | < 1 s |",
+            *([f"| log lag on a task's page (its live stream, no client poll) p50 / p95 / p99 | {res['page_lag_s'][50]} / {res['page_lag_s'][95]} / {res['page_lag_s'][99]} s ({res['page_lag_s']['lines']} lines) | < 1 s |"]
+              if res["page_lag_s"]["lines"] else []),
             f"| of which: agent prints → Factory stores, p50 / p99 | {res['store_lag_s'][50]} / {res['store_lag_s'][99]} s | |",
             f"| of which: Factory stores → the API shows, p50 / p99 | {res['read_lag_s'][50]} / {res['read_lag_s'][99]} s | |",
             f"| heartbeat timeouts | {res['heartbeat_timeouts']} | 0 |",
@@ -379,6 +380,8 @@ def cli() -> None:
     ap.add_argument("--agent-nice", type=int, default=None, help="sandbox.limits.nice for the run (default: the config's, 10)")
     ap.add_argument("--agents-cpu-weight", type=int, default=None,
                     help="sandbox.limits.agents_cpu_weight (default: the config's, off; bench/LOAD.md's cgroup runs used 10)")
+    ap.add_argument("--pages", action="store_true",
+                    help="also keep every task's page open: its live stream, GET /api/events?task_id= (log lag as seen there)")
     ap.add_argument("--serve-fakes", action="store_true")
     args = ap.parse_args()
     if args.serve_fakes:

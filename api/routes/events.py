@@ -76,40 +76,50 @@ async def _board_stream(request: Request, engine: Any, f: live.BoardFilter) -> A
 
 
 async def _task_stream(request: Request, engine: Any, task_id: int, log_c: int, msg_c: int) -> AsyncIterator[Any]:
+    # The round's state (its tasks, their questions) is read every POLL_SECONDS; its new log lines and
+    # messages whenever `changes` wakes the stream for them (factory/store/changes.py), which with agents
+    # printing is far more often: a wake reads rows only, in one query per table on one session.
     yield ServerSentEvent(comment="connected")
+    loop = asyncio.get_running_loop()
     sent: dict[int, str] = {}
     asked = ""
+    tasks: list[dict[str, Any]] = []
+    state_due = 0.0
     while True:
-        tasks = await asyncio.to_thread(live.round_tasks, engine, task_id)
+        fresh = loop.time() >= state_due
+        if fresh:
+            state_due = loop.time() + POLL_SECONDS
+            tasks = await asyncio.to_thread(live.round_tasks, engine, task_id)
+            for t in tasks:
+                body = json.dumps(t, sort_keys=True)
+                if sent.get(t["id"]) != body:
+                    sent[t["id"]] = body
+                    yield _state("task", t)
+            qs = [QuestionPublic.model_validate(q).model_dump(mode="json") for q in await asyncio.to_thread(
+                live.questions_of, engine, [t["id"] for t in tasks])]  # fmt: skip
+            if json.dumps(qs) != asked:
+                asked = json.dumps(qs)
+                yield _state("questions", qs)
         ids = [t["id"] for t in tasks]
-        for t in tasks:
-            body = json.dumps(t, sort_keys=True)
-            if sent.get(t["id"]) != body:
-                sent[t["id"]] = body
-                yield _state("task", t)
-        qs = [QuestionPublic.model_validate(q).model_dump(mode="json") for q in await asyncio.to_thread(
-            live.questions_of, engine, ids)]  # fmt: skip
-        if json.dumps(qs) != asked:
-            asked = json.dumps(qs)
-            yield _state("questions", qs)
-        logs = await asyncio.to_thread(live.logs_after, engine, ids, log_c, BATCH)
+        logs, msgs = await asyncio.to_thread(live.rows_after, engine, ids, log_c, msg_c, BATCH)
         for r in logs:
             log_c = r.id
             yield ServerSentEvent(
                 data=LogPublic.model_validate(r).model_dump_json(), event="log", id=f"{log_c}.{msg_c}"
             )
-        msgs = await asyncio.to_thread(live.messages_after, engine, ids, msg_c, BATCH)
         for m in msgs:
             msg_c = m.id
             yield ServerSentEvent(data=MessagePublic.of(m).model_dump_json(), event="message", id=f"{log_c}.{msg_c}")
         if len(logs) == BATCH or len(msgs) == BATCH:
             continue  # catching up
-        if all(t["status"] in FINISHED for t in tasks):
+        # finished: only on a pass that read the state before the rows, so every row written before it was sent
+        if fresh and all(t["status"] in FINISHED for t in tasks):
             yield _state("end", {"task_id": task_id})
             return
         if getattr(request.app.state, "stopping", False):
             return
-        await request.app.state.changes.wait(ids, POLL_SECONDS)  # woken by a new log line or message of the round
+        # woken by a new log line or message of the round, or when the state is due
+        await request.app.state.changes.wait(ids, max(0.0, state_due - loop.time()))
 
 
 _SSE = {200: {"description": "server-sent events", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}

@@ -169,16 +169,17 @@ def round_tasks(engine: Engine, task_id: int) -> list[dict[str, Any]]:
     return [task_dict(t, pending.get(t.id), costs.get(t.id), tools.get(t.id, 0)) for t in rows]
 
 
-def logs_after(engine: Engine, task_ids: list[int], cursor: int, limit: int) -> list[TaskLog]:
+def rows_after(
+    engine: Engine, task_ids: list[int], log_cursor: int, msg_cursor: int, limit: int
+) -> tuple[list[TaskLog], list[Message]]:
+    """The tasks' log lines and messages after the cursors, on one session (a live stream's wake)."""
+    if not task_ids:
+        return [], []
     with Session(engine) as s:
-        q = select(TaskLog).where(col(TaskLog.task_id).in_(task_ids), col(TaskLog.id) > cursor)
-        return list(s.exec(q.order_by(col(TaskLog.id)).limit(limit)))
-
-
-def messages_after(engine: Engine, task_ids: list[int], cursor: int, limit: int) -> list[Message]:
-    with Session(engine) as s:
-        q = select(Message).where(col(Message.task_id).in_(task_ids), col(Message.id) > cursor)
-        return list(s.exec(q.order_by(col(Message.id)).limit(limit)))
+        logs = select(TaskLog).where(col(TaskLog.task_id).in_(task_ids), col(TaskLog.id) > log_cursor)
+        msgs = select(Message).where(col(Message.task_id).in_(task_ids), col(Message.id) > msg_cursor)
+        return (list(s.exec(logs.order_by(col(TaskLog.id)).limit(limit))),
+                list(s.exec(msgs.order_by(col(Message.id)).limit(limit))))  # fmt: skip
 
 
 def questions_of(engine: Engine, task_ids: list[int]) -> list[Question]:
