@@ -38,6 +38,14 @@ async def test_a_message_posted_from_a_worker_thread_reaches_the_listeners_on_th
     assert heard[-1] == ("from async code", True)
 
 
+def test_every_connection_writes_ahead_and_syncs_each_commit(tmp_path) -> None:
+    # what Factory acknowledged (a task, an answer, a message) survives a power cut, not only a crash
+    engine = _engine(tmp_path)
+    with engine.connect() as c:
+        assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
 def test_a_finished_task_never_goes_back_to_running(tmp_path) -> None:
     engine = _engine(tmp_path)
     with session_scope(engine) as s:
