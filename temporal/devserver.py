@@ -113,8 +113,8 @@ class DevServer:
             # that schedules it, skipping a round of matching: less latency and server CPU per task
             "--dynamic-config-value", "system.enableActivityEagerExecution=true",
             # a write-ahead log: one append a commit instead of a rollback journal made and removed (server CPU
-            # per task −10%, bench/PIPELINE.md); `synchronous` stays FULL, so a commit is on disk when answered
-            "--sqlite-pragma", "journal_mode=wal",
+            # per task −10%, bench/PIPELINE.md), each commit still on disk when answered (FULL, said, not assumed)
+            "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=full",
         ]  # fmt: skip
         for key in SEARCH_ATTRIBUTES:
             cmd += ["--search-attribute", f"{key.name}={kind_name(key)}"]
