@@ -315,8 +315,15 @@ def test_a_container_gets_no_answer_from_outside(broker, task_id, busybox_image,
     # the probe's control: a listener of the host's on all addresses (the one thing that does answer here)
     control = socket.create_server(("0.0.0.0", 0))
     cport = control.getsockname()[1]
-    threading.Thread(target=lambda: [c.sendall(b"HTTP/1.0 200 OK\r\n\r\nhost") or c.close()
-                                     for c in iter(lambda: control.accept()[0], None)], daemon=True).start()  # fmt: skip
+
+    def answer() -> None:
+        with contextlib.suppress(OSError):  # the test closes the listener when it is done
+            while True:
+                c = control.accept()[0]
+                c.sendall(b"HTTP/1.0 200 OK\r\n\r\nhost")
+                c.close()
+
+    threading.Thread(target=answer, daemon=True).start()
     probe = "r=$$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port} 2>/dev/null); echo {name}=$${{#r}};"
     (wt / "docker-compose.yml").write_text(
         f"services:\n  web:\n    image: {busybox_image}\n"
