@@ -108,3 +108,59 @@ async def test_open_streams_get_new_rows_without_waiting_out_their_period(tmp_pa
                     assert (await board.until(lambda d: d["content"] == "hello board"))["event"] == "message"
                 finally:
                     board.task.cancel()
+
+
+def test_a_look_serves_the_rows_it_read_only_to_a_stream_it_covers(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+
+    async def main() -> None:
+        changes = Changes(engine, tick=0.02)
+        waiting = asyncio.create_task(changes.wait([1], timeout=60))
+        await _looked(changes, 2)
+        since = changes.mark()
+        assert since is not None
+        for i in range(3):
+            _add(engine, TaskLog(task_id=1 + i % 2, kind="text", content=f"line {i}"))
+        assert await asyncio.wait_for(waiting, 10) is True
+        look = changes.last
+        assert look is not None and look.since == since
+        served = changes.served([1], 0, 0, since)
+        assert served is not None
+        logs, msgs, covered = served
+        assert [r.content for r in logs] == ["line 0", "line 2"] and msgs == [] and covered == look.upto
+        assert changes.served([1], logs[0].id, 0, since)[0] == logs[1:]  # type: ignore[index]  # after the cursor
+        # a reader that has not read up to where the look starts, or follows a task the look did not: its own read
+        assert changes.served([1], 0, 0, (since[0] - 1, since[1])) is None
+        assert changes.served([1], 0, 0, None) is None
+        assert changes.served([1, 2], 0, 0, since) is None
+
+    asyncio.run(main())
+
+
+async def test_a_stream_gets_every_line_of_its_task_once_in_order_while_they_pour_in(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("FACTORY_AUTH_TOKEN", raising=False)
+    engine = _engine(tmp_path)
+    cfg = FactoryConfig(data_dir=str(tmp_path), database_url=f"sqlite:///{tmp_path}/f.db")
+    app = create_app(cfg, engine=engine, connect_temporal=False)
+    want = [f"line {i}" for i in range(0, 400, 2)]
+    with BackgroundServer(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30, read=None)) as c:
+            async with c.stream("GET", "/api/events", params={"task_id": 1}) as page:
+                stream = SSE(page)
+                try:
+                    sink = LogSink(engine, interval=0.005, max_batch=7)
+                    for i in range(400):  # two tasks interleaved, in many small batches, while the stream reads
+                        sink.add(1 + i % 2, "text", f"line {i}")
+                        if i % 10 == 0:
+                            await asyncio.sleep(0.01)
+                    await sink.flush()
+                    got: list[str] = []
+                    while len(got) < len(want):
+                        ev = await stream.next(10)
+                        if ev.get("event") == "log":
+                            got.append(ev["data"]["content"])
+                    assert got == want
+                    assert app.state.changes.looks > 2  # the looks ran (and served at least some wakes)
+                    await stream.nothing_more(1.0)  # nor any line twice
+                finally:
+                    stream.task.cancel()

@@ -78,13 +78,15 @@ async def _board_stream(request: Request, engine: Any, f: live.BoardFilter) -> A
 async def _task_stream(request: Request, engine: Any, task_id: int, log_c: int, msg_c: int) -> AsyncIterator[Any]:
     # The round's state (its tasks, their questions) is read every POLL_SECONDS; its new log lines and
     # messages whenever `changes` wakes the stream for them (factory/store/changes.py), which with agents
-    # printing is far more often: a wake reads rows only, in one query per table on one session.
+    # printing is far more often: a wake takes the rows the look read (or reads them itself, one session).
     yield ServerSentEvent(comment="connected")
     loop = asyncio.get_running_loop()
     sent: dict[int, str] = {}
     asked = ""
     tasks: list[dict[str, Any]] = []
     state_due = 0.0
+    changes = request.app.state.changes
+    covered: tuple[int, int] | None = None  # the log and message ids up to which this stream has every row
     while True:
         fresh = loop.time() >= state_due
         if fresh:
@@ -101,7 +103,13 @@ async def _task_stream(request: Request, engine: Any, task_id: int, log_c: int, 
                 asked = json.dumps(qs)
                 yield _state("questions", qs)
         ids = [t["id"] for t in tasks]
-        logs, msgs = await asyncio.to_thread(live.rows_after, engine, ids, log_c, msg_c, BATCH)
+        served = None if fresh else changes.served(ids, log_c, msg_c, covered)
+        if served is not None:  # the look that woke this stream read the rows already
+            logs, msgs, covered = served
+        else:
+            mark = changes.mark()  # rows up to it were stored before this read starts
+            logs, msgs = await asyncio.to_thread(live.rows_after, engine, ids, log_c, msg_c, BATCH)
+            covered = mark if len(logs) < BATCH and len(msgs) < BATCH else None
         for r in logs:
             log_c = r.id
             yield ServerSentEvent(
@@ -119,7 +127,7 @@ async def _task_stream(request: Request, engine: Any, task_id: int, log_c: int, 
         if getattr(request.app.state, "stopping", False):
             return
         # woken by a new log line or message of the round, or when the state is due
-        await request.app.state.changes.wait(ids, max(0.0, state_due - loop.time()))
+        await changes.wait(ids, max(0.0, state_due - loop.time()))
 
 
 _SSE = {200: {"description": "server-sent events", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}

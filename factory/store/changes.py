@@ -8,6 +8,10 @@ last look (one query per table, a range of the primary key) and wakes only the s
 those tasks. The writer is another process (the worker under `factory up`) or another host (workers
 on PostgreSQL), so the database is the one channel all of them share. A stream still looks on its own
 at its old period, so a wake that is missed (a look that failed) costs only the old latency.
+
+A look also reads the new rows of the tasks someone waits for, once, and keeps them as `Look`: a woken
+task stream takes its rows from there (`served`) instead of asking the database itself, as long as
+the look covers everything after what the stream has read (`covered`); otherwise it reads them itself.
 """
 
 from __future__ import annotations
@@ -15,18 +19,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from factory.store.tables import Message, TaskLog
 
 log = logging.getLogger("factory.changes")
 
 ANY = None  # what a stream that follows every message (the message board) waits on
+LOOK_ROWS = 2000  # rows a look keeps at most; past it the streams read their own
 FORGET_AFTER = 10.0  # seconds without a waiter after which the next look starts afresh (no long scan)
+
+
+@dataclass(frozen=True)
+class Look:
+    """What one look found: the log and message ids it covers, (after `since`, up to `upto`], and the rows of
+    the tasks followed then (complete: no more rows than LOOK_ROWS)."""
+
+    since: tuple[int, int]
+    upto: tuple[int, int]
+    followed: frozenset[int] = frozenset()
+    logs: dict[int, list[TaskLog]] = field(default_factory=dict)
+    messages: dict[int, list[Message]] = field(default_factory=dict)
+    complete: bool = False
 
 
 class Changes:
@@ -37,6 +56,7 @@ class Changes:
         self.tick = tick
         self.looks = 0  # looks made (tests read it)
         self._seen: tuple[int, int] | None = None  # the highest log and message ids at the last look
+        self.last: Look | None = None  # the newest look (rows kept for the streams it woke)
         self._waiters: dict[asyncio.Future[None], frozenset[int] | None] = {}
         self._looking: asyncio.Task[None] | None = None
         self._stopped_at = 0.0
@@ -50,7 +70,7 @@ class Changes:
         self._waiters[fut] = frozenset(task_ids) if task_ids is not None else ANY
         if self._looking is None or self._looking.done():
             if time.monotonic() - self._stopped_at > FORGET_AFTER:
-                self._seen = None
+                self._seen, self.last = None, None
             self._looking = asyncio.create_task(self._look_while_waited())
         try:
             done, _ = await asyncio.wait({fut}, timeout=timeout)
@@ -59,38 +79,75 @@ class Changes:
             self._waiters.pop(fut, None)
             fut.cancel()
 
+    def mark(self) -> tuple[int, int] | None:
+        """The ids the newest look covers: rows up to them were stored before a read that starts now."""
+        return self.last.upto if self.last else None
+
+    def served(
+        self, task_ids: Sequence[int], log_cursor: int, msg_cursor: int, covered: tuple[int, int] | None
+    ) -> tuple[list[TaskLog], list[Message], tuple[int, int]] | None:
+        """The tasks' rows after the cursors from the newest look, and what the reader then covers; None when
+        the look cannot say (it did not follow these tasks, kept too many rows, or starts after `covered`)."""
+        look = self.last
+        if look is None or not look.complete or covered is None or not set(task_ids) <= look.followed:
+            return None
+        if covered[0] < look.since[0] or covered[1] < look.since[1]:
+            return None
+        logs = sorted((r for t in task_ids for r in look.logs.get(t, ()) if (r.id or 0) > log_cursor), key=_id)
+        msgs = sorted((m for t in task_ids for m in look.messages.get(t, ()) if (m.id or 0) > msg_cursor), key=_id)
+        return logs, msgs, look.upto
+
     async def _look_while_waited(self) -> None:
         while self._waiters:
+            followed = frozenset().union(*(f for f in self._waiters.values() if f is not ANY))
             try:
-                logs, messages, any_message = await asyncio.to_thread(self._new_rows)
+                look, any_message = await asyncio.to_thread(self._look, followed)
             except Exception as exc:  # the streams' own period still holds
                 log.debug("could not look for new rows: %s", exc)
             else:
-                self._wake(logs | messages, any_message)
+                self.last = look
+                self._wake(look, any_message)
             await asyncio.sleep(self.tick)
         self._stopped_at = time.monotonic()
 
-    def _wake(self, tasks: set[int], any_message: bool) -> None:
+    def _wake(self, look: Look, any_message: bool) -> None:
+        tasks = set(look.logs) | set(look.messages)
         for fut, follows in list(self._waiters.items()):
             if fut.done():
                 continue
-            if any_message if follows is ANY else follows & tasks:
+            if any_message if follows is ANY else (follows & tasks or (not look.complete and follows)):
                 fut.set_result(None)
 
-    def _new_rows(self) -> tuple[set[int], set[int], bool]:
-        """The tasks with log lines and with messages newer than the last look, and whether any message is."""
+    def _look(self, followed: frozenset[int]) -> tuple[Look, bool]:
+        """New rows of the followed tasks since the last look, and whether any new message is there."""
         with Session(self.engine) as s:
             self.looks += 1
+            upto = (s.exec(select(func.max(TaskLog.id))).one() or 0, s.exec(select(func.max(Message.id))).one() or 0)
             if self._seen is None:  # the first look only marks where "new" starts
-                self._seen = (s.exec(select(func.max(TaskLog.id))).one() or 0,
-                              s.exec(select(func.max(Message.id))).one() or 0)  # fmt: skip
-                return set(), set(), False
-            log_seen, msg_seen = self._seen
-            logs = s.exec(
-                select(TaskLog.task_id, func.max(TaskLog.id)).where(TaskLog.id > log_seen).group_by(TaskLog.task_id)
-            ).all()
-            msgs = s.exec(
-                select(Message.task_id, func.max(Message.id)).where(Message.id > msg_seen).group_by(Message.task_id)
-            ).all()
-        self._seen = (max([log_seen, *(i for _, i in logs)]), max([msg_seen, *(i for _, i in msgs)]))
-        return {t for t, _ in logs}, {t for t, _ in msgs if t is not None}, bool(msgs)
+                self._seen = upto
+                return Look(upto, upto, complete=True), False
+            since = self._seen
+            logs: list[TaskLog] = []
+            msgs: list[Message] = []
+            if followed and upto[0] > since[0]:
+                logs = list(s.exec(select(TaskLog).where(
+                    TaskLog.id > since[0], TaskLog.id <= upto[0], col(TaskLog.task_id).in_(followed)
+                ).order_by(col(TaskLog.id)).limit(LOOK_ROWS + 1)))  # fmt: skip
+            if followed and upto[1] > since[1]:
+                msgs = list(s.exec(select(Message).where(
+                    Message.id > since[1], Message.id <= upto[1], col(Message.task_id).in_(followed)
+                ).order_by(col(Message.id)).limit(LOOK_ROWS + 1)))  # fmt: skip
+        self._seen = upto
+        by_log: dict[int, list[TaskLog]] = {}
+        for r in logs:
+            by_log.setdefault(r.task_id, []).append(r)
+        by_msg: dict[int, list[Message]] = {}
+        for m in msgs:
+            if m.task_id is not None:
+                by_msg.setdefault(m.task_id, []).append(m)
+        complete = len(logs) <= LOOK_ROWS and len(msgs) <= LOOK_ROWS
+        return Look(since, upto, followed, by_log, by_msg, complete), upto[1] > since[1]
+
+
+def _id(row: TaskLog | Message) -> int:
+    return row.id or 0
