@@ -25,7 +25,7 @@ INTERVAL_S = 5.0  # well inside the callers' heartbeat timeouts (30 s); the SDK 
 @contextlib.asynccontextmanager
 async def heartbeating(interval: float = INTERVAL_S) -> AsyncIterator[None]:
     """Heartbeat every `interval` seconds while the body runs (a no-op outside an activity)."""
-    if not activity.in_activity():
+    if not activity.in_activity() or activity.info().is_local:  # a local activity has no heartbeat to send
         yield
         return
 

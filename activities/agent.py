@@ -32,6 +32,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities._agent_lines import protocol_line
 from activities._agent_process import AgentSandbox, PidFile, kill_group, read_head, read_tail, spawn
+from activities._agent_prompt import run_prompt
+from activities._agent_push import Finalize, push, pushed_before, wants_push
 from activities.budgets import BudgetKeeper
 from factory.backends import AgentBackend, Parser, Turn, backend_for, read_only_agent
 from factory.backends.claude import BackendUnavailable
@@ -67,8 +69,10 @@ class AgentActivities:
         memory: Any = None,
         proxy: EgressProxy | None = None,
         broker: EnvironmentBroker | None = None,
+        finalize: Finalize | None = None,
     ):
         self.cfg = cfg
+        self.finalize = finalize  # the host's commit-and-push, for a run that ends its session (_agent_push.py)
         self.broker = broker  # Docker environments for the agent, through Factory (docker_toolkit)
         self.sandbox = AgentSandbox(cfg, proxy)
         self.engine = engine
@@ -145,35 +149,6 @@ class AgentActivities:
             env["FACTORY_WORKFLOW_ID"] = str(req.workflow_run_id)
         return env
 
-    async def _context(self, req: AgentRequest, got: list[int]) -> str:
-        """Memory recall and board messages for this agent, added to a fresh prompt."""
-        parts = []
-        if self.memory is not None and req.with_context:
-            try:
-                section = await self.memory.recall_section(req.title, req.description, req.repo_name)
-            except Exception as exc:  # memory never fails a task
-                activity.logger.warning("memory recall failed: %s", exc)
-                section = ""
-            if section:
-                parts.append(section)
-                # the dashboard shows a task the memories it was given (log kind "memory")
-                self.logs.add(req.task_id, "memory", section, 1, self.secrets)
-        parts.append(await self._inbox_section(req, got))
-        return "\n\n".join(p for p in parts if p)
-
-    async def _inbox_section(self, req: AgentRequest, got: list[int]) -> str:
-        """Board messages to this agent type not yet delivered; their ids go to `got`.
-
-        They are marked delivered only when this run finishes (`run_agent`), so an attempt that
-        dies on the way leaves them for the retry.
-        """
-        inbox = await asyncio.to_thread(self.board.inbox, req.agent.agent_type, req.task_id, req.workflow_run_id)
-        got.extend(m.id for m in inbox if m.id is not None)
-        if not inbox:
-            return ""
-        lines = [f"- from {m.sender} ({m.message_type}): {m.content}" for m in inbox]
-        return "## Messages for you on the message board\n" + "\n".join(lines)
-
     # --- the activity --------------------------------------------------------------
     @activity.defn
     async def run_agent(self, req: AgentRequest) -> AgentResult:
@@ -189,6 +164,8 @@ class AgentActivities:
         prompt = req.prompt
         details = info.heartbeat_details
         prev = details[0] if info.attempt > 1 and details and isinstance(details[0], dict) else {}
+        if self.finalize is not None and (ended := pushed_before(req, self.run_dir, info.attempt)) is not None:
+            return await push(req, ended, self.finalize, self.run_dir, self._beat_interval())  # died pushing: no rerun
         # written when the CLI announces its session: a crash before the first heartbeat still resumes it
         marker = await asyncio.to_thread(self._started_marker, req.task_id) if info.attempt > 1 else None
         interrupted = info.attempt > 1 and (bool(prev.get("started")) or marker == req.session_id)
@@ -206,24 +183,8 @@ class AgentActivities:
         if resume and not interrupted and not await asyncio.to_thread(saved, home, req.session_id):
             resume = False  # a retried task whose session was never saved (here): start it afresh, same id
         got: list[int] = []  # the board messages this run reads, marked delivered when it finishes
-        if interrupted:
-            resume = True
-            prompt = (
-                "Your previous run was interrupted because the machine running you restarted. "
-                "Continue the task from where you left off; check the working tree first."
-            )
-            # the interrupted attempt's messages were never marked delivered: repeated rather than lost
-            extra = await self._inbox_section(req, got)
-            if extra:
-                prompt = f"{prompt}\n\n{extra}"
-        elif not resume:  # board messages always; memory recall only with req.with_context
-            extra = await self._context(req, got)
-            if extra:
-                prompt = f"{prompt}\n\n{extra}"
-        else:  # resumed with an answer: also what was posted to this agent while it waited
-            extra = await self._inbox_section(req, got)
-            if extra:
-                prompt = f"{prompt}\n\n{extra}"
+        prompt = await run_prompt(req, prompt, resume, interrupted, got, self.board, self.memory, self.logs, self.secrets)
+        resume = resume or interrupted
         gate = await asyncio.to_thread(self.budgets.gate, req)
         if gate.refused is not None:  # nothing left: the run does not start, and the task asks
             self.logs.add(req.task_id, "event", gate.refused.result_text, info.attempt)
@@ -313,10 +274,15 @@ class AgentActivities:
         await asyncio.to_thread(update_task, self.engine, spent)
         if not result.is_error:
             await asyncio.to_thread(self.board.mark_delivered, got)
+        if self.finalize is not None and wants_push(req, result):  # commit and push here: no step of its own
+            result = await push(req, result, self.finalize, self.run_dir, self._beat_interval())
         return result
 
+    def _beat_interval(self) -> float:
+        return max(0.5, min(5.0, self.cfg.temporal.heartbeat_timeout_seconds / 4))
+
     async def _heartbeat_loop(self, progress: _Progress) -> None:
-        interval = max(0.5, min(5.0, self.cfg.temporal.heartbeat_timeout_seconds / 4))
+        interval = self._beat_interval()
         while True:
             activity.heartbeat({"session_id": progress.session_id, "started": progress.started})
             await asyncio.sleep(interval)

@@ -119,6 +119,10 @@ class WorkspaceActivities:
     @heartbeats
     async def finalize_changes(self, inp: FinalizeInput) -> ChangesResult:
         """Commit what the agent left uncommitted and push the branch if it is ahead."""
+        return await self.finalize(inp)
+
+    async def finalize(self, inp: FinalizeInput) -> ChangesResult:
+        """The finalize step's work; an agent run that ends its session does it too (activities/_agent_push.py)."""
         ws = inp.workspace
         clone = self._clone(ws.path, inp.repo)
         try:

@@ -138,7 +138,9 @@ def build_workers(client: Client, rt: Runtime, work: HostWork | None = None) -> 
     tracked = [work.interceptor()] if work is not None else []
     host, tq, host_queue, agent_queue = queues(cfg)
     ws = WorkspaceActivities(cfg, host=host, host_queue=host_queue, agent_queue=agent_queue, broker=rt.broker)
-    agent = AgentActivities(cfg, rt.engine, rt.board, host=host, memory=rt.memory, proxy=rt.proxy, broker=rt.broker)
+    agent = AgentActivities(
+        cfg, rt.engine, rt.board, host=host, memory=rt.memory, proxy=rt.proxy, broker=rt.broker, finalize=ws.finalize
+    )
     gh = GithubActivities(cfg, rt.http)
     rec = RecordActivities(rt.engine, rt.board, rt.notifiers)
     runs = WorkflowRunActivities(rt.engine, rt.board)

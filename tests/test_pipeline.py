@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -10,6 +11,7 @@ from temporalio.client import WorkflowHistory
 from factory.specs import task_workflow_id
 from tests.conftest import remote_file
 from tests.fakes.anthropic import Text, ToolUse
+from workflows.common import GITHUB_LOCAL, OUTAGE_WINDOW
 
 
 def scheduled_options(history: WorkflowHistory) -> dict[str, Any]:
@@ -59,10 +61,62 @@ async def test_coder_task_ends_done_with_branch_and_one_pr(start_factory, model,
         # a step of a worker that dies is retried within seconds; GitHub or the git host down is waited out
         history = await h.client.get_workflow_handle(task_workflow_id(h.cfg, t["id"])).fetch_history()
         options = scheduled_options(history)
-        for step in ("prepare_workspace", "finalize_changes", "open_pull_request", "cleanup_workspace"):
+        for step in ("prepare_workspace", "cleanup_workspace"):
             assert_outlives_a_dead_worker(options[step])
         # the test environments go in the cleanup step (patch one-cleanup), under its heartbeat
         assert "cleanup_task_environments" not in options
+        # the agent's run pushed its work itself (patch agent-pushes), and the PR was opened by a local
+        # activity: three activities and four workflow tasks per task (the push failing: test below)
+        assert sorted(options) == ["cleanup_workspace", "prepare_workspace", "run_agent"]
+        assert local_activities(history) == [
+            "update_task",
+            "publish_event",
+            "open_pull_request",
+            "update_task",
+            "publish_event",
+        ]
+        assert GITHUB_LOCAL["schedule_to_close_timeout"] >= OUTAGE_WINDOW  # GitHub down: waited out, as before
+        assert sum(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in history.events) == 4
+
+
+async def test_a_push_the_agent_run_cannot_make_is_made_by_the_finalize_step(start_factory, model, github):
+    """The git host refuses the run's own push (a ref it cannot lock, retryable): the workflow's finalize step,
+    with its outage policy, pushes instead, and the task ends done with one PR."""
+    model.add_scenario(
+        "flaky", [[ToolUse("Write", {"file_path": "flaky.txt", "content": "pushed late\n"})], Text("Wrote flaky.txt.")]
+    )
+    async with start_factory() as h:
+        hook = h.remote / "hooks" / "pre-receive"
+        once = h.remote / "refused-once"
+        hook.write_text(
+            "#!/bin/sh\n"
+            f"if [ ! -e {once} ]; then touch {once}; "
+            "echo \"error: cannot lock ref 'refs/heads/x': busy\" >&2; exit 1; fi\n"
+        )
+        hook.chmod(0o755)
+        t = await h.create("Add a flaky file", "flaky")
+        done = await h.wait_for(t["id"], {"done", "failed"})
+        assert done["status"] == "done", done
+        assert once.exists()  # the first push was refused
+        assert remote_file(h.remote, done["branch"], "flaky.txt") == "pushed late\n"
+        assert len([c for c in github.pr_creations() if c.body["head"] == done["branch"]]) == 1
+        history = await h.client.get_workflow_handle(task_workflow_id(h.cfg, t["id"])).fetch_history()
+        options = scheduled_options(history)
+        assert "finalize_changes" in options
+        assert_outlives_a_dead_worker(options["finalize_changes"])
+        assert len(model.requests_for("flaky")) == 2  # the agent ran once
+
+
+def local_activities(history: WorkflowHistory) -> list[str]:
+    """The local activities a workflow ran, in order (from their markers)."""
+    names = []
+    for e in history.events:
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            attrs = e.marker_recorded_event_attributes
+            if attrs.marker_name == "core_local_activity":
+                data = json.loads(attrs.details["data"].payloads[0].data)
+                names.append(data["activity_type"])
+    return names
 
 
 # --- watchdog, cancel, concurrency -----------------------------------------------------------

@@ -69,6 +69,23 @@ def reply(text: str = "done", **kw: Any) -> AgentResult:
     return AgentResult(session_id="s-1", result_text=text, num_turns=1, cost_usd=0.01, **kw)
 
 
+def pushed(text: str = "done", commits: int = 1) -> Callable[[AgentRequest], AgentResult]:
+    """A reply whose run committed and pushed its work itself, when the workflow asked it to (agent-pushes)."""
+
+    def run(req: AgentRequest) -> AgentResult:
+        if req.finalize is None:
+            return reply(text)
+        files = ["a.py"] if commits else []
+        return reply(
+            text,
+            changes=ChangesResult(
+                committed=commits > 0, pushed=commits > 0, commits_ahead=commits, changed_files=files
+            ),
+        )
+
+    return run
+
+
 def asks(text: str, options: list[str] | None = None) -> AgentResult:
     return reply("", question=QuestionAsked(text, options))
 

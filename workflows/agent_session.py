@@ -22,6 +22,7 @@ from factory.contracts import (
     AnswerInput,
     AnswerRecord,
     BudgetStop,
+    FinalizeInput,
     PendingQuestion,
     QuestionInput,
     TaskInput,
@@ -30,6 +31,7 @@ from factory.contracts import (
 from factory.contracts import activities as acts
 from factory.domain.budgets import decide, question, usd
 from factory.domain.prompts import task_prompt
+from factory.domain.pull_request import commit_message
 from factory.domain.review import VERDICT_REMINDER, parse_verdict
 from factory.domain.text import clip
 from workflows.budget_steps import push_wip, timed_out
@@ -123,6 +125,7 @@ class AgentSession:
                 reminded = True  # once, in the same session, then the step fails
                 prompt = VERDICT_REMINDER
             else:
+                total.changes = res.changes  # pushed by the run itself (None: the workflow's finalize step pushes)
                 return total
             resume = True
 
@@ -175,6 +178,7 @@ class AgentSession:
                     resume=resume, workflow_run_id=inp.workflow_run_id, repo_name=inp.repo.name,
                     title=inp.title, description=inp.description, branch=ws.branch,
                     with_context=inp.memory, budget_limits=dict(self.limits), resume_from_task=inp.resume_from_task,
+                    finalize=self._push_here(), require_verdict=inp.require_verdict,
                 ),
                 task_queue=ws.agent_queue,
                 start_to_close_timeout=timedelta(seconds=inp.agent.total_timeout_s + 120),
@@ -189,6 +193,13 @@ class AgentSession:
                 pushed = await push_wip(inp, ws, "agent timed out")
                 raise AgentFailed(f"{error_text(exc)}; {pushed}") from exc
             raise
+
+    def _push_here(self) -> FinalizeInput | None:
+        """What the run commits and pushes itself when its reply ends the session (histories from before: the
+        workflow's own finalize step, as they were)."""
+        if not workflow.patched("agent-pushes"):
+            return None
+        return FinalizeInput(task_id=self.inp.task_id, workspace=self.ws, repo=self.inp.repo, message=commit_message(self.inp))
 
     async def _budget_reached(self, stop: BudgetStop) -> str:
         """Push the work, ask whether to raise the budget; the prompt to go on with, or AgentFailed on stop."""

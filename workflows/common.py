@@ -43,6 +43,13 @@ GITHUB = {
     "schedule_to_close_timeout": OUTAGE_WINDOW,
     "retry_policy": OUTAGE_RETRY,
 }
+# the same REST calls run as a local activity in the workflow's own worker (no server round trip, no
+# workflow task of their own): a few seconds each, retried through an outage with markers and timers
+GITHUB_LOCAL = {
+    "start_to_close_timeout": timedelta(minutes=2),
+    "schedule_to_close_timeout": OUTAGE_WINDOW,
+    "retry_policy": OUTAGE_RETRY,
+}
 # one short send each; the 30-second timeout is what notices a dead worker
 NOTIFY = {
     "start_to_close_timeout": timedelta(seconds=30),

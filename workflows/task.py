@@ -170,6 +170,8 @@ class TaskWorkflow:
         while True:
             try:
                 agent = await AgentSession(inp, ws, self._questions, self._notes, self._stage_to).run()
+                if agent.changes is not None:  # the agent's run committed and pushed its work itself
+                    return agent, agent.changes
                 self._stage_to("pushing", "committing and pushing")
                 # a cancel during the push lets the push end (the work is kept) and then wins: no PR
                 return agent, await cancel_wins(task_steps.finalize(first, ws))

@@ -30,7 +30,7 @@ from factory.contracts import (
 from factory.contracts import activities as acts
 from factory.domain.pull_request import commit_message, pr_body
 from workflows import failover
-from workflows.common import ENVIRONMENTS, GIT, GITHUB, MEMORY, QUICK, error_text, noticing
+from workflows.common import ENVIRONMENTS, GIT, GITHUB, GITHUB_LOCAL, MEMORY, QUICK, error_text, noticing
 
 
 async def prepare(inp: TaskInput) -> WorkspaceInfo:
@@ -63,17 +63,22 @@ async def finalize(inp: TaskInput, ws: WorkspaceInfo) -> ChangesResult:
 
 
 async def open_pr(inp: TaskInput, ws: WorkspaceInfo, result: TaskResult, draft: bool = False) -> PullRequestResult:
-    """Open the task's PR (a draft while Factory's checks fail), or find the one already open for its branch."""
-    return await workflow.execute_activity(
-        acts.open_pull_request,
-        PullRequestInput(
-            task_id=inp.task_id, repo=inp.repo, branch=ws.branch, base_branch=ws.base_branch, title=inp.title,
-            body=pr_body(inp.task_id, inp.description, result.result_text, result.preview_url),
-            workflow_run_id=inp.workflow_run_id, draft=draft,
-        ),
-        summary="open pull request",
-        **noticing(GITHUB, inp.heartbeat_timeout_s),
+    """Open the task's PR (a draft while Factory's checks fail), or find the one already open for its branch.
+
+    A local activity (the lookup before the create makes a repeated attempt safe): the workflow's next
+    records and the cleanup go out in the same workflow task (histories from before: as they were)."""
+    pr = PullRequestInput(
+        task_id=inp.task_id, repo=inp.repo, branch=ws.branch, base_branch=ws.base_branch, title=inp.title,
+        body=pr_body(inp.task_id, inp.description, result.result_text, result.preview_url),
+        workflow_run_id=inp.workflow_run_id, draft=draft,
     )  # fmt: skip
+    if workflow.patched("pr-local"):
+        return await workflow.execute_local_activity(
+            acts.open_pull_request, pr, summary="open pull request", **GITHUB_LOCAL
+        )
+    return await workflow.execute_activity(
+        acts.open_pull_request, pr, summary="open pull request", **noticing(GITHUB, inp.heartbeat_timeout_s)
+    )
 
 
 async def record(upd: TaskUpdate) -> None:

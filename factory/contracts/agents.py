@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from factory.contracts.tasks import AgentSpec
+from factory.contracts.tasks import AgentSpec, ChangesResult
+from factory.contracts.workspace import FinalizeInput
 
 
 @dataclass
@@ -32,6 +33,10 @@ class AgentRequest:
     with_context: bool = True  # add memory recall and board messages to the prompt
     budget_limits: dict[str, float] = field(default_factory=dict)  # budgets raised by an answer, by key
     resume_from_task: int | None = None  # a follow-up round: the finished round whose Claude session it resumes
+    # when the run ends the session (factory.domain.review.ends_session), commit and push its work in the same
+    # activity: one activity and one workflow task fewer per agent (unset: the workflow's own finalize step)
+    finalize: FinalizeInput | None = None
+    require_verdict: bool = False  # a reviewer: its reply ends the session only with a verdict
 
 
 @dataclass
@@ -57,3 +62,4 @@ class AgentResult:
     question: QuestionAsked | None = None
     learnings: list[str] = field(default_factory=list)
     budget_stop: BudgetStop | None = None  # set when a budget ended the run (or kept it from starting)
+    changes: ChangesResult | None = None  # what the run's own finalize committed and pushed (AgentRequest.finalize)

@@ -139,3 +139,13 @@ def format_issues(issues: list[dict[str, Any]] | None) -> str:
             where = f"{where}:{i['line']}"
         lines.append(f"- [{i.get('severity', 'major')}] {where}: {i.get('comment', '')}")
     return "\n".join(lines)
+
+
+def ends_session(is_error: bool, asked: bool, budget_stopped: bool, require_verdict: bool, text: str) -> bool:
+    """Whether an agent run's reply ends its session (the workflow then pushes; nothing is asked or reminded).
+
+    The agent activity and the workflow decide it alike: the activity pushes in the same step when it does.
+    """
+    if is_error or asked or budget_stopped:
+        return False
+    return not require_verdict or parse_verdict(text) is not None

@@ -72,6 +72,7 @@ class Bed:
     tmp: Path
     tasks: dict[str, Staged] = field(default_factory=dict)
     holds: list[Any] = field(default_factory=list)
+    push_turns: int = 0  # the model requests of the task held in its push, when the crash came
 
     def config(self, **overrides: Any) -> Path:
         repos = {"demo2": {"url": f"file://{self.remote2}", "github": "acme/demo2"}}
@@ -128,9 +129,12 @@ class Bed:
         await poll(lambda: pushes.entered("hold-cleanup"), "the cleanup's push of the work in progress")
         await poll(lambda: self.model.requests_for(agent.scenario), "the agent to run")
         await poll(lambda: self._has(started("agent"), "run_agent"), "the agent activity")
-        # still where they were put
-        assert "finalize_changes" in await started("push") and "open_pull_request" in await started("pr")
+        # still where they were put: the push inside the agent's run (it pushes when its reply ends the session;
+        # activities/_agent_push.py), the PR's creation (a local activity) held at GitHub (pr_hold, above)
+        assert "run_agent" in await started("push")
         assert "cleanup_workspace" in await started("cleanup")
+        # the run that dies pushing is retried straight to the push: its agent is not run again (check)
+        self.push_turns = len(self.model.requests_for(self.tasks["push"].scenario))
 
     async def _is(self, stage: str, api: httpx.AsyncClient, status: str) -> bool:
         return (await task_of(api, self.tasks[stage].task["id"]))["status"] == status
@@ -166,6 +170,7 @@ class Bed:
 
     async def check(self, api: httpx.AsyncClient, client: Client, cfg: FactoryConfig) -> int:
         """Each task ended as it should; returns the number of duplicate PRs (asserted 0)."""
+        assert len(self.model.requests_for(self.tasks["push"].scenario)) == self.push_turns, "the agent ran again"
         duplicates = 0
         for s in self.tasks.values():
             t = await task_of(api, s.task["id"])

@@ -37,6 +37,7 @@ from tests.workflow_harness import (  # noqa: E402
     asks,
     budget_stop,
     code_review_steps,
+    pushed,
     reply,
     run_input,
     task_input,
@@ -110,6 +111,26 @@ async def done_one_cleanup(client: Client, s: Scripted) -> WorkflowHandle[Any, A
     return await _task(client, s)
 
 
+async def done_agent_pushed(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    """A task whose agent run pushed its own work (patch agent-pushes), its PR opened by a local activity (pr-local)."""
+    s.replies = {"coder": [pushed("added /health")]}
+    return await _task(client, s)
+
+
+async def question_then_pushed(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    """A question answered, then the resumed run pushes; a run that could not push leaves it to finalize (below)."""
+    s.replies = {"coder": [asks("Which port should /health listen on?", ["8080", "9090"]), pushed("used 9090")]}
+    h = await _task(client, s)
+    await answer_when_asked(h, "9090")
+    return h
+
+
+async def push_left_to_finalize(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    """The run ended the session but could not push (the git host down): the workflow's finalize step pushes."""
+    s.replies = {"coder": [reply("added /health")]}
+    return await _task(client, s)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "task_question_answered": question_answered,
     "code_review_changes_then_approved": review_loop,
@@ -120,6 +141,9 @@ SCENARIOS: dict[str, Scenario] = {
     "failover_moved_host": failover,
     "schedule_started_task": scheduled,
     "task_done_one_cleanup": done_one_cleanup,
+    "task_done_agent_pushed": done_agent_pushed,
+    "task_question_then_agent_pushed": question_then_pushed,
+    "task_push_left_to_finalize": push_left_to_finalize,
 }
 
 
