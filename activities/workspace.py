@@ -22,7 +22,7 @@ from factory.environments.broker import EnvironmentBroker
 from factory.environments.compose import namespace
 from factory.environments.docker import preview_url_of
 from factory.environments.marks import Marks
-from factory.git.clones import TaskClone, UnsafeCloneError, mirror_path, sync_mirror
+from factory.git.clones import TaskClone, UnsafeCloneError, mirror_path, remote_refs, sync_mirror
 from factory.git.commands import GitError, file_lock, git, slugify
 from factory.git.repos import git_env
 from factory.git.worktree_walk import task_worktree
@@ -73,11 +73,14 @@ class WorkspaceActivities:
         path = self.worktree_path(inp.task_id)
         base_ref = f"refs/remotes/origin/{default}"
         try:
-            base_sha = (await git("rev-parse", "--verify", base_ref, git_dir=mirror)).strip()
+            refs = await remote_refs(mirror)  # read once: the base, the branch, and the new clone's refs
         except GitError as exc:
+            raise _failure(exc) from exc
+        base_sha = refs.get(base_ref, "")
+        if not base_sha:
             raise ApplicationError(
                 f"{inp.repo.name} has no branch {default!r} to start from", type="GitError", non_retryable=True
-            ) from exc
+            )
         branch = inp.branch or f"factory/task-{inp.task_id}-{slugify(inp.title)}"
         clone = self._clone(path, inp.repo)
         try:
@@ -87,12 +90,12 @@ class WorkspaceActivities:
                 start, found = base_ref, base_sha  # a new branch starts at the base just read
                 if inp.branch:
                     start = f"refs/remotes/origin/{branch}"
-                    found = await git("rev-parse", "--verify", "--quiet", start, git_dir=mirror, check=False)
-                if inp.moved and not found.strip():  # nothing was pushed before the host was lost
+                    found = refs.get(start, "")
+                if inp.moved and not found:  # nothing was pushed before the host was lost
                     start, found = base_ref, base_sha
-                if inp.branch and not found.strip():
+                if inp.branch and not found:
                     raise ApplicationError(f"branch {branch!r} does not exist", type="GitError", non_retryable=True)
-                await clone.create(branch, start, found.strip() if start == base_ref else "")
+                await clone.create(branch, start, found, refs=refs)
         except GitError as exc:
             raise _failure(exc) from exc
         carried = ""
@@ -126,14 +129,14 @@ class WorkspaceActivities:
         ws = inp.workspace
         clone = self._clone(ws.path, inp.repo)
         try:
-            await clone.secure(ws.branch)  # whatever the agent wrote under .git, from here on Factory's
+            refs = await clone.secure(ws.branch)  # whatever the agent wrote under .git, from here on Factory's
             committed = await clone.commit_all(inp.message)
             base = f"refs/remotes/origin/{ws.base_branch}"
             ahead = await clone.count(base)
             files, stat = _numstat(await clone.numstat(base))
             head = await clone.head()
             pushed = False
-            if inp.push and ahead > 0 and await clone.unpushed(ws.branch, ws.base_branch, ahead) > 0:
+            if inp.push and ahead > 0 and await clone.unpushed(ws.branch, ws.base_branch, ahead, refs) > 0:
                 await clone.push(ws.branch, git_env(self.cfg, inp.repo.url))
                 pushed = True
         except GitError as exc:

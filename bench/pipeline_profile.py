@@ -198,7 +198,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         poll_s = args.poll_ms / 1000
         if args.py_spy:
             spy = subprocess.Popen(
-                ["py-spy", "record", "-p", str(os.getpid()), "-o", args.py_spy, "--format", "raw", "-r", "250", "--threads"],
+                ["py-spy", "record", "-p", str(os.getpid()), "-o", args.py_spy, "--format", "raw", "-r", "250", "--threads", *(["--gil"] if os.environ.get("PYSPY_GIL") else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         n = 0

@@ -133,7 +133,8 @@ async def sync_mirror(mirror: Path, url: str, env: Mapping[str, str]) -> None:
     await git("fetch", "--prune", "origin", git_dir=mirror, env=env, timeout=900)
 
 
-async def _remote_refs(git_dir: Path) -> dict[str, str]:
+async def remote_refs(git_dir: Path) -> dict[str, str]:
+    """The repository's remote-tracking refs and tags, by name (`.../HEAD` left out)."""
     fmt = "--format=%(objectname) %(refname)"
     out = await git("for-each-ref", fmt, "refs/remotes/origin/", "refs/tags/", git_dir=git_dir)
     refs = {}
@@ -182,9 +183,9 @@ class TaskClone:
     def exists(self) -> bool:
         return os.path.lexists(self.git_dir)
 
-    async def create(self, branch: str, start: str, start_sha: str = "") -> None:
+    async def create(self, branch: str, start: str, start_sha: str = "", refs: dict[str, str] | None = None) -> None:
         """Make the clone, on a new branch `branch` at `start` (a ref or sha of the mirror; `start_sha`: its
-        commit, when the caller has just read it).
+        commit, when the caller has just read it; `refs`: the mirror's remote refs, when it has just read them).
 
         It is built beside its final place and renamed into it, so a clone that exists is complete
         and a retried prepare reuses it.
@@ -204,14 +205,20 @@ class TaskClone:
             git_dir=None,
         )  # fmt: skip
         building = TaskClone(staging, self.mirror, self.url, self.author_name, self.author_email)
-        await building.secure(fresh=True)
-        await building.git("update-ref", "-m", "factory: task branch", f"refs/heads/{branch}", start_sha)
+        # the mirror's refs and the task's branch in one transaction
+        await building.secure(fresh=True, refs=refs, branch_at=(f"refs/heads/{branch}", start_sha))
         await building.git("reset", "-q", "--hard", "HEAD")
         if self.path.is_symlink() or self.path.exists():  # a directory with no repository in it: debris
             self._remove_checkout()
         os.rename(staging, self.path)
 
-    async def secure(self, branch: str | None = None, fresh: bool = False) -> None:
+    async def secure(
+        self,
+        branch: str | None = None,
+        fresh: bool = False,
+        refs: dict[str, str] | None = None,
+        branch_at: tuple[str, str] | None = None,
+    ) -> dict[str, str]:
         """Make the clone safe for Factory's git, whatever the agent did to it; then refresh refs.
 
         Args:
@@ -220,6 +227,11 @@ class TaskClone:
                 set to HEAD made Factory believe the work was pushed and skip the push. A push of what
                 the remote already has costs a round trip and changes nothing.
             fresh: the clone was just made by `create` (it has no refs yet to compare).
+            refs: the mirror's remote refs, when the caller has just read them (`remote_refs`).
+            branch_at: a local branch and its commit, set in the same transaction (`create`).
+
+        Returns:
+            The clone's remote-tracking refs and tags as they now are (the mirror's).
 
         Raises:
             UnsafeCloneError: `.git` is not a plain directory, or holds a symlink.
@@ -237,7 +249,7 @@ class TaskClone:
         )
         (git_dir / "objects" / "info").mkdir(parents=True, exist_ok=True)
         _atomic_write(git_dir / "objects" / "info" / "alternates", f"{self.shared_objects}\n")
-        await self.sync_refs(fresh=fresh)
+        return await self.sync_refs(fresh=fresh, theirs=refs, branch_at=branch_at)
 
     def _check_layout(self) -> None:
         if self.path.is_symlink() or not self.path.is_dir():
@@ -260,30 +272,37 @@ class TaskClone:
         for lock in locks:  # and the FIFOs, sockets and devices: removed, never opened
             os.unlink(lock)
 
-    async def sync_refs(self, keep: str | None = None, fresh: bool = False) -> None:
-        """Set refs/remotes/origin/* (and tags) to the mirror's, which Factory alone writes.
+    async def sync_refs(
+        self,
+        keep: str | None = None,
+        fresh: bool = False,
+        theirs: dict[str, str] | None = None,
+        branch_at: tuple[str, str] | None = None,
+    ) -> dict[str, str]:
+        """Set refs/remotes/origin/* (and tags) to the mirror's, which Factory alone writes; return them.
 
         Args:
             keep: a ref left as it is when the clone has it.
             fresh: the clone was just initialised by Factory and has no refs.
+            theirs: the mirror's refs, when the caller has just read them.
+            branch_at: a local branch and its commit, set in the same transaction.
         """
-        theirs = await _remote_refs(self.mirror)
-        ours = {} if fresh else await _remote_refs(self.git_dir)
+        theirs = dict(theirs) if theirs is not None else await remote_refs(self.mirror)
+        ours = {} if fresh else await remote_refs(self.git_dir)
         if keep and keep in ours:
             theirs[keep] = ours[keep]
         lines = [f"update {name} {sha}" for name, sha in theirs.items() if ours.get(name) != sha]
         lines += [
             f"delete {name}" for name in ours if name.startswith("refs/remotes/origin/") and name not in theirs
         ]  # fmt: skip
+        if branch_at is not None:
+            lines.append(f"update {branch_at[0]} {branch_at[1]}")
         if lines:
             await git(
                 "update-ref", "-m", "factory: from mirror", "--stdin",
                 git_dir=self.git_dir, stdin=("\n".join(lines) + "\n").encode(),
             )  # fmt: skip
-
-    async def _gitlinks(self) -> list[str]:
-        out = await self.git("ls-files", "--stage", "-z")
-        return [e.split("\t", 1)[1] for e in out.split("\0") if e.startswith("160000 ") and "\t" in e]
+        return theirs
 
     async def commit_all(self, message: str) -> bool:
         """Commit everything left uncommitted (hooks off); True when a commit was made.
@@ -294,21 +313,29 @@ class TaskClone:
         # the agent's index is never read: rebuilt from HEAD, so no entry it marked assume-unchanged or
         # skip-worktree hides a change, and one crafted huge costs nothing (the work tree is what is committed)
         (self.git_dir / "index").unlink(missing_ok=True)
-        if await self.has_ref("HEAD"):
+        try:
             await self.git("read-tree", "HEAD")
+        except GitError:
+            if await self.has_ref("HEAD"):
+                raise
+            # an unborn branch: nothing to read, the index stays empty
         if not (await self.git("status", "--porcelain", "--ignore-submodules=all")).strip():
             return False
         # an untracked nested repository is listed as "dir/" (git does not look inside); staging one with
         # no commit fails every time, so an agent could keep finalize failing: left out like gitlinks
-        others = await self.git("ls-files", "-z", "--others", "--exclude-standard")
-        nested = [e.rstrip("/") for e in others.split("\0") if e.endswith("/")]
-        excluded = [f":(exclude,literal){p}" for p in [*await self._gitlinks(), *nested]]
+        gitlinks, nested = _gitlinks_and_nested(
+            await self.git("ls-files", "-z", "--stage", "--others", "--exclude-standard")
+        )
+        excluded = [f":(exclude,literal){p}" for p in [*gitlinks, *nested]]
         await self.git("add", "-A", "--", ".", *excluded)
-        staged = await self.git("diff", "--cached", "--name-only", "--no-ext-diff", "--ignore-submodules=all")
-        if not staged.strip():
-            return False
         identity = ["-c", f"user.name={self.author_name}", "-c", f"user.email={self.author_email}"]
-        await self.git(*identity, "commit", "--no-verify", "-q", "-m", message)
+        try:
+            await self.git(*identity, "commit", "--no-verify", "-q", "-m", message)
+        except GitError:  # nothing staged (all of it left out above) is not a failure; anything else is
+            staged = await self.git("diff", "--cached", "--name-only", "--no-ext-diff", "--ignore-submodules=all")
+            if not staged.strip():
+                return False
+            raise
         return True
 
     async def count(self, since: str, until: str = "HEAD") -> int:
@@ -323,11 +350,13 @@ class TaskClone:
     async def head(self) -> str:
         return (await self.git("rev-parse", "HEAD")).strip()
 
-    async def unpushed(self, branch: str, base_branch: str, ahead_of_base: int | None = None) -> int:
+    async def unpushed(
+        self, branch: str, base_branch: str, ahead_of_base: int | None = None, refs: dict[str, str] | None = None
+    ) -> int:
         """Commits on HEAD the remote's `branch` lacks (counted from the base if it has none; `ahead_of_base`:
-        that count, when the caller has just made it)."""
+        that count, when the caller has just made it; `refs`: the clone's remote refs, from `secure`)."""
         remote = f"refs/remotes/origin/{branch}"
-        if await self.has_ref(remote):
+        if remote in refs if refs is not None else await self.has_ref(remote):
             return await self.count(remote)
         return ahead_of_base if ahead_of_base is not None else await self.count(f"refs/remotes/origin/{base_branch}")
 
@@ -349,3 +378,20 @@ class TaskClone:
         """Delete the checkout (and a half-built one); the mirror keeps no record of it."""
         self._remove_checkout()
         shutil.rmtree(self.path.with_name(f".{self.path.name}.new"), ignore_errors=True)
+
+
+_STAGED = re.compile(r"(\d{6}) [0-9a-f]+ \d\t(.*)", re.DOTALL)
+
+
+def _gitlinks_and_nested(listing: str) -> tuple[list[str], list[str]]:
+    """From `ls-files -z --stage --others`: the index's gitlinks, and the untracked nested repositories
+    (listed as "dir/"; an untracked entry has no mode, object and stage before a tab)."""
+    gitlinks, nested = [], []
+    for entry in listing.split("\0"):
+        staged = _STAGED.fullmatch(entry)
+        if staged:
+            if staged.group(1) == "160000":
+                gitlinks.append(staged.group(2))
+        elif entry.endswith("/"):
+            nested.append(entry.rstrip("/"))
+    return gitlinks, nested
