@@ -102,6 +102,8 @@ class _Inbound(ActivityInboundInterceptor):
             self.work.finished.add((kind, task_id))
             if kind == "run_agent" and getattr(result, "question", None) is not None:
                 self.work.parked.add(task_id)
+            if kind == "run_agent" and getattr(result, "changes", None) is not None:
+                self.work.finished.add(("finalize_changes", task_id))  # the run pushed its work itself
         return result
 
 
