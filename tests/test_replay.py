@@ -10,14 +10,18 @@ once by hand with tests/histories/record.py.
 
 from __future__ import annotations
 
+import importlib.machinery as machinery
+import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
+import workflows.task
 from factory.contracts import TaskInput, TaskResult
 from temporal.client import data_converter
 from temporal.workflow_sandbox import workflow_runner
@@ -70,3 +74,23 @@ async def test_an_unpatched_change_of_a_workflow_fails_the_replay():
     )
     res = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert res.replay_failure is not None
+
+
+async def test_the_sandbox_compiles_a_workflow_module_once_per_process(monkeypatch, tmp_path):
+    """The sandbox runs a workflow's modules afresh for each run; their source is compiled once
+    (temporal/workflow_sandbox.py), also where Python keeps no bytecode on disk."""
+    monkeypatch.setattr(sys, "pycache_prefix", str(tmp_path))  # no bytecode to be found, none written
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    compiled: list[str] = []
+    real = machinery.SourceFileLoader.source_to_code
+
+    def counting(self: Any, data: Any, path: Any, *args: Any, **kwargs: Any) -> Any:
+        compiled.append(str(path))
+        return real(self, data, path, *args, **kwargs)
+
+    monkeypatch.setattr(machinery.SourceFileLoader, "source_to_code", counting)
+    history = (HISTORIES / "task_done_agent_pushed.json").read_text()
+    for run in ("first", "second"):
+        res = await _replayer().replay_workflow(WorkflowHistory.from_json(run, history), raise_on_replay_failure=False)
+        assert res.replay_failure is None
+    assert compiled.count(str(Path(workflows.task.__file__))) <= 1, compiled
