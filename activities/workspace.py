@@ -132,9 +132,9 @@ class WorkspaceActivities:
             refs = await clone.secure(ws.branch)  # whatever the agent wrote under .git, from here on Factory's
             committed = await clone.commit_all(inp.message)
             base = f"refs/remotes/origin/{ws.base_branch}"
-            ahead = await clone.count(base)
-            files, stat = _numstat(await clone.numstat(base))
-            head = await clone.head()
+            # three reads of the same commits, side by side (nothing writes the clone meanwhile)
+            ahead, numstat, head = await asyncio.gather(clone.count(base), clone.numstat(base), clone.head())
+            files, stat = _numstat(numstat)
             pushed = False
             if inp.push and ahead > 0 and await clone.unpushed(ws.branch, ws.base_branch, ahead, refs) > 0:
                 await clone.push(ws.branch, git_env(self.cfg, inp.repo.url))

@@ -287,8 +287,9 @@ class TaskClone:
             theirs: the mirror's refs, when the caller has just read them.
             branch_at: a local branch and its commit, set in the same transaction.
         """
-        theirs = dict(theirs) if theirs is not None else await remote_refs(self.mirror)
-        ours = {} if fresh else await remote_refs(self.git_dir)
+        mirrors = remote_refs(self.mirror) if theirs is None else _known(theirs)
+        clones = _known({}) if fresh else remote_refs(self.git_dir)
+        theirs, ours = await asyncio.gather(mirrors, clones)  # two reads, side by side
         if keep and keep in ours:
             theirs[keep] = ours[keep]
         lines = [f"update {name} {sha}" for name, sha in theirs.items() if ours.get(name) != sha]
@@ -378,6 +379,10 @@ class TaskClone:
         """Delete the checkout (and a half-built one); the mirror keeps no record of it."""
         self._remove_checkout()
         shutil.rmtree(self.path.with_name(f".{self.path.name}.new"), ignore_errors=True)
+
+
+async def _known(refs: dict[str, str]) -> dict[str, str]:
+    return dict(refs)
 
 
 _STAGED = re.compile(r"(\d{6}) [0-9a-f]+ \d\t(.*)", re.DOTALL)
