@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from factory.git.commands import GitError, git
+from factory.git.listing import gitlinks_and_nested, known
 
 MIRROR_FETCH = "+refs/heads/*:refs/remotes/origin/*"
 
@@ -287,8 +288,8 @@ class TaskClone:
             theirs: the mirror's refs, when the caller has just read them.
             branch_at: a local branch and its commit, set in the same transaction.
         """
-        mirrors = remote_refs(self.mirror) if theirs is None else _known(theirs)
-        clones = _known({}) if fresh else remote_refs(self.git_dir)
+        mirrors = remote_refs(self.mirror) if theirs is None else known(theirs)
+        clones = known({}) if fresh else remote_refs(self.git_dir)
         theirs, ours = await asyncio.gather(mirrors, clones)  # two reads, side by side
         if keep and keep in ours:
             theirs[keep] = ours[keep]
@@ -324,7 +325,7 @@ class TaskClone:
             return False
         # an untracked nested repository is listed as "dir/" (git does not look inside); staging one with
         # no commit fails every time, so an agent could keep finalize failing: left out like gitlinks
-        gitlinks, nested = _gitlinks_and_nested(
+        gitlinks, nested = gitlinks_and_nested(
             await self.git("ls-files", "-z", "--stage", "--others", "--exclude-standard")
         )
         excluded = [f":(exclude,literal){p}" for p in [*gitlinks, *nested]]
@@ -379,24 +380,3 @@ class TaskClone:
         """Delete the checkout (and a half-built one); the mirror keeps no record of it."""
         self._remove_checkout()
         shutil.rmtree(self.path.with_name(f".{self.path.name}.new"), ignore_errors=True)
-
-
-async def _known(refs: dict[str, str]) -> dict[str, str]:
-    return dict(refs)
-
-
-_STAGED = re.compile(r"(\d{6}) [0-9a-f]+ \d\t(.*)", re.DOTALL)
-
-
-def _gitlinks_and_nested(listing: str) -> tuple[list[str], list[str]]:
-    """From `ls-files -z --stage --others`: the index's gitlinks, and the untracked nested repositories
-    (listed as "dir/"; an untracked entry has no mode, object and stage before a tab)."""
-    gitlinks, nested = [], []
-    for entry in listing.split("\0"):
-        staged = _STAGED.fullmatch(entry)
-        if staged:
-            if staged.group(1) == "160000":
-                gitlinks.append(staged.group(2))
-        elif entry.endswith("/"):
-            nested.append(entry.rstrip("/"))
-    return gitlinks, nested
