@@ -132,6 +132,16 @@ def workflows() -> Sequence[type]:
     return WORKFLOWS
 
 
+def beats(cfg: FactoryConfig) -> dict[str, timedelta]:
+    """How often a heartbeat reaches the server: a quarter of `temporal.heartbeat_timeout_seconds` (at most 30).
+
+    The SDK otherwise sends one every 0.8 x the timeout, so a loop held up for a fifth of it (a busy host, a
+    long write) made a live activity time out and run again; now it takes three quarters of it.
+    """
+    every = timedelta(seconds=max(0.5, min(cfg.temporal.heartbeat_timeout_seconds, 30) / 4))
+    return {"max_heartbeat_throttle_interval": every, "default_heartbeat_throttle_interval": every}
+
+
 def build_workers(client: Client, rt: Runtime, work: HostWork | None = None) -> list[Worker]:
     """This host's workers (`work`: what is running here, recorded for draining)."""
     cfg = rt.cfg
@@ -197,14 +207,19 @@ def build_workers(client: Client, rt: Runtime, work: HostWork | None = None) -> 
             interceptors=tracked,
             # only factory.contracts passes through the sandbox; see temporal/workflow_sandbox.py
             workflow_runner=workflow_runner(),
+            **beats(cfg),
         ),
-        Worker(client, task_queue=host_queue, activities=host_acts, activity_executor=executor, interceptors=tracked),
+        Worker(
+            client, task_queue=host_queue, activities=host_acts, activity_executor=executor, interceptors=tracked,
+            **beats(cfg),
+        ),  # fmt: skip
         Worker(
             client,
             task_queue=agent_queue,
             activities=[agent.run_agent],
             max_concurrent_activities=cfg.max_concurrent_agents,
             interceptors=tracked,
+            **beats(cfg),
             # a drain lets runs go on this long; a plain stop cancels them itself (run_worker)
             graceful_shutdown_timeout=timedelta(seconds=cfg.workers.drain_timeout_seconds + 30),
         ),

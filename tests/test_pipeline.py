@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -102,6 +103,32 @@ async def test_a_push_the_agent_run_cannot_make_is_made_by_the_finalize_step(sta
         assert "finalize_changes" in options
         assert_outlives_a_dead_worker(options["finalize_changes"])
         assert len(model.requests_for("flaky")) == 2  # the agent ran once
+
+
+async def test_a_running_agents_heartbeats_reach_temporal_every_quarter_of_the_timeout(start_factory, model):
+    """With `heartbeat_timeout_seconds: 5` the server hears from a running agent every ~1.25 s, not every 4 s
+    (the SDK's default throttle, 0.8 x the timeout): a loop held up for a second no longer times a live run out."""
+    model.add_scenario("steady", [[ToolUse("Bash", {"command": "sleep 7"})], Text("Slept.")])
+    async with start_factory() as h:
+        t = await h.create("Sleep a while", "steady")
+        handle = h.client.get_workflow_handle(task_workflow_id(h.cfg, t["id"]))
+        seen: list[float] = []
+        deadline = asyncio.get_running_loop().time() + 60
+        while asyncio.get_running_loop().time() < deadline:
+            desc = await handle.describe()
+            runs = [a for a in desc.raw_description.pending_activities if a.activity_type.name == "run_agent"]
+            if runs and runs[0].HasField("last_heartbeat_time"):
+                at = runs[0].last_heartbeat_time.ToDatetime().timestamp()
+                if not seen or at != seen[-1]:
+                    seen.append(at)
+            elif seen:
+                break  # the run ended
+            await asyncio.sleep(0.1)
+        done = await h.wait_for(t["id"], {"done", "failed"})
+        assert done["status"] == "done", done
+        gaps = [b - a for a, b in zip(seen, seen[1:], strict=False)]
+        assert len(gaps) >= 4, seen
+        assert max(gaps) <= 2.5, gaps
 
 
 def local_activities(history: WorkflowHistory) -> list[str]:
