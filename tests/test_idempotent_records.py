@@ -104,14 +104,17 @@ async def test_a_board_message_survives_a_killed_run_and_reaches_the_retry(
         calls.append(1)
         return Stall(60) if len(calls) == 1 else Text("Named it.")  # the first run hangs until killed
 
-    model.add_scenario("inbox-retry", [turn, Text("Named it.")])
+    # one scenario per case: the scripted model serves the whole test process, and the other case's requests
+    # under the same name would be taken for this one's (its session id, which never shows up here)
+    scenario = f"inbox-retry-{'resumed' if session_saved else 'afresh'}"
+    model.add_scenario(scenario, [turn, Text("Named it.")])
     address = temporal_env.client.service_client.config.target_host
     async with start_factory(worker=False, temporal={"address": address}) as h:
         config = h.cfg.config_file
         first = WorkerProcess(config, tmp_path / "worker1.log").start()
         second = None
         try:
-            t = await h.create("Name it", "inbox-retry", run=False)
+            t = await h.create("Name it", scenario, run=False)
             r = await h.api.post(
                 "/api/messages", json={"sender": "ana", "to": "coder", "content": note, "task_id": t["id"]}
             )
@@ -125,11 +128,16 @@ async def test_a_board_message_survives_a_killed_run_and_reaches_the_retry(
                     return s.exec(q).first()
 
             run = await h.until(running, timeout=60, what="the agent to start")
-            await h.until(lambda: model.requests_for("inbox-retry"), what="the model to be called")
-            assert note in model.requests_for("inbox-retry")[0].first_user_text
+            await h.until(lambda: model.requests_for(scenario), what="the model to be called")
+            assert note in model.requests_for(scenario)[0].first_user_text
+            session = model.requests_for(scenario)[0].session_id
+            # the CLI saves its session a moment after it calls the model: killed before that, a retry can only
+            # start afresh (the other case below), so this one waits for the file
+            await h.until(
+                lambda: any(h.cfg.workspace_path.rglob(f"{session}.jsonl")), timeout=30, what="the session saved"
+            )
             first.kill()
             await h.until(lambda: not alive(run.pid), timeout=10, what="the agent to die with its worker")
-            session = model.requests_for("inbox-retry")[0].session_id
             # the CLI in the sandbox's PID namespace dies a moment after the wrapper: gone before its file goes
             await h.until(lambda: not pids_running(session), timeout=10, what="the killed run's CLI to exit")
             if not session_saved:
@@ -140,7 +148,7 @@ async def test_a_board_message_survives_a_killed_run_and_reaches_the_retry(
             second = WorkerProcess(config, tmp_path / "worker2.log").start()
             done = await h.wait_for(t["id"], {"done", "failed"}, timeout=120)
             assert done["status"] == "done", done["error"]
-            retry = model.requests_for("inbox-retry")[-1]
+            retry = model.requests_for(scenario)[-1]
             assert note in retry.last_user_text, retry.messages
             # resumed: the same session; started afresh: a new id, which the task keeps (a thread of the killed CLI
             # may still be writing the old id's file, and the CLI refuses an id whose file exists: "already in use")

@@ -193,16 +193,23 @@ def test_the_diff_of_a_huge_committed_file_is_not_read_whole(tmp_path):
     run("git", "add", "-A")
     run("git", "commit", "-q", "-m", "base")
     run("git", "checkout", "-q", "-b", "factory/task-1")
+    # the blob goes straight into the object store (compressed, ~0.5 MiB on disk): no 160 MiB file is written,
+    # which on a loaded CI machine's disk took minutes; git's diff still has 160 MiB of text to give
     line = b"x" * 99 + b"\n"
-    with open(seed / "huge.txt", "wb") as fh:
-        for _ in range(160):
-            fh.write(line * 10486)  # 1 MiB of lines a round
-    run("git", "add", "-A")
+    hashing = subprocess.Popen(
+        ["git", "hash-object", "-w", "--stdin"], cwd=seed, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert hashing.stdin is not None
+    for _ in range(160):
+        hashing.stdin.write(line * 10486)  # 1 MiB of lines a round
+    blob = hashing.communicate()[0].decode().strip()
+    assert hashing.returncode == 0
+    run("git", "update-index", "--add", "--cacheinfo", f"100644,{blob},huge.txt")
     run("git", "commit", "-q", "-m", "huge")
     subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(remote)], check=True, capture_output=True)
     probe = subprocess.run(
         [sys.executable, "-c", _DIFF_PROBE, str(tmp_path), f"file://{remote}"],
-        capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2],  # 3 s alone; >120 s once in a loaded CI run (500 MB of writes)
+        capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parents[2],  # 3 s alone
     )  # fmt: skip
     assert probe.returncode == 0, probe.stderr[-3000:]
     got = json.loads(probe.stdout.strip().splitlines()[-1])
