@@ -54,8 +54,9 @@ async def _task(client: Client, s: Scripted, **kw: Any) -> WorkflowHandle[Any, A
     )
 
 
-async def question_answered(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
-    s.replies = {"coder": [asks("Which port should /health listen on?", ["8080", "9090"]), reply("used 9090")]}
+async def question_answered(client: Client, s: Scripted, then: Any = None) -> WorkflowHandle[Any, Any]:
+    """The coder asks which port, is answered, and ends with `then` (a plain reply by default)."""
+    s.replies = {"coder": [asks("Which port should /health listen on?", ["8080", "9090"]), then or reply("used 9090")]}
     h = await _task(client, s)
     await answer_when_asked(h, "9090")
     return h
@@ -119,10 +120,7 @@ async def done_agent_pushed(client: Client, s: Scripted) -> WorkflowHandle[Any, 
 
 async def question_then_pushed(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
     """A question answered, then the resumed run pushes; a run that could not push leaves it to finalize (below)."""
-    s.replies = {"coder": [asks("Which port should /health listen on?", ["8080", "9090"]), pushed("used 9090")]}
-    h = await _task(client, s)
-    await answer_when_asked(h, "9090")
-    return h
+    return await question_answered(client, s, then=pushed("used 9090"))
 
 
 async def push_left_to_finalize(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
