@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from factory.git.commands import GitError, git
-from factory.git.listing import gitlinks_and_nested, known
 
 MIRROR_FETCH = "+refs/heads/*:refs/remotes/origin/*"
 
@@ -132,6 +131,11 @@ async def sync_mirror(mirror: Path, url: str, env: Mapping[str, str]) -> None:
     _atomic_write(mirror / "config", mirror_config(url, await object_format(mirror)))
     # named with --git-dir: a `.git` planted inside the mirror is never discovered (and never configures this)
     await git("fetch", "--prune", "origin", git_dir=mirror, env=env, timeout=900)
+
+
+async def _known(refs: dict[str, str]) -> dict[str, str]:
+    """Refs already read, as an awaitable beside a read still to make."""
+    return dict(refs)
 
 
 async def remote_refs(git_dir: Path) -> dict[str, str]:
@@ -288,8 +292,8 @@ class TaskClone:
             theirs: the mirror's refs, when the caller has just read them.
             branch_at: a local branch and its commit, set in the same transaction.
         """
-        mirrors = remote_refs(self.mirror) if theirs is None else known(theirs)
-        clones = known({}) if fresh else remote_refs(self.git_dir)
+        mirrors = remote_refs(self.mirror) if theirs is None else _known(theirs)
+        clones = _known({}) if fresh else remote_refs(self.git_dir)
         theirs, ours = await asyncio.gather(mirrors, clones)  # two reads, side by side
         if keep and keep in ours:
             theirs[keep] = ours[keep]
@@ -325,9 +329,11 @@ class TaskClone:
             return False
         # an untracked nested repository is listed as "dir/" (git does not look inside); staging one with
         # no commit fails every time, so an agent could keep finalize failing: left out like gitlinks
-        gitlinks, nested = gitlinks_and_nested(
-            await self.git("ls-files", "-z", "--stage", "--others", "--exclude-standard")
-        )
+        # two listings, not one: a file the agent names like a `--stage` line must not pass for a gitlink
+        others = await self.git("ls-files", "-z", "--others", "--exclude-standard")
+        nested = [e.rstrip("/") for e in others.split("\0") if e.endswith("/")]
+        staged = await self.git("ls-files", "--stage", "-z")
+        gitlinks = [e.split("\t", 1)[1] for e in staged.split("\0") if e.startswith("160000 ") and "\t" in e]
         excluded = [f":(exclude,literal){p}" for p in [*gitlinks, *nested]]
         await self.git("add", "-A", "--", ".", *excluded)
         identity = ["-c", f"user.name={self.author_name}", "-c", f"user.email={self.author_email}"]
