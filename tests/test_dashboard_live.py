@@ -433,6 +433,11 @@ async def test_work_renders_by_kind_a_follow_up_starts_a_round_and_a_line_commen
                 row = page.locator('#diff .diff-file[data-path="calc.py"] tr[data-line="2"]')
                 await row.locator(".add-comment").click()
                 await page.fill(".comment-text", "this should add")
+                # a reload of the diff (here a click on Refresh, which takes the focus) keeps the unsent comment
+                reads = int(await page.locator("#diff").get_attribute("data-reads") or 0)
+                await page.click("#diff-refresh")
+                await expect(page.locator("#diff")).to_have_attribute("data-reads", str(reads + 1))
+                await expect(page.locator(".comment-text")).to_have_value("this should add")
                 await page.click(".comment-form button[type=submit]")
                 await expect(page.locator(".comment-sent")).to_be_visible()
                 comment = lambda: [r for r in model.requests_for("live-work") if r.turn == 4]  # noqa: E731

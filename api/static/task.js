@@ -136,13 +136,19 @@
       if (!t || !t.branch || gen !== F.current()) return;
       try {
         const d = await F.api(`/api/tasks/${id}/diff`);
-        if (gen !== F.current() || diffSlot.contains(document.activeElement)) return;  // a comment being typed stays
+        if (gen !== F.current() || commentPending()) return;
         const keep = diffSlot.querySelector(".diff-table");
         diffSlot.replaceChildren(F.reviewDiff(d, { taskId: id, mode: keep && keep.classList.contains("split") ? "split" : diffMode, onSent: () => subscribe() }));
       } catch (e) {
-        if (!(e instanceof F.AuthError)) diffSlot.replaceChildren(el("p", { class: "empty" }, e.message));
+        if (!(e instanceof F.AuthError) && !commentPending()) diffSlot.replaceChildren(el("p", { class: "empty" }, e.message));
+      } finally {
+        diffSlot.dataset.reads = String(Number(diffSlot.dataset.reads || 0) + 1);  // each read ended (kept or drawn)
       }
     };
+    // a line comment being typed, written but not sent, or on its way stays: no reload of the diff (live, or a
+    // click on Refresh) replaces it; the comment's own button is disabled while it is sent, which takes the focus
+    const commentPending = () => diffSlot.contains(document.activeElement)
+      || [...diffSlot.querySelectorAll(".comment-form")].some((f) => f.querySelector(".comment-text").value.trim() || f.querySelector("button[type=submit]").disabled);
     diffBtn.addEventListener("click", loadDiff);
     const soonDiff = () => { clearTimeout(diffTimer); diffTimer = setTimeout(loadDiff, 1500); };  // live on the agent's edits
 
