@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 from activities._session_seed import seed_transcript
 from factory.config import PACKAGE_ROOT, FactoryConfig
 from factory.git.clones import mirror_path
-from factory.processes import die_with_parent, process_program, process_start_time, reap
+from factory.processes import die_with_parent, drain, process_program, process_start_time, reap
 from factory.sandbox.bwrap import INSTALL_HINT, TOOLKIT_ROOT, SandboxSpec, build_command, missing_tools
 from factory.sandbox.gateway import MODEL_HOST, GatewayRun, ModelGateway
 from factory.sandbox.gateway_openai import OpenAIRoute
@@ -120,14 +120,15 @@ async def kill_group(proc: asyncio.subprocess.Process) -> None:
     """SIGTERM the process group, SIGKILL it after 3 s; in the sandbox bwrap's death ends them all."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGTERM)
+    ended = asyncio.gather(drain(proc.stdout), drain(proc.stderr), proc.wait())  # nobody reads its pipes now
     try:
-        await asyncio.wait_for(proc.wait(), 3)
+        await asyncio.wait_for(asyncio.shield(ended), 3)
     except TimeoutError:
         pass
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(proc.wait(), 5)
+        await asyncio.wait_for(ended, 5)
 
 
 _ALTERNATES_CAP = 4096  # Factory writes one line naming the mirror's objects; anything longer is not its

@@ -6,6 +6,7 @@ names one process for good.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import functools
@@ -100,3 +101,24 @@ def kill_leaderless_groups(run_dir: Path) -> int:
                 os.killpg(pid, signal.SIGKILL)
                 killed += 1
     return killed
+
+
+async def drain(stream: asyncio.StreamReader | None) -> None:
+    """Read a child's pipe to its end, keeping nothing."""
+    while stream is not None and await stream.read(65536):
+        pass
+
+
+async def kill_and_collect(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL an asyncio child (if still running) and wait for it, reading its pipes to their end.
+
+    On Python < 3.12 `Process.wait()` returns only once every pipe of the child is closed too, and a pipe
+    nobody reads may be paused (its reader's buffer full, so its end is never seen): a child killed after
+    a burst of output was waited for forever (CPython gh-119710). Its readers must have stopped (cancelled
+    or given up) before this runs.
+    """
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    await asyncio.gather(drain(proc.stdout), drain(proc.stderr))
+    await proc.wait()

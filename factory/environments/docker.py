@@ -15,7 +15,6 @@ logs a warning and returns an empty result instead of raising.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from factory.environments.compose import (
     preview_host,
     project_name,
 )
+from factory.processes import kill_and_collect
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,7 @@ async def run(*args: str, timeout: float = DOCKER_TIMEOUT_S, cwd: str | None = N
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except (TimeoutError, asyncio.CancelledError) as exc:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+        await kill_and_collect(proc)
         if isinstance(exc, asyncio.CancelledError):
             raise
         raise DockerUnavailable(f"{' '.join(args[:3])} took longer than {timeout:.0f}s") from exc

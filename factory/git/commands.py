@@ -37,6 +37,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from factory.domain.redact import scrub
+from factory.processes import drain, kill_and_collect
 
 # `-c` options for every Factory git command. `/dev/null` as the hooks directory: `/dev/null/<hook>`
 # can never exist, whereas an empty directory could be filled by anyone who can write there.
@@ -180,10 +181,7 @@ async def git(
             if len(out) >= max_output:
                 return out.decode(errors="replace")  # cut short on purpose: git was stopped
     except (TimeoutError, asyncio.CancelledError):
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        await proc.wait()
+        await kill_and_collect(proc)
         raise
     if check and proc.returncode != 0:
         msg = scrub(err.decode(errors="replace").strip() or out.decode(errors="replace").strip())
@@ -214,6 +212,7 @@ async def _capped(proc: asyncio.subprocess.Process, cap: int) -> tuple[bytes, by
             if stop and len(buf) >= limit:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
+                await drain(stream)  # to its end: a pipe left paused would keep proc.wait() waiting forever
                 break
         return buf
 

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from factory.config_sections import SandboxConfig
+from factory.processes import kill_and_collect
 from factory.sandbox.bwrap import PROXY_PORT, SandboxSpec, SandboxUnavailable, build_command
 from factory.sandbox.launch import prepare_launch
 from factory.sandbox.limits import describe
@@ -77,8 +78,7 @@ async def self_test(
             try:
                 out, _ = await asyncio.wait_for(proc.communicate(), timeout)
             except TimeoutError:
-                proc.kill()
-                await proc.wait()
+                await kill_and_collect(proc)
                 return f"the sandbox did not finish within {timeout:g}s"
             text = out.decode(errors="replace").strip()
             if proc.returncode != 0:

@@ -180,7 +180,7 @@ print(json.dumps({"grew_kib": grew, "truncated": d.truncated, "chars": len(d.pat
 
 
 def test_the_diff_of_a_huge_committed_file_is_not_read_whole(tmp_path):
-    # the agent commits a 160 MiB text file (its file size limit is 1 GiB); the task page's diff read all
+    # the agent commits a 128 MiB text file (its file size limit is 1 GiB); the task page's diff read all
     # of `git diff` into the API process (bytes, then a str of it) before cutting it at MAX_PATCH_CHARS
     remote = tmp_path / "remote.git"
     seed = tmp_path / "seed"
@@ -193,14 +193,15 @@ def test_the_diff_of_a_huge_committed_file_is_not_read_whole(tmp_path):
     run("git", "add", "-A")
     run("git", "commit", "-q", "-m", "base")
     run("git", "checkout", "-q", "-b", "factory/task-1")
-    # the blob goes straight into the object store (compressed, ~0.5 MiB on disk): no 160 MiB file is written,
-    # which on a loaded CI machine's disk took minutes; git's diff still has 160 MiB of text to give
+    # the blob goes straight into the object store (compressed, ~0.4 MiB on disk): no 128 MiB file is written,
+    # which on a loaded CI machine's disk took minutes; git's diff still has 128 MiB of text to give,
+    # and reading it whole costs the reader more than the 64 MiB allowed below
     line = b"x" * 99 + b"\n"
     hashing = subprocess.Popen(
         ["git", "hash-object", "-w", "--stdin"], cwd=seed, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     assert hashing.stdin is not None
-    for _ in range(160):
+    for _ in range(128):
         hashing.stdin.write(line * 10486)  # 1 MiB of lines a round
     blob = hashing.communicate()[0].decode().strip()
     assert hashing.returncode == 0
@@ -214,4 +215,4 @@ def test_the_diff_of_a_huge_committed_file_is_not_read_whole(tmp_path):
     assert probe.returncode == 0, probe.stderr[-3000:]
     got = json.loads(probe.stdout.strip().splitlines()[-1])
     assert got["truncated"] and got["files"] == 1 and got["chars"] <= 400_000, got
-    assert got["grew_kib"] < 64 * 1024, f"the diff of a 160 MiB file cost the reader {got['grew_kib'] // 1024} MiB"
+    assert got["grew_kib"] < 64 * 1024, f"the diff of a 128 MiB file cost the reader {got['grew_kib'] // 1024} MiB"
