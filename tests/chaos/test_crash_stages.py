@@ -48,6 +48,12 @@ def _writes(name: str) -> list[ToolUse]:
     return [ToolUse("Write", {"file_path": name, "content": f"{name} by the agent\n"})]
 
 
+def _session_holds(cfg: FactoryConfig, staged: Staged, text: str) -> bool:
+    """Whether the CLI's saved session of this task (in its home, kept between runs) holds `text`."""
+    home = cfg.workspace_path / "homes" / f"task-{staged.task['id']}" / ".claude" / "projects"
+    return any(text in p.read_text(errors="replace") for p in home.glob("*/*.jsonl"))
+
+
 @dataclass
 class Staged:
     stage: str
@@ -128,6 +134,9 @@ class Bed:
         assert (await api.post(f"/api/tasks/{clean.task['id']}/cancel")).status_code == 202
         await poll(lambda: pushes.entered("hold-cleanup"), "the cleanup's push of the work in progress")
         await poll(lambda: self.model.requests_for(agent.scenario), "the agent to run")
+        # its session saved with the command it runs: the retry resumes after it (a crash before the CLI wrote its
+        # turn is retried afresh, as it should be, and would run the 60 s command again)
+        await poll(lambda: _session_holds(cfg, agent, "sleep 60"), "the agent's session to hold its command")
         await poll(lambda: self._has(started("agent"), "run_agent"), "the agent activity")
         # still where they were put: the push inside the agent's run (it pushes when its reply ends the session;
         # activities/_agent_push.py), the PR's creation (a local activity) held at GitHub (pr_hold, above)
