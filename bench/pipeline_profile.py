@@ -194,6 +194,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         from factory.store.tables import make_engine
 
         make_engine(cfg.db_url).dispose()  # the tables, before the read-only poller opens the file
+        import bench.pipeline_bench as pipeline_bench
+
+        pipeline_bench.RUN_DIR = cfg.workspace_path / "run"  # the sandboxed CLI's times are in its stderr there
         poller = DbPoller(Path(cfg.db_url.removeprefix("sqlite:///")))
         poll_s = args.poll_ms / 1000
         if args.py_spy:
