@@ -457,3 +457,39 @@ def test_the_environment_is_an_allow_list(tmp_path):
     assert env["HTTPS_PROXY"] == "http://127.0.0.1:3128" and env["CLAUDE_CONFIG_DIR"] == "/ws/homes/task-1/.claude"
     hosted = sandbox_environment(cfg, "/h", proxied=False, base=base)
     assert hosted["HTTPS_PROXY"] == "http://corp:3128" and hosted["NO_PROXY"] == "127.0.0.1"
+
+
+# --- the egress bridge inside the sandbox ------------------------------------------------------------
+
+
+def _bridge(tmp_path: Path, socat: str, inner: str) -> subprocess.CompletedProcess[str]:
+    """The bridge script (factory/sandbox/bwrap.py) in a network namespace of its own, `socat` replaced."""
+    from factory.sandbox.bwrap import _BRIDGE, PROXY_PORT
+
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "socat").write_text(f"#!/bin/sh\n{socat}\n")
+    (shim / "socat").chmod(0o755)
+    script = _BRIDGE.format(port=PROXY_PORT, sock=str(tmp_path / "none.sock"), hexport=f"{PROXY_PORT:04X}")
+    argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "--unshare-net",
+            "--die-with-parent", "--setenv", "PATH", f"{shim}:/usr/bin:/bin",
+            "/bin/sh", "-c", script, "factory-sandbox", "/bin/sh", "-c", inner]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.fast
+def test_the_agent_starts_only_once_the_bridge_listens_however_slow_socat_is(tmp_path):
+    from factory.sandbox.bwrap import PROXY_PORT
+
+    listening = f"grep -c ':{PROXY_PORT:04X} 00000000:0000 0A' /proc/net/tcp"
+    # socat 0.4 s late: the back-to-back looks run out, the spaced ones see it
+    slow = _bridge(tmp_path, 'sleep 0.4; exec /usr/bin/socat "$@"', listening)
+    assert (slow.returncode, slow.stdout.strip()) == (0, "1"), slow.stderr
+
+
+def test_a_bridge_that_never_listens_stops_the_run_with_the_reason(tmp_path):
+    started = time.monotonic()
+    res = _bridge(tmp_path, "exit 1", "echo AGENT-RAN")
+    assert res.returncode == 70 and "AGENT-RAN" not in res.stdout
+    assert "the egress bridge did not start" in res.stderr
+    assert time.monotonic() - started < 20
