@@ -161,7 +161,8 @@ async def test_task_clone_ignores_everything_planted_in_it(tmp_path):
     assert "work.txt" in await clone.numstat("refs/remotes/origin/main")
     assert await clone.unpushed("factory/task-1", "main") == 2
     await clone.push("factory/task-1", git_env(load_config(tmp_path / "none.yml"), clone.url))
-    assert await clone.unpushed("factory/task-1", "main") == 0
+    # the remote has the clone's HEAD (the clone keeps no record of it: `secure` resets its remote refs)
+    assert _run("git", "rev-parse", "refs/heads/factory/task-1", cwd=remote).strip() == await clone.head()
 
     assert _markers(markers) == []
     assert remote_file(remote, "factory/task-1", "work.txt") == "the agent was here\n"

@@ -325,14 +325,18 @@ class TaskClone:
             if await self.has_ref("HEAD"):
                 raise
             # an unborn branch: nothing to read, the index stays empty
-        if not (await self.git("status", "--porcelain", "--ignore-submodules=all")).strip():
-            return False
         # an untracked nested repository is listed as "dir/" (git does not look inside); staging one with
         # no commit fails every time, so an agent could keep finalize failing: left out like gitlinks
-        # two listings, not one: a file the agent names like a `--stage` line must not pass for a gitlink
-        others = await self.git("ls-files", "-z", "--others", "--exclude-standard")
+        # two listings, not one: a file the agent names like a `--stage` line must not pass for a gitlink.
+        # Three reads of the index just built, side by side (nothing writes it meanwhile)
+        status, others, staged = await asyncio.gather(
+            self.git("status", "--porcelain", "--ignore-submodules=all"),
+            self.git("ls-files", "-z", "--others", "--exclude-standard"),
+            self.git("ls-files", "--stage", "-z"),
+        )
+        if not status.strip():
+            return False
         nested = [e.rstrip("/") for e in others.split("\0") if e.endswith("/")]
-        staged = await self.git("ls-files", "--stage", "-z")
         gitlinks = [e.split("\t", 1)[1] for e in staged.split("\0") if e.startswith("160000 ") and "\t" in e]
         excluded = [f":(exclude,literal){p}" for p in [*gitlinks, *nested]]
         await self.git("add", "-A", "--", ".", *excluded)
@@ -374,7 +378,8 @@ class TaskClone:
             "push", "--no-verify", "--no-recurse-submodules", "--end-of-options", self.url, f"HEAD:refs/heads/{branch}",
             env=env, timeout=600,
         )  # fmt: skip
-        await self.git("update-ref", "-m", "factory: pushed", f"refs/remotes/origin/{branch}", "HEAD")
+        # no remote-tracking ref is set: every reader of the clone runs `secure` first, which sets them all
+        # to the mirror's (Factory's record of the remote), so one written here would be undone unread
 
     def _remove_checkout(self) -> None:
         if self.path.is_symlink():
