@@ -49,7 +49,7 @@ from factory.sandbox.proxy import EgressProxy
 from factory.store.board import Board
 from factory.store.logsink import LogSink
 from factory.store.tables import AgentRun, TaskStatus, utcnow
-from factory.store.writes import insert, update_agent_run, update_task
+from factory.store.writes import start_run, update_agent_run, update_task
 
 
 @dataclass
@@ -199,9 +199,8 @@ class AgentActivities:
             )  # fmt: skip
         # database writes run in threads: a SQLite lock wait must not stall the loop that heartbeats
         started = TaskUpdate(task_id=req.task_id, status=TaskStatus.in_progress, host=self.host)
-        await asyncio.to_thread(update_task, self.engine, started)
         run = AgentRun(task_id=req.task_id, agent_type=req.agent.agent_type, host=self.host)
-        run_id = (await asyncio.to_thread(insert, self.engine, run)).id
+        run_id = await asyncio.to_thread(start_run, self.engine, started, run)  # one transaction
         stderr_path = self.run_dir / f"task-{req.task_id}.stderr"
         progress = _Progress(session_id=req.session_id, started=resume)
         # the run's sandbox (and its proxy channel) lives until the process is gone

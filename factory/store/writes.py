@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from factory.contracts import TaskUpdate
 from factory.domain.redact import scrub
@@ -33,27 +34,45 @@ def insert(engine: Engine, row: Row) -> Row:
 def update_task(engine: Engine, upd: TaskUpdate) -> Task | None:
     """Apply a partial update; never moves a finished task back to a running state."""
     with session_scope(engine) as s:
-        task = s.get(Task, upd.task_id)
-        if task is None:
-            return None
-        fields = {k: v for k, v in asdict(upd).items() if v is not None and k not in ("task_id", "finished")}
-        add_cost = fields.pop("add_cost_usd", 0.0)
-        add_turns = fields.pop("add_turns", 0)
-        status = fields.pop("status", None)
-        for k, v in fields.items():
-            setattr(task, k, v)
-        task.cost_usd = round((task.cost_usd or 0) + add_cost, 6)
-        task.num_turns = (task.num_turns or 0) + add_turns
-        if status:
-            if task.status not in FINISHED or status in FINISHED:
-                task.status = status
-            if status == TaskStatus.in_progress and task.started_at is None:
-                task.started_at = utcnow()
-        if upd.finished and task.finished_at is None:
-            task.finished_at = utcnow()
-        s.add(task)
-        s.commit()
+        task = _apply(s, upd)
+        if task is not None:
+            s.commit()
         return task
+
+
+def start_run(engine: Engine, upd: TaskUpdate, run: AgentRun) -> int:
+    """`update_task(upd)` and a new agent run's row, in one transaction; the run's id."""
+    with session_scope(engine) as s:
+        _apply(s, upd)
+        s.add(run)
+        s.commit()
+        s.refresh(run)
+        assert run.id is not None
+        return run.id
+
+
+def _apply(s: Session, upd: TaskUpdate) -> Task | None:
+    """`upd` applied to its task's row in session `s` (not committed); None when there is no such task."""
+    task = s.get(Task, upd.task_id)
+    if task is None:
+        return None
+    fields = {k: v for k, v in asdict(upd).items() if v is not None and k not in ("task_id", "finished")}
+    add_cost = fields.pop("add_cost_usd", 0.0)
+    add_turns = fields.pop("add_turns", 0)
+    status = fields.pop("status", None)
+    for k, v in fields.items():
+        setattr(task, k, v)
+    task.cost_usd = round((task.cost_usd or 0) + add_cost, 6)
+    task.num_turns = (task.num_turns or 0) + add_turns
+    if status:
+        if task.status not in FINISHED or status in FINISHED:
+            task.status = status
+        if status == TaskStatus.in_progress and task.started_at is None:
+            task.started_at = utcnow()
+    if upd.finished and task.finished_at is None:
+        task.finished_at = utcnow()
+    s.add(task)
+    return task
 
 
 def add_log(
