@@ -132,13 +132,21 @@ class WorkspaceActivities:
             refs = await clone.secure(ws.branch)  # whatever the agent wrote under .git, from here on Factory's
             committed = await clone.commit_all(inp.message)
             base = f"refs/remotes/origin/{ws.base_branch}"
-            # three reads of the same commits, side by side (nothing writes the clone meanwhile)
-            ahead, numstat, head = await asyncio.gather(clone.count(base), clone.numstat(base), clone.head())
+            # a commit just made is on neither the base nor the remote's branch: it goes out at once, beside
+            # three reads of the same commits (nothing writes the clone meanwhile)
+            pushed = inp.push and committed
+            early = clone.push(ws.branch, git_env(self.cfg, inp.repo.url)) if pushed else asyncio.sleep(0)
+            done = await asyncio.gather(
+                clone.count(base), clone.numstat(base), clone.head(), early, return_exceptions=True
+            )
+            if failed := next((r for r in done if isinstance(r, BaseException)), None):
+                raise failed  # once all four have ended: no git of this step runs on after it
+            ahead, numstat, head = int(done[0]), str(done[1]), str(done[2])
             files, stat = _numstat(numstat)
-            pushed = False
-            if inp.push and ahead > 0 and await clone.unpushed(ws.branch, ws.base_branch, ahead, refs) > 0:
-                await clone.push(ws.branch, git_env(self.cfg, inp.repo.url))
-                pushed = True
+            if not pushed and inp.push and ahead > 0:
+                if await clone.unpushed(ws.branch, ws.base_branch, ahead, refs) > 0:
+                    await clone.push(ws.branch, git_env(self.cfg, inp.repo.url))
+                    pushed = True
         except GitError as exc:
             raise _failure(exc) from exc
         # announced from Factory's own record of the preview it started, never a file the agent wrote
