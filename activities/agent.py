@@ -253,8 +253,8 @@ class AgentActivities:
             heartbeat.cancel()
             self._pidfile(req.task_id).remove()
             await contained.aclose()
-            await self.logs.flush()  # every line of the run is stored before it reports its end
-            await asyncio.to_thread(update_agent_run, self.engine, run_id, ended_at=utcnow())
+            self.logs.end(run_id, utcnow())
+            await self.logs.flush()  # every line of the run, and its end, stored before it reports its end
             # the ledger from the gateway's meter, also for a run that timed out or was cancelled
             await asyncio.to_thread(self.budgets.record, req, gateway.meter, run_id, progress.session_id)
         self._marker(req.task_id).unlink(missing_ok=True)

@@ -329,6 +329,9 @@ class RawPipeline:
         self.github_url = github_url.rstrip("/")
         self.system_prompt = system_prompt
         self.fetch_lock = asyncio.Lock()  # Factory serialises fetches per mirror too (a file lock)
+        # git removes the mirror's empty `worktrees/` with the last worktree, under a concurrent `worktree add`
+        # ("could not create directory of 'worktrees/task-N'"): the raw side's adds and removes take turns
+        self.worktree_lock = asyncio.Lock()
         self.env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
         self.http: Any = None
         self.seq = 0
@@ -368,9 +371,11 @@ class RawPipeline:
             await self.git("fetch", "--prune", "origin", cwd=self.mirror)
         marks["fetch"] = time.time()
         path.parent.mkdir(parents=True, exist_ok=True)
-        await self.git(
-            "worktree", "add", "-b", branch, "--end-of-options", str(path), "refs/remotes/origin/main", cwd=self.mirror
-        )
+        async with self.worktree_lock:
+            await self.git(
+                "worktree", "add", "-b", branch, "--end-of-options", str(path), "refs/remotes/origin/main",
+                cwd=self.mirror,
+            )  # fmt: skip
         marks["worktree_add"] = time.time()
         tools = ",".join(CLI_FLAGS_TOOLS)
         cmd = [
@@ -421,7 +426,8 @@ class RawPipeline:
             )
             r.raise_for_status()
         marks["pr"] = time.time()
-        await self.git("worktree", "remove", "--force", str(path), cwd=self.mirror)
+        async with self.worktree_lock:
+            await self.git("worktree", "remove", "--force", str(path), cwd=self.mirror)
         marks["worktree_remove"] = time.time()
         return {"label": label, "t0": t0, "t_end": marks["worktree_remove"], "t_pr": marks["pr"], "marks": marks}
 

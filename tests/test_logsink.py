@@ -145,3 +145,29 @@ def test_batched_lines_reach_the_live_stream_and_the_logs_route_in_order(tmp_pat
     want = [f"line {i}" for i in range(1, 60, 2)]
     assert streamed == want and [r["content"] for r in logs] == want
     assert "event: end" in sse
+
+
+def test_a_runs_end_is_written_with_its_last_lines_in_one_transaction(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'f.db'}")
+    with Session(engine) as s:
+        run = AgentRun(task_id=1, agent_type="coder", host="h")
+        s.add(run)
+        s.commit()
+        s.refresh(run)
+    assert run.id is not None and run.ended_at is None
+    ended = utcnow()
+
+    async def main() -> LogSink:
+        sink = LogSink(engine, interval=10)  # no window ends by itself: only the flush writes
+        sink.add(1, "text", "the last line")
+        sink.end(run.id, ended)
+        await sink.flush()
+        return sink
+
+    sink = asyncio.run(main())
+    assert sink.writes == 1
+    assert [r.content for r in _rows(engine)] == ["the last line"]
+    with Session(engine) as s:
+        stored = s.get(AgentRun, run.id)
+        assert stored is not None and stored.ended_at is not None
+        assert stored.ended_at.replace(tzinfo=None) == ended.replace(tzinfo=None)

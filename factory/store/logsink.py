@@ -4,7 +4,7 @@ With many agents printing at once, a transaction (and a thread hop, and a pooled
 output line made the readers wait on the writers: 20 agents exhausted the connection pool and the
 API's reads queued behind the log writes. A `LogSink` collects the lines of all the runs of this
 process and writes them every `interval` seconds (or at `max_batch` lines) in one transaction, in
-the order they came; the runs' "last output" marks ride in the same transaction.
+the order they came; the runs' "last output" marks and their ends ride in the same transaction.
 
 Nothing is dropped: a failed write puts its lines back in front of the newer ones and is retried at
 the next window; `flush()` (a run's end) waits until every line added before it is written, and
@@ -73,6 +73,11 @@ class LogSink:
         if last_output is not None:
             fields["last_output"] = scrub(last_output, secrets)[:300]
         self._marks.setdefault(run_id, {}).update(fields)
+        self._schedule()
+
+    def end(self, run_id: int, ended_at: datetime) -> None:
+        """The run's end, written with the next batch (its last lines and this in one transaction)."""
+        self._marks.setdefault(run_id, {})["ended_at"] = ended_at
         self._schedule()
 
     async def flush(self) -> None:
