@@ -158,6 +158,17 @@ class RecordActivities:
             )
         return [name for name, n in self.notifiers.items() if n.wants(event)]
 
+    async def announce(self, upd: TaskUpdate, event: TaskEvent) -> list[str]:
+        """A task's start, told by the step that made its worktree (`PrepareInput.started`): its row, then its
+        event on the board; the channels that want the event. As `Notifications.emit`, a board that cannot be
+        written holds nothing back: no channel is told then."""
+        await asyncio.to_thread(update_task, self.engine, upd)
+        try:
+            return await self.publish_event(event)
+        except Exception as exc:
+            activity.logger.warning("could not post the %s event of task %s: %s", event.kind, event.task_id, exc)
+            return []
+
     @activity.defn
     async def send_notification(self, inp: NotifyInput) -> None:
         """Send one event to one channel; failures retry by the caller's policy."""

@@ -7,6 +7,8 @@ host that now holds the worktree, and every later step of the task runs there.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from temporalio import activity
@@ -15,7 +17,16 @@ from temporalio.exceptions import ApplicationError
 from activities._heartbeat import heartbeats
 from activities.environments import remove_environments
 from factory.config import FactoryConfig
-from factory.contracts import ChangesResult, CleanupInput, FinalizeInput, PrepareInput, RepoRef, WorkspaceInfo  # noqa: F401 (the wire forms live in factory.contracts)
+from factory.contracts import (  # noqa: F401 (the wire forms live in factory.contracts)
+    ChangesResult,
+    CleanupInput,
+    FinalizeInput,
+    PrepareInput,
+    RepoRef,
+    TaskEvent,
+    TaskUpdate,
+    WorkspaceInfo,
+)
 from factory.domain.errors import git_retryable
 from factory.domain.text import clip
 from factory.environments.broker import EnvironmentBroker
@@ -28,12 +39,17 @@ from factory.git.repos import git_env
 from factory.git.worktree_walk import task_worktree
 from factory.integrations.errors import failure
 
+Announce = Callable[[TaskUpdate, TaskEvent], Awaitable[list[str]]]
+"""Records a task's start and posts its event; the channels that want it (`RecordActivities.announce`)."""
+
 
 class WorkspaceActivities:
     def __init__(
-        self, cfg: FactoryConfig, host: str, host_queue: str, agent_queue: str, broker: EnvironmentBroker | None = None
-    ):
+        self, cfg: FactoryConfig, host: str, host_queue: str, agent_queue: str, broker: EnvironmentBroker | None = None,
+        announce: Announce | None = None,
+    ):  # fmt: skip
         self.cfg = cfg
+        self.announce = announce  # a prepare asked to announce the start (PrepareInput.started) does it with this
         self.broker = broker  # the test environments a cleanup removes first (CleanupInput.environments)
         self.host = host
         self.host_queue = host_queue
@@ -101,6 +117,12 @@ class WorkspaceActivities:
         carried = ""
         if inp.moved:
             carried = await clone.git("log", "--oneline", "--stat", "-n", "30", f"{base_sha}..HEAD", check=False)
+        announced = None
+        if inp.started is not None and self.announce is not None:  # once more on a retry: the row and board
+            started = TaskUpdate(  # post are written once (the post's key is this activity's)
+                task_id=inp.task_id, branch=branch, base_branch=default, host=self.host, base_sha=base_sha or None
+            )
+            announced = await self.announce(started, dataclasses.replace(inp.started, branch=branch))
         return WorkspaceInfo(
             path=str(path),
             branch=branch,
@@ -111,6 +133,7 @@ class WorkspaceActivities:
             base_sha=base_sha,
             shared_objects=str(clone.shared_objects),
             carried=clip(carried.strip(), 4000),
+            announced=announced,
         )
 
     @activity.defn

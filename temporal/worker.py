@@ -147,12 +147,14 @@ def build_workers(client: Client, rt: Runtime, work: HostWork | None = None) -> 
     cfg = rt.cfg
     tracked = [work.interceptor()] if work is not None else []
     host, tq, host_queue, agent_queue = queues(cfg)
-    ws = WorkspaceActivities(cfg, host=host, host_queue=host_queue, agent_queue=agent_queue, broker=rt.broker)
+    rec = RecordActivities(rt.engine, rt.board, rt.notifiers)
+    ws = WorkspaceActivities(
+        cfg, host=host, host_queue=host_queue, agent_queue=agent_queue, broker=rt.broker, announce=rec.announce
+    )
     agent = AgentActivities(
         cfg, rt.engine, rt.board, host=host, memory=rt.memory, proxy=rt.proxy, broker=rt.broker, finalize=ws.finalize
     )
     gh = GithubActivities(cfg, rt.http)
-    rec = RecordActivities(rt.engine, rt.board, rt.notifiers)
     runs = WorkflowRunActivities(rt.engine, rt.board)
     budget = BudgetActivities(cfg, rt.engine)
     shared_acts: list[Any] = [

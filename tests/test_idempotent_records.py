@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 from temporalio.testing import ActivityEnvironment
 
 from activities.records import QuestionInput, RecordActivities
-from factory.contracts import TaskEvent
+from factory.contracts import TaskEvent, TaskUpdate
 from factory.store.board import Board
 from factory.store.tables import AgentRun, Message, Question, Task, TaskLog, make_engine
 from tests.fakes.anthropic import RecordedRequest, Stall, Text
@@ -85,6 +85,21 @@ async def test_a_retried_publish_event_posts_one_board_message(tmp_path: Path) -
         while len(heard) < 2:
             await asyncio.sleep(0.01)
     assert heard == ids
+
+
+async def test_a_retried_prepare_announces_the_start_once(tmp_path: Path) -> None:
+    """The prepare step records the start and posts its event (patch started-in-prepare); a retry of the step
+    (the same activity) writes the row again and posts nothing more."""
+    rec, task_id = _setup(tmp_path)
+    upd = TaskUpdate(task_id=task_id, branch="factory/task-1-parse", base_branch="main", host="h1", base_sha="abc")
+    event = TaskEvent(kind="started", task_id=task_id, title="Parse it", branch="factory/task-1-parse")
+    assert await _env("1", attempt=1).run(rec.announce, upd, event) == []
+    assert await _env("1", attempt=2).run(rec.announce, upd, event) == []
+    with Session(rec.engine) as s:
+        posts = [m.content for m in s.exec(select(Message))]
+        task = s.get(Task, task_id)
+        assert task is not None and (task.branch, task.base_branch, task.host) == ("factory/task-1-parse", "main", "h1")
+    assert posts == [f"task #{task_id} started: Parse it (branch factory/task-1-parse)"]
 
 
 @pytest.mark.parametrize("session_saved", [True, False], ids=["resumed", "started-afresh"])

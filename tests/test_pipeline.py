@@ -69,10 +69,16 @@ async def test_coder_task_ends_done_with_branch_and_one_pr(start_factory, model,
         # the agent's run pushed its work itself (patch agent-pushes), and the PR was opened by a local
         # activity: three activities and four workflow tasks per task (the push failing: test below)
         assert sorted(options) == ["cleanup_workspace", "prepare_workspace", "run_agent"]
-        # (the records and notifications of one moment run side by side: their markers come in either order)
-        assert sorted(local_activities(history)) == sorted(
-            ["update_task", "publish_event", "open_pull_request", "update_task", "publish_event"]
-        )
+        # the start is recorded and posted by the prepare step (patch started-in-prepare): between the worktree
+        # and the agent's run no local activity; the PR, then the "done" record and event (side by side: their
+        # markers come in either order)
+        assert sorted(local_activities(history)) == sorted(["open_pull_request", "update_task", "publish_event"])
+        assert local_activities(history)[0] == "open_pull_request"
+        started = [
+            m for m in (await h.api.get("/api/messages", params={"task_id": t["id"]})).json()
+            if m["content"].startswith(f"task #{t['id']} started:")
+        ]  # fmt: skip
+        assert len(started) == 1 and f"(branch {done['branch']})" in started[0]["content"], started
         assert GITHUB_LOCAL["schedule_to_close_timeout"] >= OUTAGE_WINDOW  # GitHub down: waited out, as before
         assert sum(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in history.events) == 4
 

@@ -11,6 +11,7 @@ tests/histories/record.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,9 +191,15 @@ class Scripted:
             first = len(s.of("prepare_workspace")) == 1
             q = s.first_host_queue if first and s.first_host_queue else s.task_queue
             host = "lost-host" if q != s.task_queue else "this-host"
+            branch = inp.branch or f"factory/{inp.task_id}"
+            announced = None
+            if inp.started is not None:  # as the real step: the start recorded and its event posted here
+                s._note("update_task", TaskUpdate(task_id=inp.task_id, branch=branch, base_branch="main", host=host))
+                announced = await publish_event(dataclasses.replace(inp.started, branch=branch))
             return WorkspaceInfo(
-                path=f"/work/tasks/{inp.task_id}", branch=inp.branch or f"factory/{inp.task_id}", base_branch="main",
+                path=f"/work/tasks/{inp.task_id}", branch=branch, base_branch="main",
                 host=host, host_queue=q, agent_queue=q, carried="abc123 WIP" if inp.moved else "",
+                announced=announced,
             )  # fmt: skip
 
         @activity.defn(name="finalize_changes")

@@ -52,6 +52,10 @@ class Notifications:
                 raise  # a cancel of the workflow landed here: it must not be swallowed
             workflow.logger.warning("could not post %s event", event.kind)
             return
+        self.send(event, channels)
+
+    def send(self, event: TaskEvent, channels: list[str]) -> None:
+        """Start one send per channel for an event already on the board."""
         for channel in channels:
             self._pending.append(
                 workflow.start_activity(

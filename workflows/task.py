@@ -71,24 +71,33 @@ class TaskWorkflow:
         ws = inp.workspace
         result = TaskResult(status="failed")
         try:
+            announced = None
             if ws is None:
                 if inp.budget_hold_s and workflow.patched("budget-hold"):  # a daily budget keeps it queued
                     await budget_steps.wait_for_budget(inp, self._stage_to)
                 self._stage_to("preparing", "preparing the worktree")
-                ws = await task_steps.prepare(inp)
-            # independent steps run side by side: each activity round trip is latency a person waits for
-            await asyncio.gather(
-                task_steps.record(
-                    TaskUpdate(
-                        task_id=inp.task_id,
-                        branch=ws.branch,
-                        base_branch=ws.base_branch,
-                        host=ws.host,
-                        base_sha=ws.base_sha or None,
-                    )
-                ),
-                self._notes.emit(task_event(inp, "started", branch=ws.branch, agent_type=inp.agent.agent_type)),
-            )
+                # the prepare step records the start and posts its event: the agent's run is scheduled in the
+                # next workflow task without waiting on two local activities first (~12 ms per task)
+                started = None
+                if workflow.patched("started-in-prepare"):
+                    started = task_event(inp, "started", agent_type=inp.agent.agent_type)
+                ws = await task_steps.prepare(inp, started)
+                announced = ws.announced if started is not None else None
+            if announced is not None:
+                self._notes.send(task_event(inp, "started", branch=ws.branch, agent_type=inp.agent.agent_type), announced)
+            else:  # independent steps side by side: each activity round trip is latency a person waits for
+                await asyncio.gather(
+                    task_steps.record(
+                        TaskUpdate(
+                            task_id=inp.task_id,
+                            branch=ws.branch,
+                            base_branch=ws.base_branch,
+                            host=ws.host,
+                            base_sha=ws.base_sha or None,
+                        )
+                    ),
+                    self._notes.emit(task_event(inp, "started", branch=ws.branch, agent_type=inp.agent.agent_type)),
+                )
             agent, changes = await self._run_and_push(inp, ws)
             ws = self._moved_to or ws
             checked = None

@@ -22,6 +22,7 @@ from factory.contracts import (
     PullRequestInput,
     PullRequestResult,
     RememberTaskInput,
+    TaskEvent,
     TaskInput,
     TaskResult,
     TaskUpdate,
@@ -33,11 +34,14 @@ from workflows import failover
 from workflows.common import ENVIRONMENTS, GIT, GITHUB, GITHUB_LOCAL, MEMORY, QUICK, error_text, noticing
 
 
-async def prepare(inp: TaskInput) -> WorkspaceInfo:
-    """Fetch the repo and make the task's worktree (on any host; the answer names the host)."""
+async def prepare(inp: TaskInput, started: TaskEvent | None = None) -> WorkspaceInfo:
+    """Fetch the repo and make the task's worktree (on any host; the answer names the host).
+
+    `started`: the step also records the task's start and posts this event (`WorkspaceInfo.announced`).
+    """
     return await workflow.execute_activity(
         acts.prepare_workspace,
-        PrepareInput(task_id=inp.task_id, title=inp.title, repo=inp.repo, branch=inp.branch),
+        PrepareInput(task_id=inp.task_id, title=inp.title, repo=inp.repo, branch=inp.branch, started=started),
         summary="prepare worktree",
         **noticing(GIT, inp.heartbeat_timeout_s),
     )

@@ -53,6 +53,8 @@ class WorkspaceInfo:
     shared_objects: str = ""
     # when the task was moved here from a lost host: the commits its branch already held (git log)
     carried: str = ""
+    # `PrepareInput.started` was announced: the notification channels that want the event (None: not announced)
+    announced: list[str] | None = None
 
 
 @dataclass

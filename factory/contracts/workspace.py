@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from factory.contracts.tasks import ChangesResult, RepoRef, WorkspaceInfo  # noqa: F401 (ChangesResult: re-exported)
+from factory.contracts.tasks import ChangesResult, RepoRef, TaskEvent, WorkspaceInfo  # noqa: F401 (ChangesResult: re-exported)
 
 
 @dataclass
@@ -18,6 +18,10 @@ class PrepareInput:
     branch: str | None = None  # continue an existing branch
     # failover: continue `branch` from the remote where it was pushed, else start it afresh from the base
     moved: bool = False
+    # the task's start, announced by this step once the worktree is made: its row (branch, base, host) and
+    # this event (its branch filled in) on the board; the channels that want it come back in
+    # `WorkspaceInfo.announced` (patch started-in-prepare: no local activities between prepare and the agent)
+    started: TaskEvent | None = None
 
 
 @dataclass

@@ -129,6 +129,12 @@ async def push_left_to_finalize(client: Client, s: Scripted) -> WorkflowHandle[A
     return await _task(client, s)
 
 
+async def done_started_in_prepare(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    """A task whose prepare step recorded its start and posted the event (patch started-in-prepare)."""
+    s.replies = {"coder": [pushed("added /health")]}
+    return await _task(client, s)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "task_question_answered": question_answered,
     "code_review_changes_then_approved": review_loop,
@@ -142,6 +148,7 @@ SCENARIOS: dict[str, Scenario] = {
     "task_done_agent_pushed": done_agent_pushed,
     "task_question_then_agent_pushed": question_then_pushed,
     "task_push_left_to_finalize": push_left_to_finalize,
+    "task_done_started_in_prepare": done_started_in_prepare,
 }
 
 
