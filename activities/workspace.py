@@ -99,6 +99,8 @@ class WorkspaceActivities:
             )
         branch = inp.branch or f"factory/task-{inp.task_id}-{slugify(inp.title)}"
         clone = self._clone(path, inp.repo)
+        announced = None
+        telling = inp.started is not None and self.announce is not None
         try:
             if clone.exists():  # a retry: a clone is renamed into place only once complete
                 await clone.secure(branch)
@@ -111,18 +113,25 @@ class WorkspaceActivities:
                     start, found = base_ref, base_sha
                 if inp.branch and not found:
                     raise ApplicationError(f"branch {branch!r} does not exist", type="GitError", non_retryable=True)
-                await clone.create(branch, start, found, refs=refs)
+                if telling:  # told while the clone is made (neither waits on the other; a clone that then fails
+                    # fails a task that has started, and says so next)
+                    done = await asyncio.gather(
+                        clone.create(branch, start, found, refs=refs),
+                        self._tell(inp, branch, default, base_sha),
+                        return_exceptions=True,
+                    )
+                    if failed := next((r for r in done if isinstance(r, BaseException)), None):
+                        raise failed
+                    announced, telling = done[1], False
+                else:
+                    await clone.create(branch, start, found, refs=refs)
         except GitError as exc:
             raise _failure(exc) from exc
+        if telling:  # a retry that found its clone made
+            announced = await self._tell(inp, branch, default, base_sha)
         carried = ""
         if inp.moved:
             carried = await clone.git("log", "--oneline", "--stat", "-n", "30", f"{base_sha}..HEAD", check=False)
-        announced = None
-        if inp.started is not None and self.announce is not None:  # once more on a retry: the row and board
-            started = TaskUpdate(  # post are written once (the post's key is this activity's)
-                task_id=inp.task_id, branch=branch, base_branch=default, host=self.host, base_sha=base_sha or None
-            )
-            announced = await self.announce(started, dataclasses.replace(inp.started, branch=branch))
         return WorkspaceInfo(
             path=str(path),
             branch=branch,
@@ -135,6 +144,13 @@ class WorkspaceActivities:
             carried=clip(carried.strip(), 4000),
             announced=announced,
         )
+
+    async def _tell(self, inp: PrepareInput, branch: str, base: str, base_sha: str) -> list[str]:
+        """The task's start (`PrepareInput.started`): its row and its board post, written once whatever the
+        retries (the post is keyed by this activity); the channels that want the event."""
+        assert inp.started is not None and self.announce is not None
+        row = TaskUpdate(task_id=inp.task_id, branch=branch, base_branch=base, host=self.host, base_sha=base_sha or None)
+        return await self.announce(row, dataclasses.replace(inp.started, branch=branch))
 
     @activity.defn
     async def ping_host(self) -> str:
