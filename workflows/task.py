@@ -77,7 +77,7 @@ class TaskWorkflow:
                     await budget_steps.wait_for_budget(inp, self._stage_to)
                 self._stage_to("preparing", "preparing the worktree")
                 # the prepare step records the start and posts its event: the agent's run is scheduled in the
-                # next workflow task without waiting on two local activities first (~12 ms per task)
+                # next workflow task without waiting on two local activities first (~10 ms of it)
                 started = None
                 if workflow.patched("started-in-prepare"):
                     started = task_event(inp, "started", agent_type=inp.agent.agent_type)

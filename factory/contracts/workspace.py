@@ -18,7 +18,7 @@ class PrepareInput:
     branch: str | None = None  # continue an existing branch
     # failover: continue `branch` from the remote where it was pushed, else start it afresh from the base
     moved: bool = False
-    # the task's start, announced by this step once the worktree is made: its row (branch, base, host) and
+    # the task's start, announced by this step while it makes the worktree: its row (branch, base, host) and
     # this event (its branch filled in) on the board; the channels that want it come back in
     # `WorkspaceInfo.announced` (patch started-in-prepare: no local activities between prepare and the agent)
     started: TaskEvent | None = None
