@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -113,21 +114,15 @@ class WorkspaceActivities:
                     start, found = base_ref, base_sha
                 if inp.branch and not found:
                     raise ApplicationError(f"branch {branch!r} does not exist", type="GitError", non_retryable=True)
+                making = clone.create(branch, start, found, refs=refs)
                 if telling:  # told while the clone is made (neither waits on the other; a clone that then fails
                     # fails a task that has started, and says so next)
-                    done = await asyncio.gather(
-                        clone.create(branch, start, found, refs=refs),
-                        self._tell(inp, branch, default, base_sha),
-                        return_exceptions=True,
-                    )
-                    if failed := next((r for r in done if isinstance(r, BaseException)), None):
-                        raise failed
-                    announced, telling = done[1], False
+                    announced = (await _all_ended(making, self._tell(inp, branch, default, base_sha)))[1]
                 else:
-                    await clone.create(branch, start, found, refs=refs)
+                    await making
         except GitError as exc:
             raise _failure(exc) from exc
-        if telling:  # a retry that found its clone made
+        if telling and announced is None:  # a retry that found its clone made
             announced = await self._tell(inp, branch, default, base_sha)
         carried = ""
         if inp.moved:
@@ -174,13 +169,8 @@ class WorkspaceActivities:
             # a commit just made is on neither the base nor the remote's branch: it goes out at once, beside
             # three reads of the same commits (nothing writes the clone meanwhile)
             pushed = inp.push and committed
-            early = clone.push(ws.branch, git_env(self.cfg, inp.repo.url)) if pushed else asyncio.sleep(0)
-            done = await asyncio.gather(
-                clone.count(base), clone.numstat(base), clone.head(), early, return_exceptions=True
-            )
-            if failed := next((r for r in done if isinstance(r, BaseException)), None):
-                raise failed  # once all four have ended: no git of this step runs on after it
-            ahead, numstat, head = int(done[0]), str(done[1]), str(done[2])
+            early = [clone.push(ws.branch, git_env(self.cfg, inp.repo.url))] if pushed else []
+            ahead, numstat, head, *_ = await _all_ended(clone.count(base), clone.numstat(base), clone.head(), *early)
             files, stat = _numstat(numstat)
             if not pushed and inp.push and ahead > 0:
                 if await clone.unpushed(ws.branch, ws.base_branch, ahead, refs) > 0:
@@ -221,6 +211,14 @@ class WorkspaceActivities:
                     clone.remove()  # tampered with: nothing in it is pushed, and it is not kept around
                 raise _failure(exc) from exc
         await asyncio.to_thread(clone.remove)  # a checkout can be large: not on the loop that heartbeats
+
+
+async def _all_ended(*steps: Awaitable[Any]) -> list[Any]:
+    """The steps' results, side by side; the first failure raised once all have ended (no git runs on after it)."""
+    done = await asyncio.gather(*steps, return_exceptions=True)
+    if failed := next((r for r in done if isinstance(r, BaseException)), None):
+        raise failed
+    return done
 
 
 def _failure(exc: GitError, prefix: str = "") -> ApplicationError:

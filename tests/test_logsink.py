@@ -20,6 +20,16 @@ def _rows(engine) -> list[TaskLog]:
         return list(s.exec(select(TaskLog).order_by(col(TaskLog.id))))
 
 
+def _agent_run(engine) -> AgentRun:
+    """A new agent run's row (as the agent activity makes one)."""
+    with Session(engine) as s:
+        run = AgentRun(task_id=1, agent_type="coder", host="h")
+        s.add(run)
+        s.commit()
+        s.refresh(run)
+        return run
+
+
 def test_lines_of_many_runs_are_written_in_few_transactions_in_order(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'f.db'}")
 
@@ -81,11 +91,7 @@ def test_a_failed_write_keeps_its_lines_in_front_and_the_flush_says_so(tmp_path:
 
 def test_secrets_are_scrubbed_and_run_marks_ride_along(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'f.db'}")
-    with Session(engine) as s:
-        run = AgentRun(task_id=1, agent_type="coder", host="h")
-        s.add(run)
-        s.commit()
-        run_id = run.id
+    run_id = _agent_run(engine).id
     assert run_id is not None
 
     async def main() -> None:
@@ -149,11 +155,7 @@ def test_batched_lines_reach_the_live_stream_and_the_logs_route_in_order(tmp_pat
 
 def test_a_runs_end_is_written_with_its_last_lines_in_one_transaction(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'f.db'}")
-    with Session(engine) as s:
-        run = AgentRun(task_id=1, agent_type="coder", host="h")
-        s.add(run)
-        s.commit()
-        s.refresh(run)
+    run = _agent_run(engine)
     assert run.id is not None and run.ended_at is None
     ended = utcnow()
 
