@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -17,6 +16,7 @@ import typer
 
 from factory.config import ConfigError, FactoryConfig, load_config
 from factory.preflight import PortBusy, bind
+from factory.processes import which
 from factory.startup import (
     ChildEnded,
     Stopped,
@@ -361,10 +361,10 @@ def _doctor_sandbox(cfg: FactoryConfig, report: Any) -> None:
         typer.secho(f"  WARNING agent sandbox {state(cfg)}", fg="red", bold=True)
         return
     proxied = cfg.sandbox.network == "allowlist"
-    report(bool(shutil.which("bwrap")), "bubblewrap (bwrap): every agent run is sandboxed", INSTALL_HINT)
+    report(bool(which("bwrap")), "bubblewrap (bwrap): every agent run is sandboxed", INSTALL_HINT)
     if proxied:
-        report(bool(shutil.which("socat")), "socat (bridges the sandbox to the egress proxy)", INSTALL_HINT)
-    if shutil.which("bwrap") and (shutil.which("socat") or not proxied):
+        report(bool(which("socat")), "socat (bridges the sandbox to the egress proxy)", INSTALL_HINT)
+    if which("bwrap") and (which("socat") or not proxied):
         facts: list[str] = []
         problem = asyncio.run(self_test(proxied, sandbox=cfg.sandbox, facts=facts))
         what = "a sandbox starts" + (" and the egress proxy refuses hosts off the allow-list" if proxied else "")

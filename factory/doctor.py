@@ -8,7 +8,6 @@ own service; what is printed names the key and the verdict, never the key.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -22,6 +21,7 @@ from factory.auth.status import report_auth
 from factory.backends import check_backends
 from factory.config import FactoryConfig
 from factory.preflight import KeyCheck, check_github_token, check_model_key
+from factory.processes import which
 
 Report = Callable[..., None]  # report(ok, what, fix="", failed="MISSING")
 
@@ -32,7 +32,7 @@ def note(text: str) -> None:
 
 def check_tools(cfg: FactoryConfig, report: Report) -> None:
     """The Claude Code CLI (and its version) and git."""
-    claude = shutil.which(cfg.claude_command)
+    claude = which(cfg.claude_command)
     version = ""
     if claude:
         try:
@@ -41,7 +41,7 @@ def check_tools(cfg: FactoryConfig, report: Report) -> None:
             version = "(did not answer --version)"
     report(bool(claude), f"Claude Code CLI: {claude or cfg.claude_command} {version}",
            "npm install -g @anthropic-ai/claude-code, or set claude_command")  # fmt: skip
-    report(bool(shutil.which("git")), "git", "install git")
+    report(bool(which("git")), "git", "install git")
     for ok, what, fix in check_backends(cfg):  # Codex, OpenCode: the ones config.yml uses
         report(ok, what, fix)
 

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -22,6 +23,25 @@ def die_with_parent() -> None:
     """In a child between fork and exec: be SIGKILLed when the thread that forked it dies."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def absolute_path(path: str | None) -> str:
+    """A PATH value with its empty and relative entries dropped (`DEFAULT_PATH` if none is left).
+
+    An empty or relative entry (`:/usr/bin`, `.`, `bin`, `node_modules/.bin`) names a directory under
+    whatever the current one is; an agent's run starts in its checkout, which the agent writes.
+    """
+    kept = [d for d in (path or "").split(os.pathsep) if os.path.isabs(d)]
+    return os.pathsep.join(dict.fromkeys(kept)) or DEFAULT_PATH
+
+
+def which(name: str) -> str | None:
+    """Where the program `name` is, as an absolute path: on the worker's PATH, in its absolute directories only."""
+    found = shutil.which(name, path=absolute_path(os.environ.get("PATH")))
+    return os.path.abspath(found) if found else None
 
 
 def process_start_time(pid: int) -> str | None:

@@ -459,21 +459,50 @@ def test_the_environment_is_an_allow_list(tmp_path):
     assert hosted["HTTPS_PROXY"] == "http://corp:3128" and hosted["NO_PROXY"] == "127.0.0.1"
 
 
+@pytest.mark.fast
+def test_no_empty_or_relative_path_entry_reaches_the_sandbox_or_finds_its_programs(tmp_path, monkeypatch):
+    """Such an entry names the cwd or a directory under it; an agent's run starts in its checkout."""
+    cfg = load_config(tmp_path / "none.yml", workspace_root=str(tmp_path / "ws"), data_dir=str(tmp_path / "d"))
+    for worker, kept in [
+        (":/usr/local/bin:/usr/bin", "/usr/local/bin:/usr/bin"),
+        (".:bin:node_modules/.bin:/usr/bin::/bin:", "/usr/bin:/bin"),
+        ("bin:.", "/usr/local/bin:/usr/bin:/bin"),
+    ]:
+        assert sandbox_environment(cfg, "/h", True, base={"PATH": worker})["PATH"] == kept
+    # the programs Factory starts in a sandbox (the CLI, socat, sleep, prlimit) are found the same way
+    from factory.processes import which
+    from factory.sandbox import limits
+
+    (tmp_path / "bin").mkdir()
+    for name in ("factory-test-cli", "socat", "prlimit"):
+        (tmp_path / "bin" / name).write_text("#!/bin/sh\n")
+        (tmp_path / "bin" / name).chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "bin:/usr/bin:/bin")
+    assert which("factory-test-cli") is None and which("socat") in (None, "/usr/bin/socat", "/bin/socat")
+    assert which("bin/factory-test-cli") == str(tmp_path / "bin" / "factory-test-cli")  # a configured relative path: the worker's cwd
+    monkeypatch.setattr(limits, "_v2_parent", lambda: None)
+    monkeypatch.setattr(limits, "_v1_parents", dict)
+    run = limits.prepare(limits.Limits(processes=64))
+    try:
+        assert run.how["processes"].startswith("rlimit") and run.inner[0] in ("/usr/bin/prlimit", "/bin/prlimit")
+    finally:
+        run.close()
+
+
 # --- the egress bridge inside the sandbox ------------------------------------------------------------
 
 
 def _bridge(tmp_path: Path, socat: str, inner: str) -> subprocess.CompletedProcess[str]:
     """The bridge script (factory/sandbox/bwrap.py) in a network namespace of its own, `socat` replaced."""
-    from factory.sandbox.bwrap import _BRIDGE, PROXY_PORT
+    from factory.sandbox.bwrap import bridge_script
 
-    shim = tmp_path / "bin"
-    shim.mkdir()
-    (shim / "socat").write_text(f"#!/bin/sh\n{socat}\n")
-    (shim / "socat").chmod(0o755)
-    script = _BRIDGE.format(port=PROXY_PORT, sock=str(tmp_path / "none.sock"), hexport=f"{PROXY_PORT:04X}")
+    shim = tmp_path / "socat"
+    shim.write_text(f"#!/bin/sh\n{socat}\n")
+    shim.chmod(0o755)
+    script = bridge_script(str(tmp_path / "none.sock"), socat=str(shim))
     argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "--unshare-net",
-            "--die-with-parent", "--setenv", "PATH", f"{shim}:/usr/bin:/bin",
-            "/bin/sh", "-c", script, "factory-sandbox", "/bin/sh", "-c", inner]  # fmt: skip
+            "--die-with-parent", "/bin/sh", "-c", script, "factory-sandbox", "/bin/sh", "-c", inner]  # fmt: skip
     return subprocess.run(argv, capture_output=True, text=True, timeout=30)
 
 

@@ -13,7 +13,6 @@ gateway's meter; the result it builds only says whether the turn ended and how.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Protocol
 from factory.config import FactoryConfig
 from factory.contracts import AgentRequest
 from factory.domain.streamjson import ParsedLine
+from factory.processes import which
 
 DEFAULT_BACKEND = "claude"
 
@@ -88,7 +88,7 @@ def check_backends(cfg: FactoryConfig) -> list[tuple[bool, str, str]]:
     for name in sorted(names):
         b = backend_for(cfg, name)
         command = getattr(b, "command_name", name)
-        path = shutil.which(command)
+        path = which(command)
         version = ""
         if path:
             try:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from factory.backends import Turn
 from factory.config import FactoryConfig
 from factory.domain.streamjson import ParsedLine, parse_line
+from factory.processes import which
 
 
 class _StreamJson:
@@ -32,7 +32,7 @@ class ClaudeBackend:
         self.extra = list(own.extra_args) if own is not None else []
 
     def command(self, turn: Turn) -> list[str]:
-        claude = shutil.which(self.command_name)
+        claude = which(self.command_name)
         if not claude:
             raise BackendUnavailable(
                 f"the Claude Code CLI ({self.command_name!r}) is not on PATH: install it with "

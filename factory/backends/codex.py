@@ -28,6 +28,7 @@ from factory.backends.claude import BackendUnavailable
 from factory.config import FactoryConfig
 from factory.domain.streamjson import LogEntry, ParsedLine
 from factory.domain.text import clip_noted
+from factory.processes import which
 
 DEFAULT_MODEL = "gpt-5-codex"
 _ID = re.compile(r"[0-9A-Za-z-]{8,64}")
@@ -122,7 +123,7 @@ class CodexBackend:
         self.extra = list(own.extra_args) if own is not None else []
 
     def command(self, turn: Turn) -> list[str]:
-        codex = shutil.which(self.command_name)
+        codex = which(self.command_name)
         if not codex:
             raise BackendUnavailable(f"the Codex CLI ({self.command_name!r}) is not on PATH: {self.install_hint}")
         _drop_agent_config(turn.home / ".codex")

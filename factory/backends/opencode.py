@@ -27,6 +27,7 @@ from factory.backends.claude import BackendUnavailable
 from factory.config import FactoryConfig
 from factory.domain.streamjson import LogEntry, ParsedLine
 from factory.domain.text import clip_noted
+from factory.processes import which
 
 DEFAULT_MODEL = "gpt-5"
 _SESSION = re.compile(r"ses_[0-9A-Za-z]{8,64}")
@@ -106,7 +107,7 @@ class OpenCodeBackend:
         self.extra = list(own.extra_args) if own is not None else []
 
     def command(self, turn: Turn) -> list[str]:
-        oc = shutil.which(self.command_name)
+        oc = which(self.command_name)
         if not oc:
             raise BackendUnavailable(f"the OpenCode CLI ({self.command_name!r}) is not on PATH: {self.install_hint}")
         _drop_agent_config(turn.home / ".config" / "opencode")

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
+import shlex
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from factory.processes import which
 
 INSTALL_HINT = "install bubblewrap and socat (Debian/Ubuntu: `apt-get install bubblewrap socat`)"
 PROXY_PORT = 3128
@@ -67,9 +69,11 @@ _ETC = (
 # socat must listen before the CLI makes its first request; /proc/net/tcp (this namespace's) lists the
 # port in state 0A (LISTEN) once it does. Read with the shell's builtins: socat listens ~4 ms after its
 # start, and a `grep` and a `sleep 0.005` forked per look cost ~6 ms of every run's start
-# (bench/SANDBOX.md); looks are back to back for the first 300, then 5 ms apart, 5 s in all
+# (bench/SANDBOX.md). Looks are back to back for the first 300, 5 ms apart for 100 more, then 0.1 s apart:
+# ~5 s in all (each sleep's fork costs more than 5 ms on a busy host, so 1000 short ones took 13 s). socat
+# and sleep are named by absolute path: the script's cwd is the checkout, where an earlier run may have left either
 _BRIDGE = (
-    "socat TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{sock} &\n"
+    "{socat} TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{sock} &\n"
     "listening() {{\n"
     "  while read -r _ a r s _; do\n"
     "    case \"$a $r $s\" in *':{hexport} 00000000:0000 0A') return 0 ;; esac\n"
@@ -78,8 +82,8 @@ _BRIDGE = (
     "}}\n"
     "n=0\n"
     "until listening; do\n"
-    "  n=$((n+1)); if [ $n -gt 1300 ]; then echo 'factory sandbox: the egress bridge did not start' >&2; exit 70; fi\n"
-    "  if [ $n -gt 300 ]; then sleep 0.005; fi\n"
+    "  n=$((n+1)); if [ $n -gt 440 ]; then echo 'factory sandbox: the egress bridge did not start' >&2; exit 70; fi\n"
+    "  if [ $n -gt 400 ]; then {sleep} 0.1; elif [ $n -gt 300 ]; then {sleep} 0.005; fi\n"
     "done\n"
     'exec "$@"\n'
 )
@@ -89,10 +93,20 @@ class SandboxUnavailable(RuntimeError):
     """bubblewrap (or socat, for the proxied network) is not installed."""
 
 
+def bridge_script(sock: str, socat: str | None = None) -> str:
+    """The shell script that starts socat bridging the sandbox's loopback proxy port to `sock`, then the agent."""
+    socat = socat or which("socat")
+    sleep = which("sleep")
+    if socat is None or sleep is None:
+        raise SandboxUnavailable(f"socat is not installed: {INSTALL_HINT}")
+    q = shlex.quote
+    return _BRIDGE.format(socat=q(socat), sleep=q(sleep), port=PROXY_PORT, sock=sock, hexport=f"{PROXY_PORT:04X}")
+
+
 def missing_tools(proxied: bool) -> list[str]:
     """The sandbox's programs not on PATH (`bwrap`, and `socat` when the network is proxied)."""
     tools = ["bwrap", "socat"] if proxied else ["bwrap"]
-    return [t for t in tools if shutil.which(t) is None]
+    return [t for t in tools if which(t) is None]
 
 
 @dataclass
@@ -126,7 +140,7 @@ class SandboxSpec:
 @functools.cache
 def disables_userns() -> bool:
     """bwrap ≥ 0.8 has `--disable-userns`; older ones rely on the seccomp filter alone for that."""
-    bwrap = shutil.which("bwrap")
+    bwrap = which("bwrap")
     if bwrap is None:
         return False
     try:
@@ -147,7 +161,7 @@ def build_command(spec: SandboxSpec, inner: Sequence[str], etc_root: Path = Path
     The environment is not on this command line: the caller gives bwrap an allow-listed
     environment, which it passes on, so no secret sits in an argv.
     """
-    bwrap = shutil.which("bwrap")
+    bwrap = which("bwrap")
     if bwrap is None:
         raise SandboxUnavailable(f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}")
     # no --new-session: the caller already starts bwrap in a session of its own with no terminal (so
@@ -197,7 +211,7 @@ def build_command(spec: SandboxSpec, inner: Sequence[str], etc_root: Path = Path
     if spec.proxy_socket is None:
         return [*cmd, "--", *spec.prefix, *inner]
     cmd += ["--ro-bind", src(spec.proxy_socket), PROXY_SOCKET]
-    script = _BRIDGE.format(port=PROXY_PORT, sock=PROXY_SOCKET, hexport=f"{PROXY_PORT:04X}")
+    script = bridge_script(PROXY_SOCKET)
     return [*cmd, "--", *spec.prefix, "/bin/sh", "-c", script, "factory-sandbox", *inner]
 
 

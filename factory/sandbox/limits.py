@@ -29,6 +29,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from factory.processes import which
+
 _V1 = ("pids", "memory", "cpu")
 _STALE = "run-"
 
@@ -284,7 +286,8 @@ def prepare(limits: Limits, run_id: str | None = None) -> RunLimits:
                     _rmdir(cg, 0)
         run.how.update({k: "cgroup v1" for k in done})
     if "processes" not in done:
-        run.inner = ["prlimit", f"--nproc={limits.processes}:{limits.processes}", "--"]
+        # by absolute path: bwrap looks a bare name up on the run's PATH, from its cwd, the checkout
+        run.inner = [which("prlimit") or "/usr/bin/prlimit", f"--nproc={limits.processes}:{limits.processes}", "--"]
         run.how["processes"] = "rlimit NPROC in the sandbox's user namespace"
     if "memory" not in done:
         run.rlimits.append((resource.RLIMIT_DATA, mem))

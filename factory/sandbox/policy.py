@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from factory.config import FactoryConfig
+from factory.processes import absolute_path
 from factory.sandbox.bwrap import PROXY_PORT
 from factory.sandbox.proxy import Destination, split_host_port
 
@@ -95,7 +96,7 @@ def sandbox_environment(
     """
     base = os.environ if base is None else base
     env = {k: v for k, v in base.items() if k in _PASS_EXACT}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["PATH"] = absolute_path(env.get("PATH"))  # an empty or relative entry would name the checkout
     env.setdefault("LANG", "C.UTF-8")
     if model_url and stand_in:
         env["ANTHROPIC_BASE_URL"] = model_url

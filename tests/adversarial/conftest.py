@@ -108,10 +108,13 @@ class RunAs:
 
     def sandbox(
         self, script: str, interpreter: str = "sh", network: str = "allowlist", limits: dict[str, Any] | None = None,
-        timeout: float = 60, task_id: int = 1,
+        timeout: float = 60, task_id: int = 1, worker_path: str | None = None,
     ) -> Result:  # fmt: skip
+        """One sandbox; `worker_path`: the worker's PATH while it is built (run_in_sandbox.py)."""
         req = {"workspace": str(self.tmp), "script": script, "interpreter": interpreter, "network": network,
                "limits": limits or {}, "timeout": timeout, "task_id": task_id}  # fmt: skip
+        if worker_path is not None:
+            req["worker_path"] = worker_path
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._proc.stdin.write(json.dumps(req) + "\n")
         self._proc.stdin.flush()

@@ -8,7 +8,8 @@ root, the real proxy channel in `allowlist` mode) and `spawn()`; the script take
 
 A request: {"workspace": dir (made and owned by whoever runs this), "script": text,
 "interpreter": "sh" | "python" (default "sh"), "network": "allowlist" | "host",
-"limits": {sandbox.limits fields}, "timeout": seconds, "task_id": N}. The answer, one JSON line:
+"limits": {sandbox.limits fields}, "timeout": seconds, "task_id": N, "worker_path": the worker's PATH while the
+sandbox is built (default: the harness's own; the sandbox's PATH is then made from it as Factory makes it)}. The answer, one JSON line:
 {"rc", "stdout", "stderr", "worktree", "home"}; rc is -signal when the sandbox was killed by one,
 "timeout" when it ran over (its process group is then killed).
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 from activities._agent_process import AgentSandbox, kill_group, spawn
 from factory.config import load_config
+from factory.sandbox.policy import sandbox_environment
 from factory.sandbox.proxy import EgressProxy
 
 _PROXY: EgressProxy | None = None
@@ -45,16 +47,23 @@ async def run(req: dict[str, Any]) -> dict[str, Any]:
     inner = ["/usr/bin/python3", "-c", req["script"]] if py else ["/bin/sh", "-c", req["script"]]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
     stderr_path = ws / f"stderr-{task}-{os.urandom(3).hex()}"
-    async with agent.command(task, str(worktree), inner) as cmd:
-        proc = await spawn(cmd, str(worktree), env, stderr_path)
-        assert proc.stdin is not None
-        proc.stdin.close()
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), float(req.get("timeout", 60)))
-            rc: int | str = proc.returncode if proc.returncode is not None else "?"
-        except TimeoutError:
-            await kill_group(proc)
-            out, rc = b"", "timeout"
+    own_path = os.environ["PATH"]
+    if "worker_path" in req:  # the PATH Factory finds its programs on and makes the run's from
+        os.environ["PATH"] = req["worker_path"]
+        env["PATH"] = sandbox_environment(cfg, str(home), agent.proxied, base={"PATH": req["worker_path"]})["PATH"]
+    try:
+        async with agent.command(task, str(worktree), inner) as cmd:
+            proc = await spawn(cmd, str(worktree), env, stderr_path)
+            assert proc.stdin is not None
+            proc.stdin.close()
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), float(req.get("timeout", 60)))
+                rc: int | str = proc.returncode if proc.returncode is not None else "?"
+            except TimeoutError:
+                await kill_group(proc)
+                out, rc = b"", "timeout"
+    finally:
+        os.environ["PATH"] = own_path
     err = stderr_path.read_text(errors="replace")
     stderr_path.unlink()
     return {"rc": rc, "stdout": out.decode(errors="replace"), "stderr": err, "worktree": str(worktree), "home": str(home)}
