@@ -480,7 +480,8 @@ def test_no_empty_or_relative_path_entry_reaches_the_sandbox_or_finds_its_progra
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", "bin:/usr/bin:/bin")
     assert which("factory-test-cli") is None and which("socat") in (None, "/usr/bin/socat", "/bin/socat")
-    assert which("bin/factory-test-cli") == str(tmp_path / "bin" / "factory-test-cli")  # a configured relative path: the worker's cwd
+    # a configured relative path is the worker's cwd's
+    assert which("bin/factory-test-cli") == str(tmp_path / "bin" / "factory-test-cli")
     monkeypatch.setattr(limits, "_v2_parent", lambda: None)
     monkeypatch.setattr(limits, "_v1_parents", dict)
     run = limits.prepare(limits.Limits(processes=64))

@@ -38,7 +38,7 @@ from factory.environments.compose import (
     preview_host,
     project_name,
 )
-from factory.processes import kill_and_collect
+from factory.processes import absolute_path, kill_and_collect
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class EnvironmentInfo:
 def compose_environment() -> dict[str, str]:
     """The environment docker and compose run with: the engine's address and nothing of Factory's."""
     env = {k: os.environ[k] for k in _COMPOSE_ENV_KEYS if k in os.environ}
-    env.setdefault("PATH", os.defpath)
+    env["PATH"] = absolute_path(env.get("PATH"))  # it runs in an environment's directory: no relative entries
     # named, so nothing else (compose v1 reads DOCKER_HOST from a project's .env) picks the engine
     env.setdefault("DOCKER_HOST", "unix:///var/run/docker.sock")
     return env

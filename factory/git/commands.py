@@ -30,14 +30,13 @@ import fcntl
 import functools
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from factory.domain.redact import scrub
-from factory.processes import drain, kill_and_collect
+from factory.processes import absolute_path, drain, kill_and_collect, which
 
 # `-c` options for every Factory git command. `/dev/null` as the hooks directory: `/dev/null/<hook>`
 # can never exist, whereas an empty directory could be filled by anyone who can write there.
@@ -86,7 +85,9 @@ def safe_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         A fresh environment dict; the worker's own environment is never passed whole.
     """
     env = {k: os.environ[k] for k in _PASS_THROUGH if k in os.environ}
-    env.setdefault("PATH", os.defpath)
+    # absolute entries only: git starts in the checkout, and an empty or relative entry (`:/usr/bin`, `.`) would
+    # find a `git` or `ssh` the agent left there, which would run as the worker with the push's token header
+    env["PATH"] = absolute_path(env.get("PATH"))
     env.setdefault("LANG", "C.UTF-8")
     env.update(
         HOME=_empty_home(),
@@ -163,7 +164,7 @@ async def git(
     verb = next((a for a in args if not a.startswith("-") and "=" not in a and "/" not in a), args[0])
     proc = await asyncio.create_subprocess_exec(
         *(_dies_with_us() if verb in _REMOTE_VERBS else ()),
-        "git",
+        which("git") or "git",
         *safe_args(),
         *named,
         *args,
@@ -198,7 +199,7 @@ def _dies_with_us() -> tuple[str, ...]:
     that ran it (a push the remote held went on after a crash and wrote refs into a checkout the retry had
     removed). A prefix, not a preexec_fn, so the spawn stays a vfork of the big worker process; only for the
     remote verbs, as it costs an exec (~15 ms per task when every command had it)."""
-    found = shutil.which("setpriv")
+    found = which("setpriv")
     return (found, "--pdeathsig", "KILL", "--") if found else ()
 
 
