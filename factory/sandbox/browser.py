@@ -26,6 +26,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from factory.processes import which
 from factory.sandbox.bwrap import _ETC, _SYSTEM_LINKS
 from factory.sandbox.seccomp import program
 
@@ -47,7 +48,8 @@ ARGS = (
 
 
 def _bwrap_argv(seccomp_fd: int) -> list[str]:
-    argv = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    argv = [which("bwrap") or "bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    argv += ["--unshare-cgroup-try"]
     argv += ["--share-net", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--disable-userns"]
     argv += ["--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev"]
     for link in _SYSTEM_LINKS:
@@ -78,7 +80,7 @@ class BrowserJail:
         (self.dir / "seccomp.bpf").write_bytes(program())
         drop = ""
         if os.geteuid() == 0:  # as root the browser runs as the sandbox uid; else as Factory's own user
-            drop = f"setpriv --reuid={uid} --regid={gid} --clear-groups --inh-caps=-all --bounding-set=-all -- "
+            drop = f"{which('setpriv') or 'setpriv'} --reuid={uid} --regid={gid} --clear-groups --inh-caps=-all --bounding-set=-all -- "
         bwrap = shlex.join(_bwrap_argv(self.SECCOMP_FD))
         script = (
             "#!/bin/sh\n"
