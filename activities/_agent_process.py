@@ -53,9 +53,10 @@ class PidFile:
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
-    def kill_stale(self, session_id: str = "") -> bool:
+    def kill_stale(self, session_id: str = "", cwd: str = "") -> bool:
         """SIGKILL the recorded process group if its leader is still the process that was recorded; and,
-        given the run's session id, every process still carrying it, until none is left (see `reap`)."""
+        given the run's session id and checkout, every process still carrying the one in the other, until none
+        is left (see `reap`)."""
         try:
             fields = self.path.read_text().split()
             pid, start, program = int(fields[0]), fields[1], fields[2]
@@ -75,8 +76,8 @@ class PidFile:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
                 killed = True
-        if len(session_id) >= 16:
-            reap(session_id)
+        if len(session_id) >= 16 and cwd:
+            reap(session_id, cwd)
         self.remove()
         return killed
 

@@ -35,7 +35,7 @@ from activities._agent_process import AgentSandbox, PidFile, kill_group, read_he
 from activities._agent_prompt import run_prompt
 from activities._agent_push import Finalize, push, pushed_before, wants_push
 from activities.budgets import BudgetKeeper
-from factory.backends import AgentBackend, Parser, Turn, backend_for, read_only_agent
+from factory.backends import SESSION_ID, AgentBackend, Parser, Turn, backend_for, read_only_agent
 from factory.backends.claude import BackendUnavailable
 from factory.backends.routes import openai_route
 from factory.config import FactoryConfig
@@ -97,10 +97,10 @@ class AgentActivities:
         except FileNotFoundError:
             return None
 
-    def kill_stale(self, task_id: int, session_id: str = "") -> bool:
+    def kill_stale(self, task_id: int, session_id: str = "", cwd: str = "") -> bool:
         """Kill an agent process group left by an earlier attempt of this task (on this host), if still ours."""
         kill_leaderless_groups(self.run_dir)  # once per process: sandboxes a killed worker left, any task's
-        return self._pidfile(task_id).kill_stale(session_id)
+        return self._pidfile(task_id).kill_stale(session_id, cwd)
 
     # --- command -------------------------------------------------------------------
     def _backend(self, req: AgentRequest) -> AgentBackend:
@@ -158,7 +158,8 @@ class AgentActivities:
         backend = self._backend(req)
         route = openai_route(self.cfg, backend)  # None for Claude (the gateway's Anthropic route)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self.kill_stale, req.task_id, req.session_id)  # gone before its session is looked at
+        # gone before its session is looked at
+        await asyncio.to_thread(self.kill_stale, req.task_id, req.session_id, req.cwd)
         home = self.sandbox.ensure_home(req.task_id)
         resume = req.resume
         prompt = req.prompt
@@ -260,6 +261,8 @@ class AgentActivities:
         self._marker(req.task_id).unlink(missing_ok=True)
         # the 80% warnings and which budget stopped the run; the cost is the gateway's, never the CLI's
         await self.budgets.settle(req, gate, gateway.meter, result, progress.final, info.attempt)
+        # the CLI's turn count comes on a line the agent can write: no more turns than model requests
+        result.num_turns = min(result.num_turns, gateway.meter.requests)
         if not result.is_error and not result.subtype:
             tail = await asyncio.to_thread(read_tail, stderr_path, 1500)  # the agent can write to it: unbounded
             result.is_error = True
@@ -326,7 +329,7 @@ class AgentActivities:
             last = time.monotonic()
             line = raw.decode(errors="replace")
             parsed = parser.parse(line)
-            if parsed.session_id and not progress.started:
+            if parsed.session_id and not progress.started and SESSION_ID.fullmatch(parsed.session_id):
                 progress.session_id = parsed.session_id
                 progress.started = True
                 self._marker(req.task_id).write_text(progress.session_id)
@@ -345,7 +348,8 @@ class AgentActivities:
             if parsed.result is not None:
                 r = parsed.result
                 progress.final = r
-                result.session_id = r.get("session_id") or progress.session_id
+                sid = r.get("session_id")  # the next run's `--resume`, and what `reap` looks for: its shape only
+                result.session_id = sid if isinstance(sid, str) and SESSION_ID.fullmatch(sid) else progress.session_id
                 errors = r.get("errors") or []
                 text = r.get("result") or (
                     "; ".join(str(e) for e in errors) if isinstance(errors, list) else str(errors)

@@ -34,6 +34,7 @@ from factory.evidence.store import ArtifactStore, artifact_store
 from factory.git.commands import git
 from factory.git.repos import git_env
 from factory.integrations.github.client import GitHubClient
+from factory.processes import read_to_end
 from factory.sandbox.bwrap import SandboxSpec, build_command
 from factory.sandbox.launch import SandboxArgv, prepare_launch
 from factory.sandbox.policy import sandbox_environment
@@ -60,6 +61,13 @@ def _first_error(record: dict[str, Any]) -> str:
     errors = [s.get("error") for s in record.get("scenarios") or [] if s.get("error")]
     errors += (record.get("tests") or {}).get("failures") or []
     return f" ({errors[0]})" if errors else ""
+
+
+async def _tail_and_exit(proc: asyncio.subprocess.Process) -> tuple[bytes, int]:
+    """The test command's stdout read to its end, only its tail kept (it is the agent's code: it can print
+    without end), and its exit code."""
+    tail = await read_to_end(proc.stdout, OUTPUT_TAIL * 4)
+    return tail, await proc.wait()
 
 
 class CheckActivities:
@@ -115,8 +123,7 @@ class CheckActivities:
             assert proc.stdin is not None
             proc.stdin.close()
             try:
-                out, _ = await asyncio.wait_for(proc.communicate(), checks.timeout_minutes * 60)
-                code = proc.returncode
+                out, code = await asyncio.wait_for(_tail_and_exit(proc), checks.timeout_minutes * 60)
             except TimeoutError:
                 await kill_group(proc)
                 out, code = b"", -1

@@ -85,16 +85,19 @@ def process_program(pid: int) -> str:
     return os.path.basename(argv[0]) if argv else ""
 
 
-def reap(marker: str, timeout: float = 10.0) -> int:
-    """SIGKILL every live process whose command line holds `marker` (a run's session id) and wait, at most
-    `timeout` seconds, until none is left; how many were killed.
+def reap(marker: str, within: str, timeout: float = 10.0) -> int:
+    """SIGKILL every live process whose command line holds `marker` (a run's session id) and whose working
+    directory is `within` (the run's checkout) or below it, and wait, at most `timeout` seconds, until none is
+    left; how many were killed.
 
     Killing the recorded process group kills the sandbox's outer bwrap; the CLI inside its PID namespace
     (another session) dies a moment later, when the kernel gets to it. A retry that looked for the session
     file in that moment saw none, started afresh with the same id, and the old CLI then saved it ("Session
-    ID ... is already in use"). Only the run's own processes carry its id.
+    ID ... is already in use"). Only the run's own processes carry its id and work in its checkout: the id
+    reached Factory on a line the agent can write, so it alone names no process to kill.
     """
     needle, me, killed = marker.encode(), os.getpid(), set()
+    top = os.path.realpath(within)
     deadline = time.monotonic() + timeout
     while True:
         left = []
@@ -105,6 +108,9 @@ def reap(marker: str, timeout: float = 10.0) -> int:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
                     if needle not in f.read():
                         continue
+                cwd = os.readlink(f"/proc/{entry}/cwd")
+                if cwd != top and not cwd.startswith(top + "/"):
+                    continue
                 with open(f"/proc/{entry}/stat", "rb") as f:
                     if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
                         continue
@@ -144,6 +150,15 @@ async def drain(stream: asyncio.StreamReader | None) -> None:
     """Read a child's pipe to its end, keeping nothing."""
     while stream is not None and await stream.read(65536):
         pass
+
+
+async def read_to_end(stream: asyncio.StreamReader | None, keep: int) -> bytes:
+    """Read a child's pipe to its end, keeping only its last `keep` bytes (a child an agent runs can print
+    without end)."""
+    buf = b""
+    while stream is not None and (chunk := await stream.read(65536)):
+        buf = (buf + chunk)[-keep:]
+    return buf
 
 
 async def kill_and_collect(proc: asyncio.subprocess.Process) -> None:

@@ -246,23 +246,28 @@ def test_kill_stale_waits_until_the_runs_processes_in_another_session_are_gone(t
     """A sandboxed CLI is not in the recorded process group (bwrap gives it a session of its own): the
     next attempt must not look for its session file while it still runs and may yet save it."""
     session = str(uuid.uuid4())
+    checkout = tmp_path / "task-1"
+    (checkout / "src").mkdir(parents=True)
     code = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:], start_new_session=True); time.sleep(60)"
-    inner = [sys.executable, "-c", "import time; time.sleep(60)", "--session-id", session]
-    proc = subprocess.Popen([sys.executable, "-c", code, *inner], start_new_session=True)
+    inner = [sys.executable, "-c", "import os, time; os.chdir('src'); time.sleep(60)", "--session-id", session]
+    proc = subprocess.Popen([sys.executable, "-c", code, *inner], start_new_session=True, cwd=checkout)
+    # the id reaches Factory on a line the agent can write: a process elsewhere that carries it is not the run's
+    elsewhere = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", session], cwd=tmp_path)
     try:
         pidfile = PidFile(tmp_path / "task-1.pid")
         deadline = time.monotonic() + 10
-        while len(pids_running(session)) < 2 and time.monotonic() < deadline:  # the leader and its child
+        while len(pids_running(session)) < 3 and time.monotonic() < deadline:  # the leader, its child, elsewhere
             time.sleep(0.01)
-        others = [p for p in pids_running(session) if p != proc.pid]
+        others = [p for p in pids_running(session) if p not in (proc.pid, elsewhere.pid)]
         assert others, "the child in its own session did not start"
         pidfile.write(proc.pid, "act", 1)
-        assert pidfile.kill_stale(session) is True
-        assert pids_running(session) == []  # gone when kill_stale returns, not a moment later
+        assert pidfile.kill_stale(session, str(checkout)) is True
+        assert pids_running(session) == [elsewhere.pid]  # the run's gone when kill_stale returns, not a moment later
     finally:
         for pid in pids_running(session):
             os.kill(pid, signal.SIGKILL)
         proc.wait()
+        elsewhere.wait()
 
 
 def test_kill_stale_kills_what_is_left_of_the_group_when_its_leader_is_gone(tmp_path):

@@ -13,6 +13,7 @@ gateway's meter; the result it builds only says whether the turn ended and how.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,11 @@ from factory.config import FactoryConfig
 from factory.contracts import AgentRequest
 from factory.domain.streamjson import ParsedLine
 from factory.processes import which
+
+SESSION_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{7,127}")
+"""What a session id of any backend looks like (a UUID, `ses_…`). Factory takes none of another shape from a
+CLI's output, which the agent can write: the id goes on the next run's command line (`--resume <id>`) and is
+what a crashed run's leftovers are found by."""
 
 DEFAULT_BACKEND = "claude"
 

@@ -178,12 +178,18 @@ class TaskClone:
         return self.mirror / "objects"
 
     async def git(
-        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 300, check: bool = True
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 300,
+        check: bool = True,
+        stdin: bytes | None = None,
     ) -> str:
         """git in this clone, with the git dir and work tree named (no discovery up the tree)."""
         return await git(
-            *args, git_dir=self.git_dir, work_tree=self.path, cwd=self.path, env=env, timeout=timeout, check=check
-        )
+            *args, git_dir=self.git_dir, work_tree=self.path, cwd=self.path, env=env, timeout=timeout, check=check,
+            stdin=stdin,
+        )  # fmt: skip
 
     def exists(self) -> bool:
         return os.path.lexists(self.git_dir)
@@ -244,10 +250,15 @@ class TaskClone:
         await asyncio.to_thread(self._check_layout)  # walks a tree the agent can fill: off the event loop
         git_dir = self.git_dir
         (git_dir / "commondir").unlink(missing_ok=True)  # would make the mirror (or anything) its common dir
-        # a clone of Factory's is never shallow and has no grafts: either planted would make every push
-        # fail ("shallow update not allowed") or change what history Factory counts and sends
-        for planted in ("shallow", "info/grafts"):
-            (git_dir / planted).unlink(missing_ok=True)
+        # a clone of Factory's is never shallow and has no grafts or commit-graph of its own: one planted
+        # would make every push fail ("shallow update not allowed") or change the parents git sees, so what
+        # history Factory counts, diffs (the merge base) and sends
+        for planted in ("shallow", "info/grafts", "objects/info/commit-graph", "objects/info/commit-graphs"):
+            path = git_dir / planted  # a file, or a directory (a split graph's chain; or planted as one)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         _atomic_write(
             git_dir / "config",
             clone_config(self.url, await object_format(self.mirror), self.author_name, self.author_email),
@@ -339,7 +350,9 @@ class TaskClone:
         nested = [e.rstrip("/") for e in others.split("\0") if e.endswith("/")]
         gitlinks = [e.split("\t", 1)[1] for e in staged.split("\0") if e.startswith("160000 ") and "\t" in e]
         excluded = [f":(exclude,literal){p}" for p in [*gitlinks, *nested]]
-        await self.git("add", "-A", "--", ".", *excluded)
+        # on stdin, not the command line: the agent chooses how many there are and how long (ARG_MAX)
+        spec = "\0".join([".", *excluded]).encode()
+        await self.git("add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul", stdin=spec)
         identity = ["-c", f"user.name={self.author_name}", "-c", f"user.email={self.author_email}"]
         try:
             await self.git(*identity, "commit", "--no-verify", "-q", "-m", message)

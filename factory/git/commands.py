@@ -162,18 +162,21 @@ async def git(
             named += ["--work-tree", str(work_tree)]
         cwd = cwd or work_tree or git_dir
     verb = next((a for a in args if not a.startswith("-") and "=" not in a and "/" not in a), args[0])
-    proc = await asyncio.create_subprocess_exec(
-        *(_dies_with_us() if verb in _REMOTE_VERBS else ()),
-        which("git") or "git",
-        *safe_args(),
-        *named,
-        *args,
-        cwd=cwd,
-        env=safe_env(extra),
-        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *(_dies_with_us() if verb in _REMOTE_VERBS else ()),
+            which("git") or "git",
+            *safe_args(),
+            *named,
+            *args,
+            cwd=cwd,
+            env=safe_env(extra),
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:  # E2BIG, ENOMEM, a missing git: a GitError, which every caller handles
+        raise GitError(f"git {verb} could not start: {exc.strerror or exc}") from exc
     try:
         if max_output is None:
             out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
