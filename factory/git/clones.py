@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from factory.git.commands import GitError, git
 
@@ -177,19 +178,9 @@ class TaskClone:
         """The mirror's objects directory: the one path outside the checkout the clone reads."""
         return self.mirror / "objects"
 
-    async def git(
-        self,
-        *args: str,
-        env: Mapping[str, str] | None = None,
-        timeout: float = 300,
-        check: bool = True,
-        stdin: bytes | None = None,
-    ) -> str:
-        """git in this clone, with the git dir and work tree named (no discovery up the tree)."""
-        return await git(
-            *args, git_dir=self.git_dir, work_tree=self.path, cwd=self.path, env=env, timeout=timeout, check=check,
-            stdin=stdin,
-        )  # fmt: skip
+    async def git(self, *args: str, env: Mapping[str, str] | None = None, **kw: Any) -> str:
+        """git in this clone, with the git dir and work tree named (no discovery up the tree); `kw`: `git`'s."""
+        return await git(*args, git_dir=self.git_dir, work_tree=self.path, cwd=self.path, env=env, **kw)
 
     def exists(self) -> bool:
         return os.path.lexists(self.git_dir)
@@ -255,10 +246,7 @@ class TaskClone:
         # history Factory counts, diffs (the merge base) and sends
         for planted in ("shallow", "info/grafts", "objects/info/commit-graph", "objects/info/commit-graphs"):
             path = git_dir / planted  # a file, or a directory (a split graph's chain; or planted as one)
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         _atomic_write(
             git_dir / "config",
             clone_config(self.url, await object_format(self.mirror), self.author_name, self.author_email),
