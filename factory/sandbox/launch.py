@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from factory.config_sections import SandboxConfig
-from factory.processes import die_with_parent
+from factory.processes import die_with_parent, which
 from factory.sandbox.bwrap import SandboxSpec, _dedupe, host_sources
 from factory.sandbox.limits import Limits, RunLimits, prepare
 from factory.sandbox.seccomp import program
@@ -31,6 +31,38 @@ STAGE = Path("/run/factory-stage")
 _libc = ctypes.CDLL(None, use_errno=True)
 _CLONE_NEWNS = 0x00020000
 _MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
+_SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_RESTRICT_SELF = 444, 446  # the same on x86_64 and aarch64
+_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET = 1
+_PR_SET_NO_NEW_PRIVS = 38
+
+
+class _LandlockRuleset(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]  # fmt: skip
+
+
+# no file or network rule, only a scope: a process of the run connects to no abstract unix socket made outside
+# the run (Linux 6.12, Landlock ABI 6). With its own network namespace the run sees none anyway; with
+# `sandbox.network: host` it shares the host's (X11, D-Bus, container shims, other tasks' runs)
+_SCOPE = _LandlockRuleset(0, 0, _LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET)
+
+
+def scope_abstract_sockets() -> bool:
+    """In the child before bwrap: a Landlock domain that keeps the run from the abstract unix sockets made
+    outside it. False where the kernel has no such scope (before 6.12, or Landlock off): then only a network
+    namespace of the run's own holds them back."""
+    fd = _libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(_SCOPE), ctypes.sizeof(_SCOPE), 0)
+    if fd < 0:
+        return False
+    try:
+        # required to restrict without CAP_SYS_ADMIN, and bwrap sets it for its seccomp filter anyway
+        if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+        if _libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, fd, 0) != 0:
+            raise OSError(ctypes.get_errno(), "landlock_restrict_self")
+    finally:
+        os.close(fd)
+    return True
 
 
 def _mount(src: bytes | None, dst: bytes, fstype: bytes | None, flags: int, data: bytes | None = None) -> None:
@@ -57,6 +89,8 @@ class Launch:
     gid: int | None = None
     staged: list[tuple[Path, Path]] = field(default_factory=list)
     """(host path, STAGE path) pairs mounted in the child's own mount namespace (root only)."""
+    scope: bool = True
+    """Set the Landlock scope (`scope_abstract_sockets`); not for a setuid bwrap, which no_new_privs would stop."""
 
     @property
     def pass_fds(self) -> tuple[int, ...]:
@@ -82,6 +116,8 @@ class Launch:
             os.setresgid(self.gid, self.gid, self.gid)
             os.setresuid(self.uid, self.uid, self.uid)
             die_with_parent()  # a change of uid or gid clears the parent-death signal: set it again
+        if self.scope:
+            scope_abstract_sockets()
 
     def close(self) -> None:
         os.close(self.seccomp)
@@ -92,6 +128,11 @@ class SandboxArgv(list[str]):
     """The bwrap argv, carrying the `Launch` that `spawn` must start it with."""
 
     launch: Launch
+
+
+def _setuid_bwrap() -> bool:
+    found = which("bwrap")
+    return found is not None and bool(os.stat(found).st_mode & stat.S_ISUID)
 
 
 def drops_to(uid: int, gid: int) -> tuple[int, int] | None:
@@ -132,7 +173,7 @@ def prepare_launch(spec: SandboxSpec, sandbox: SandboxConfig, run_id: str) -> La
     """One run's `Launch`: its limits and seccomp fd and, as root, its uid, chowned trees and staged
     paths. Fills `spec` (seccomp fd, prefix, sources) to match; `close()` it when the run ends."""
     run = prepare(Limits(**sandbox.limits.model_dump()), run_id)
-    launch = Launch(limits=run, seccomp=seccomp_fd())
+    launch = Launch(limits=run, seccomp=seccomp_fd(), scope=not _setuid_bwrap())
     spec.seccomp_fd, spec.prefix = launch.seccomp, run.inner
     spec.tmpfs_mb = sandbox.limits.memory_mb  # the run's RAM: its tmpfs mounts are RAM too
     try:

@@ -15,7 +15,9 @@ why, is the kernel surface a process without capabilities still reaches and shou
   the kernel log, clocks, `iopl`/`ioperm`/`modify_ldt`, keyrings, `userfaultfd` (a race tool),
   `io_uring` (its operations are not seen by seccomp at all);
 - terminal injection (`ioctl` TIOCSTI, TIOCLINUX) and personalities other than the ones programs use
-  (e.g. no ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC).
+  (e.g. no ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC);
+- sockets of a family a network namespace does not hold (only AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK
+  are made; AF_VSOCK, a VM's line to its host, is shared with the host), `memfd_secret`, `fanotify_init`.
 
 Denied calls fail with EPERM, so programs see an ordinary error. Only x86_64 and aarch64 are known;
 any other architecture (notably the 32-bit x86 entry on an x86_64 kernel, `int 0x80`, whose numbers
@@ -68,10 +70,15 @@ DENIED: dict[str, tuple[int | None, int | None]] = {
     "userfaultfd": (323, 282), "io_uring_setup": (425, 425), "io_uring_enter": (426, 426),
     "io_uring_register": (427, 427), "lookup_dcookie": (212, 18),
     "iopl": (172, None), "ioperm": (173, None), "modify_ldt": (154, None), "uselib": (134, None),
-    "_sysctl": (156, None),
+    "_sysctl": (156, None), "memfd_secret": (447, 447), "fanotify_init": (300, 262),
+    "lsm_set_self_attr": (460, 460),
 }  # fmt: skip
 # calls checked by argument: (x86_64, aarch64)
 CLONE, CLONE3, UNSHARE, IOCTL, PERSONALITY = (56, 220), (435, 435), (272, 97), (16, 29), (135, 92)
+SOCKET, SOCKETPAIR = (41, 198), (53, 199)
+# AF_UNIX, AF_INET, AF_INET6, AF_NETLINK: the families a network namespace holds. AF_VSOCK (a VM's line to its
+# host) is not namespaced: from a sandbox with its own network it reached the hypervisor past the egress proxy
+SOCKET_FAMILIES = (1, 2, 10, 16)
 
 
 def _ins(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
@@ -106,6 +113,11 @@ def _table(arch: int) -> list[bytes]:
     out += [_ins(_JEQ, PERSONALITY[i], 0, n + 3), _ins(_LD_ABS, _ARG0)]
     out += [_ins(_JEQ, p, n - j, 0) for j, p in enumerate(_PERSONALITIES)]
     out += [_eperm(), _ret(_RET_ALLOW)]
+    f = len(SOCKET_FAMILIES)
+    for nr in (SOCKET[i], SOCKETPAIR[i]):  # another family: "not supported", as on a kernel without it
+        out += [_ins(_JEQ, nr, 0, f + 3), _ins(_LD_ABS, _ARG0)]
+        out += [_ins(_JEQ, fam, f - j, 0) for j, fam in enumerate(SOCKET_FAMILIES)]
+        out += [_ret(_RET_ERRNO | errno.EAFNOSUPPORT), _ret(_RET_ALLOW)]
     out.append(_ret(_RET_ALLOW))
     return out
 
