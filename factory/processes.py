@@ -108,7 +108,7 @@ def reap(marker: str, within: str, timeout: float = 10.0) -> int:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
                     if needle not in f.read():
                         continue
-                cwd = os.readlink(f"/proc/{entry}/cwd")
+                cwd = os.readlink(f"/proc/{entry}/cwd").removesuffix(" (deleted)")  # a checkout made anew since
                 if cwd != top and not cwd.startswith(top + "/"):
                     continue
                 with open(f"/proc/{entry}/stat", "rb") as f:
