@@ -329,7 +329,8 @@ class AgentActivities:
             last = time.monotonic()
             line = raw.decode(errors="replace")
             parsed = parser.parse(line)
-            if parsed.session_id and not progress.started and SESSION_ID.fullmatch(parsed.session_id):
+            sid = parsed.session_id  # from JSON the agent may have written: any type
+            if isinstance(sid, str) and not progress.started and SESSION_ID.fullmatch(sid):
                 progress.session_id = parsed.session_id
                 progress.started = True
                 self._marker(req.task_id).write_text(progress.session_id)

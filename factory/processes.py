@@ -85,6 +85,9 @@ def process_program(pid: int) -> str:
     return os.path.basename(argv[0]) if argv else ""
 
 
+_SESSION_FLAGS = (b"--resume", b"--session-id", b"--session", b"resume", b"-r")
+
+
 def reap(marker: str, within: str, timeout: float = 10.0) -> int:
     """SIGKILL every live process whose command line holds `marker` (a run's session id) and whose working
     directory is `within` (the run's checkout) or below it, and wait, at most `timeout` seconds, until none is
@@ -106,9 +109,13 @@ def reap(marker: str, within: str, timeout: float = 10.0) -> int:
                 continue
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if needle not in f.read():
-                        continue
-                cwd = os.readlink(f"/proc/{entry}/cwd").removesuffix(" (deleted)")  # a checkout made anew since
+                    argv = f.read().split(b"\0")
+                # the id as a CLI takes it (`--resume <id>`, Codex's `resume <id>`), not as a part of any argument
+                if not any(a == needle and b in _SESSION_FLAGS for b, a in zip(argv, argv[1:], strict=False)):
+                    continue
+                cwd = os.readlink(f"/proc/{entry}/cwd")
+                if cwd.endswith(" (deleted)") and os.stat(f"/proc/{entry}/cwd").st_nlink == 0:
+                    cwd = cwd.removesuffix(" (deleted)")  # a checkout removed (and maybe made anew) since
                 if cwd != top and not cwd.startswith(top + "/"):
                     continue
                 with open(f"/proc/{entry}/stat", "rb") as f:
