@@ -36,7 +36,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from factory.domain.redact import scrub
-from factory.processes import absolute_path, drain, kill_and_collect, which
+from factory.processes import absolute_path, drain, kill_and_collect, read_to_end, which
 
 # `-c` options for every Factory git command. `/dev/null` as the hooks directory: `/dev/null/<hook>`
 # can never exist, whereas an empty directory could be filled by anyone who can write there.
@@ -209,18 +209,18 @@ def _dies_with_us() -> tuple[str, ...]:
 async def _capped(proc: asyncio.subprocess.Process, cap: int) -> tuple[bytes, bytes]:
     """stdout up to `cap` bytes (then git is killed) and the last 64 KiB of stderr, read together."""
 
-    async def read(stream: asyncio.StreamReader | None, limit: int, stop: bool) -> bytes:
+    async def head(stream: asyncio.StreamReader | None) -> bytes:
         buf = b""
         while stream is not None and (chunk := await stream.read(65536)):
-            buf = (buf + chunk)[:limit] if stop else (buf + chunk)[-limit:]
-            if stop and len(buf) >= limit:
+            buf = (buf + chunk)[:cap]
+            if len(buf) >= cap:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await drain(stream)  # to its end: a pipe left paused would keep proc.wait() waiting forever
                 break
         return buf
 
-    out, err = await asyncio.gather(read(proc.stdout, cap, True), read(proc.stderr, 65536, False))
+    out, err = await asyncio.gather(head(proc.stdout), read_to_end(proc.stderr, 65536))
     await proc.wait()
     return out, err
 

@@ -29,20 +29,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.adversarial.test_redteam_escape import _landlock_abi, _x86
+from tests.adversarial.test_redteam_readback import _read_forged
+from tests.procs import pids_running
+
 pytestmark = pytest.mark.adversarial
 
 _OK_FAMILIES = (1, 2, 10, 16)
-
-
-def _x86() -> None:
-    if os.uname().machine != "x86_64":
-        pytest.skip("syscall numbers are x86_64's")
-
-
-def _landlock_abi() -> int:
-    import ctypes
-
-    return ctypes.CDLL(None, use_errno=True).syscall(444, None, 0, 1)
 
 
 def test_no_socket_family_past_the_four_even_with_high_bits_in_the_argument(factory_as):
@@ -509,55 +502,14 @@ def test_no_uevent_is_forged_to_the_hosts_udev_with_the_hosts_network(factory_as
 # --- session ids read from the CLI's output ----------------------------------------------------------------------
 
 
-async def _read_unstarted(lines: list[dict], tmp_path):  # noqa: ANN202
-    """`AgentActivities._read` of a fresh run (no session id seen yet) fed `lines`."""
-    import asyncio
-    import json
-    from types import SimpleNamespace
-
-    from activities.agent import AgentActivities, _Progress
-    from factory.backends.claude import _StreamJson
-
-    class _Logs:
-        def add_many(self, *a: object, **k: object) -> None: ...
-        def mark(self, *a: object, **k: object) -> None: ...
-        def add(self, *a: object, **k: object) -> None: ...
-
-    stdout = asyncio.StreamReader(limit=32 * 1024 * 1024)
-    stdout.feed_data("".join(json.dumps(x) + "\n" for x in lines).encode())
-    stdout.feed_eof()
-
-    async def wait() -> int:
-        return 0
-
-    proc = SimpleNamespace(stdout=stdout, wait=wait, returncode=0)
-    req = SimpleNamespace(task_id=1, session_id="", agent=SimpleNamespace(idle_timeout_s=30, total_timeout_s=30))
-    me = SimpleNamespace(logs=_Logs(), board=None, secrets=[], _marker=lambda _t: tmp_path / "marker")
-    progress = _Progress(session_id="", started=False)
-    return progress, await AgentActivities._read(me, req, proc, progress, 1, 1, _StreamJson())
-
-
 @pytest.mark.parametrize("forged", [1234567890123456, ["a" * 16], {"id": "a" * 16}, 1.5e20, True])
 async def test_a_session_id_that_is_not_a_string_neither_crashes_the_reader_nor_is_taken(tmp_path, forged):
     lines = [{"type": "system", "subtype": "init", "session_id": forged, "model": "m", "tools": []},
              {"type": "result", "subtype": "success", "is_error": False, "result": "done", "session_id": forged,
               "num_turns": 1}]  # fmt: skip
-    progress, result = await _read_unstarted(lines, tmp_path)
+    progress, result = await _read_forged(lines, tmp_path, fresh=True)
     assert not progress.started and progress.session_id == ""
     assert result.session_id in ("", None)
-
-
-def _pids_with(marker: str) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
-                        out.append(int(entry))
-            except OSError:
-                pass
-    return out
 
 
 def test_a_leftover_that_left_the_checkout_still_dies_with_a_crashed_worker(factory_as):
@@ -582,15 +534,15 @@ def test_a_leftover_that_left_the_checkout_still_dies_with_a_crashed_worker(fact
         while not ready.exists():
             assert harness.poll() is None and time.monotonic() < deadline, "the sandbox never started"
             time.sleep(0.05)
-        left = _pids_with(marker)
+        left = pids_running(marker)
         assert len(left) == 1 and not os.readlink(f"/proc/{left[0]}/cwd").startswith(str(ready.parent)), left
         harness.kill()
         harness.wait()
         deadline = time.monotonic() + 5
-        while _pids_with(marker) and time.monotonic() < deadline:
+        while pids_running(marker) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _pids_with(marker), "a leftover outside the checkout survived the crashed worker"
+        assert not pids_running(marker), "a leftover outside the checkout survived the crashed worker"
     finally:
-        for pid in _pids_with(marker):
+        for pid in pids_running(marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)

@@ -149,8 +149,9 @@ class _Logs:
     def add(self, *a: object, **k: object) -> None: ...
 
 
-async def _read_forged(lines: list[dict], tmp_path: Path):  # noqa: ANN202
-    """Feed `AgentActivities._read` the lines an agent wrote to its CLI's stdout (/proc/<cli>/fd/1)."""
+async def _read_forged(lines: list[dict], tmp_path: Path, fresh: bool = False):  # noqa: ANN202
+    """Feed `AgentActivities._read` the lines an agent wrote to its CLI's stdout (/proc/<cli>/fd/1); its progress
+    and result. `fresh`: a run that has seen no session id yet, else a resumed one (no heartbeat needed)."""
     from activities.agent import AgentActivities, _Progress
 
     stdout = asyncio.StreamReader(limit=32 * 1024 * 1024)
@@ -161,11 +162,11 @@ async def _read_forged(lines: list[dict], tmp_path: Path):  # noqa: ANN202
         return 0
 
     proc = SimpleNamespace(stdout=stdout, wait=wait, returncode=0)
-    real = str(uuid.uuid4())
+    real = "" if fresh else str(uuid.uuid4())
     req = SimpleNamespace(task_id=1, session_id=real, agent=SimpleNamespace(idle_timeout_s=30, total_timeout_s=30))
     me = SimpleNamespace(logs=_Logs(), board=None, secrets=[], _marker=lambda _t: tmp_path / "marker")
-    progress = _Progress(session_id=real, started=True)  # a resumed run: no heartbeat needed
-    return real, await AgentActivities._read(me, req, proc, progress, 1, 1, _StreamJson())
+    progress = _Progress(session_id=real, started=not fresh)
+    return progress, await AgentActivities._read(me, req, proc, progress, 1, 1, _StreamJson())
 
 
 async def test_a_forged_session_id_in_the_result_line_kills_no_host_process_on_the_next_run(tmp_path):
@@ -176,7 +177,7 @@ async def test_a_forged_session_id_in_the_result_line_kills_no_host_process_on_t
     try:
         forged = {"type": "result", "subtype": "success", "is_error": False, "result": "done",
                   "session_id": needle, "num_turns": 1, "total_cost_usd": 0}  # fmt: skip
-        _real, result = await _read_forged([forged], tmp_path)
+        _progress, result = await _read_forged([forged], tmp_path)
         # the next run of this task (an answered question, a budget raise) starts with result.session_id:
         # run_agent -> self.kill_stale(task, session id, checkout) -> PidFile.kill_stale -> reap(id, checkout).
         # reap runs when that run's attempt finds a pid file left behind (the worker died mid-run: OOM, host
@@ -202,8 +203,8 @@ async def test_a_forged_session_id_in_the_result_line_kills_no_host_process_on_t
 async def test_a_session_id_without_an_ids_shape_is_not_taken_from_the_result_line(tmp_path, forged):
     """It would be the next run's `--resume <id>` (an option, a path in the CLI's session glob)."""
     line = {"type": "result", "subtype": "success", "is_error": False, "result": "done", "session_id": forged}
-    real, result = await _read_forged([line], tmp_path)
-    assert result.session_id == real
+    progress, result = await _read_forged([line], tmp_path)
+    assert result.session_id == progress.session_id  # the id the run already had
 
 
 _LYING_CLI = """#!/bin/sh
