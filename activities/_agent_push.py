@@ -74,9 +74,9 @@ async def push(req: AgentRequest, res: AgentResult, finalize: Finalize, run_dir:
     os.replace(staging, record)  # whole or absent
 
     async def beats() -> None:
-        while True:
-            activity.heartbeat({"session_id": res.session_id, "started": True})
+        while True:  # the first after one interval (activities/_heartbeat.py)
             await asyncio.sleep(interval)
+            activity.heartbeat({"session_id": res.session_id, "started": True})
 
     beating = asyncio.create_task(beats())
     work = asyncio.ensure_future(finalize(req.finalize))

@@ -4,6 +4,13 @@ Without a heartbeat, Temporal notices a dead worker only when the step's start-t
 timeout runs out (20 minutes for a git step). With one every few seconds and a
 `heartbeat_timeout` of at most 30 s at the call site, the step is retried on another attempt
 within seconds.
+
+The first beat goes out one interval after the step starts, not at once. The server times a
+heartbeat from the step's start, so a dead worker is noticed as soon as before; but a step that
+ends within the interval (most: a prepare, a push) sends no heartbeat at all. Each one is a
+round trip to the server and a write of the workflow's state there: the SDK sends the first
+immediately and throttles the rest, so beating at once cost three of the ~16 state writes of
+every task (bench/PIPELINE.md).
 """
 
 from __future__ import annotations
@@ -34,9 +41,9 @@ async def heartbeating(interval: float = INTERVAL_S) -> AsyncIterator[None]:
         interval = min(interval, timeout.total_seconds() / 3)
 
     async def beat() -> None:
-        while True:
-            activity.heartbeat()
+        while True:  # the first after one interval: a step that ends sooner sends none (the docstring says why)
             await asyncio.sleep(interval)
+            activity.heartbeat()
 
     beats = asyncio.create_task(beat())
     try:

@@ -285,9 +285,9 @@ class AgentActivities:
 
     async def _heartbeat_loop(self, progress: _Progress) -> None:
         interval = self._beat_interval()
-        while True:
-            activity.heartbeat({"session_id": progress.session_id, "started": progress.started})
+        while True:  # the first after one interval (activities/_heartbeat.py says why)
             await asyncio.sleep(interval)
+            activity.heartbeat({"session_id": progress.session_id, "started": progress.started})
 
     async def _read(
         self,
@@ -333,8 +333,9 @@ class AgentActivities:
             if isinstance(sid, str) and not progress.started and SESSION_ID.fullmatch(sid):
                 progress.session_id = parsed.session_id
                 progress.started = True
+                # the next beat carries it; until then the marker tells a retry on this host, as it does
+                # for a crash before any beat
                 self._marker(req.task_id).write_text(progress.session_id)
-                activity.heartbeat({"session_id": progress.session_id, "started": True})
                 # on the row at once: a cancelled or failed task is retried in this session
                 upd = TaskUpdate(task_id=req.task_id, session_id=progress.session_id)
                 await asyncio.to_thread(update_task, self.engine, upd)
