@@ -171,6 +171,34 @@ def find_pid(needle: str) -> int | None:
     return None
 
 
+def temporal_requests(log_path: Path) -> dict[str, float]:
+    """The dev server's request counters from its Prometheus endpoint (named in its log): the calls it served,
+    `<service> <operation>`, and its writes, `persistence <operation>` (its history service's only)."""
+    import re
+    import urllib.request
+
+    m = re.search(r"Temporal Metrics:\s+(http://\S+/metrics)", log_path.read_text(errors="replace"))
+    if m is None:
+        return {}
+    counts: dict[str, float] = defaultdict(float)
+    with urllib.request.urlopen(m.group(1), timeout=10) as r:  # noqa: S310 (the dev server on localhost)
+        for line in r.read().decode().splitlines():
+            got = re.match(r"(service|persistence)_requests\{(.*)\} (\S+)$", line)
+            if got is None:
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', got.group(2)))
+            service, op = labels.get("service_name", ""), labels.get("operation", "")
+            if got.group(1) == "service" and service in ("frontend", "history", "matching"):
+                counts[f"{service} {op}"] += float(got.group(3))
+            elif got.group(1) == "persistence" and service == "history":
+                counts[f"persistence {op}"] += float(got.group(3))
+    return counts
+
+
+def requests_per_task(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    return {k: round((v - before.get(k, 0.0)) / n, 2) for k, v in sorted(after.items()) if v != before.get(k, 0.0)}
+
+
 class CpuMeter:
     """CPU seconds spent by this process, its waited-for children (git, the CLI) and the Temporal server."""
 
@@ -895,6 +923,15 @@ def raw_step_summary(recs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return {k: summary([r["steps"][k] for r in recs if k in r["steps"]]) for k in keys}
 
 
+def temporal_line(calls: dict[str, float]) -> str:
+    if not calls:
+        return "(not read)"
+    front = {k.split(" ", 1)[1]: v for k, v in calls.items() if k.startswith("frontend ") and "Poll" not in k}
+    written = ("persistence UpdateWorkflowExecution", "persistence CreateWorkflowExecution")
+    writes = sum(v for k, v in calls.items() if k in written)
+    return f"{sum(front.values()):g} ({', '.join(f'{k} {v:g}' for k, v in front.items())}) / {writes:g}"
+
+
 def render(res: dict[str, Any]) -> str:
     s, t = res["sequential"], res["throughput"]
     fo, ro = s["factory"]["overhead"], s["raw"]["overhead"]
@@ -921,6 +958,7 @@ def render(res: dict[str, Any]) -> str:
         f"| CPU s per task: Temporal server | {s['factory']['cpu']['per_task']['temporal_server']:.3f} | {s['raw']['cpu']['per_task']['temporal_server']:.3f} | |",
         f"| CPU s per task: git + CLI processes (Factory: git, docker, bwrap, socat; its sandboxed CLI is not counted) | {s['factory']['cpu']['per_task']['children_git_cli']:.3f} | {s['raw']['cpu']['per_task']['children_git_cli']:.3f} | |",
         f"| **Factory's CPU per task: its Python + Temporal + its git** | **{fpy + fc['temporal_server'] + fc['children_git_cli']:.3f}** | | |",
+        f"| Temporal calls per task (frontend; incl. the bench's wait for the result) / its state writes | {temporal_line(s['factory'].get('temporal_requests_per_task', {}))} | | |",
         f"| CPU s per task: other processes on the machine | {s['factory']['foreign_cpu_per_task_s']:.3f} | {s['raw']['foreign_cpu_per_task_s']:.3f} | |",
         "",
         "| throughput round | Factory tasks/min | raw tasks/min | ratio | Factory CLI mean | raw CLI mean | machine busy F / raw | other procs' CPU s F / raw |",
@@ -1030,6 +1068,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     raw: RawPipeline | None = None
     saved_env = dict(os.environ)
     rounds: list[dict[str, Any]] = []
+    temporal_calls: dict[str, float] = {}
     try:
         os.environ.update(cli_env(fakes.model_url, str(tmp / "home")))
         os.environ["ANTHROPIC_API_KEY"] = FAKE_API_KEY
@@ -1078,6 +1117,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             # 1. per-task overhead: raw and Factory tasks interleaved, one at a time
             log(f"sequential: {args.seq} raw and {args.seq} Factory tasks, interleaved ...")
             raw_cpu, fac_cpu = CpuAccumulator(meter), CpuAccumulator(meter)
+            requests_before = temporal_requests(dev.data_dir / "temporal.log")
             raw_seq, fac_seq = [], []
             for i in range(args.seq):
                 raw_cpu.start()
@@ -1086,6 +1126,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 fac_cpu.start()
                 fac_seq.append(await factory_one(h, poller, i, poll_s, args.poll_api))
                 fac_cpu.stop()
+            # before the enrich step's history reads; the raw steps between make none
+            requests_after = temporal_requests(dev.data_dir / "temporal.log")
+            temporal_calls = requests_per_task(requests_before, requests_after, args.seq)
             raw_enrich(raw_seq, cli_log)
             await factory_enrich(h, poller, fac_seq, cli_log)
             bad = [r for r in fac_seq if r["status"] != "done" or not r["pr_url"]]
@@ -1164,6 +1207,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "path": path_summary(fac_seq),
                 "cpu": fcpu,
                 "foreign_cpu_per_task_s": foreign_cpu(fcpu) / args.seq,
+                # the dev server's counters over the sequential Factory tasks (the bench's own wait for each
+                # workflow's result is one PollWorkflowExecutionHistory of them)
+                "temporal_requests_per_task": temporal_calls,
             },
             "raw": {
                 "wall": seq_summary(raw_seq, "wall_s"),
