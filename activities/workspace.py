@@ -212,6 +212,26 @@ class WorkspaceActivities:
                 raise _failure(exc) from exc
         await asyncio.to_thread(clone.remove)  # a checkout can be large: not on the loop that heartbeats
 
+    @activity.defn
+    async def clean_up_here(self, inp: CleanupInput) -> bool:
+        """A done task's cleanup inside its workflow task, when it can be: True when it was done here.
+
+        Run as a local activity by the worker that holds the workflow task (its answer is recorded, so a
+        replay takes the same path). It does the work only when that is this worktree's host and the work is
+        quick: the task is done (its finalize pushed everything: no git runs) and started no environment
+        here (no docker call). Otherwise it does nothing and answers False, and the workflow runs
+        `cleanup_workspace` on the host's queue as before. One activity and one workflow task fewer per task:
+        four calls to Temporal and four writes of the workflow's state there (bench/PIPELINE.md).
+        """
+        ws = inp.workspace
+        if (ws.host, ws.host_queue) != (self.host, self.host_queue) or not inp.pushed:
+            return False
+        if any(self.marks.may_have(inp.task_id, kind) for kind in inp.environments):
+            return False  # docker to call: on the host's own step, under its heartbeat
+        await remove_environments(self.cfg, self.marks, self.broker, inp.task_id, inp.environments)  # none: forgets
+        await asyncio.to_thread(self._clone(ws.path, inp.repo).remove)
+        return True
+
 
 async def _all_ended(*steps: Awaitable[Any]) -> list[Any]:
     """The steps' results, side by side; the first failure raised once all have ended (no git runs on after it)."""

@@ -104,6 +104,8 @@ class _Inbound(ActivityInboundInterceptor):
                 self.work.parked.add(task_id)
             if kind == "run_agent" and getattr(result, "changes", None) is not None:
                 self.work.finished.add(("finalize_changes", task_id))  # the run pushed its work itself
+            if kind == "clean_up_here" and result is True:
+                self.work.finished.add(("cleanup_workspace", task_id))  # removed here, in the workflow task
         return result
 
 

@@ -160,6 +160,7 @@ def build_workers(client: Client, rt: Runtime, work: HostWork | None = None) -> 
     shared_acts: list[Any] = [
         budget.check_budget_hold,
         ws.prepare_workspace,
+        ws.clean_up_here,  # a local activity: a done task's worktree removed by the host holding its workflow task
         gh.open_pull_request,
         rec.update_task,
         rec.update_workflow_run,

@@ -62,25 +62,26 @@ async def test_coder_task_ends_done_with_branch_and_one_pr(start_factory, model,
         # a step of a worker that dies is retried within seconds; GitHub or the git host down is waited out
         history = await h.client.get_workflow_handle(task_workflow_id(h.cfg, t["id"])).fetch_history()
         options = scheduled_options(history)
-        for step in ("prepare_workspace", "cleanup_workspace"):
-            assert_outlives_a_dead_worker(options[step])
-        # the test environments go in the cleanup step (patch one-cleanup), under its heartbeat
-        assert "cleanup_task_environments" not in options
-        # the agent's run pushed its work itself (patch agent-pushes), and the PR was opened by a local
-        # activity: three activities and four workflow tasks per task (the push failing: test below)
-        assert sorted(options) == ["cleanup_workspace", "prepare_workspace", "run_agent"]
+        assert_outlives_a_dead_worker(options["prepare_workspace"])
+        # the agent's run pushed its work itself (patch agent-pushes), the PR was opened by a local activity,
+        # and the worktree removed by one in the same workflow task (patch clean-up-here: this worker is its
+        # host; its test environments with it): two activities and three workflow tasks per task
+        assert sorted(options) == ["prepare_workspace", "run_agent"]
         # the start is recorded and posted by the prepare step (patch started-in-prepare): between the worktree
         # and the agent's run no local activity; the PR, then the "done" record and event (side by side: their
-        # markers come in either order)
-        assert sorted(local_activities(history)) == sorted(["open_pull_request", "update_task", "publish_event"])
+        # markers come in either order), then the cleanup
+        assert sorted(local_activities(history)) == sorted(
+            ["open_pull_request", "update_task", "publish_event", "clean_up_here"]
+        )
         assert local_activities(history)[0] == "open_pull_request"
+        assert local_activities(history)[-1] == "clean_up_here"
         started = [
             m for m in (await h.api.get("/api/messages", params={"task_id": t["id"]})).json()
             if m["content"].startswith(f"task #{t['id']} started:")
         ]  # fmt: skip
         assert len(started) == 1 and f"(branch {done['branch']})" in started[0]["content"], started
         assert GITHUB_LOCAL["schedule_to_close_timeout"] >= OUTAGE_WINDOW  # GitHub down: waited out, as before
-        assert sum(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in history.events) == 4
+        assert sum(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in history.events) == 3
 
 
 async def test_a_push_the_agent_run_cannot_make_is_made_by_the_finalize_step(start_factory, model, github):

@@ -78,18 +78,34 @@ async def test_a_task_runs_its_agent_pushes_opens_a_pr_and_cleans_up(temporal_en
     assert [r.prompt != "" for r in s.of("run_agent")] == [True]
     assert kinds(s) == ["started", "completed"]
     assert s.updates()[-1].status == "done" and s.updates()[-1].pr_number == 7
-    assert len(s.of("cleanup_workspace")) == 1 and len(s.of("remember_task")) == 1
+    assert len(s.of("clean_up_here")) == 1 and len(s.of("remember_task")) == 1
 
 
 async def test_a_task_cleans_up_in_one_step_and_pushes_nothing_again_once_done(temporal_env):
     s = Scripted()
     await run_task(temporal_env, s)
-    (done,) = s.of("cleanup_workspace")  # its test environments go in the same step (patch one-cleanup)
+    # in its workflow task, by the worktree's host (patch clean-up-here); its test environments with it
+    (done,) = s.of("clean_up_here")
     assert done.pushed and done.environments == ["test"] and not s.of("cleanup_task_environments")
+    assert not s.of("cleanup_workspace")
     s = Scripted(replies={"coder": [reply("model overloaded", is_error=True, subtype="error_during_execution")]})
     await failed_task(temporal_env, s)
     (failed,) = s.of("cleanup_workspace")  # a failed task's work is committed as WIP and pushed
+    assert not s.of("clean_up_here")  # git to run: the host's own step, under its outage policy
     assert not failed.pushed and failed.wip_message.startswith("WIP: ")
+
+
+@pytest.mark.parametrize("here", [False, "fail"])
+async def test_a_done_tasks_cleanup_is_the_hosts_own_step_when_it_cannot_be_done_in_the_workflow_task(
+    temporal_env, here
+):
+    """The worker holding the workflow task is not the worktree's host (several hosts), or the removal failed:
+    the host's cleanup step does it, once (patch one-cleanup's step, as before)."""
+    s = Scripted(here=here)
+    res = await run_task(temporal_env, s)
+    assert res.status == "done" and len(s.of("clean_up_here")) == (1 if here is False else 2)  # tried twice
+    (done,) = s.of("cleanup_workspace")
+    assert done.pushed and done.environments == ["test"] and done.workspace.host_queue == s.task_queue
 
 
 async def test_a_task_without_commits_opens_no_pr_and_says_so(temporal_env):

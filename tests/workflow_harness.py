@@ -118,6 +118,9 @@ class Scripted:
     commits: list[int] = field(default_factory=lambda: [1])  # commits_ahead of each push, the last repeats
     holds: list[bool] = field(default_factory=list)  # check_budget_hold's answers, then not held
     first_host_queue: str | None = None  # the queue of the first worktree (a lost host when nobody polls it)
+    # clean_up_here's answer: True, done here (the worker holding the workflow task is the worktree's host);
+    # False, not here; "fail", it raises
+    here: bool | str = True
     calls: list[tuple[str, Any]] = field(default_factory=list)
     _questions: int = 0
     _tasks: int = 100
@@ -211,6 +214,13 @@ class Scripted:
         @activity.defn(name="cleanup_workspace")
         async def cleanup_workspace(inp: CleanupInput) -> None:
             s._note("cleanup_workspace", inp)
+
+        @activity.defn(name="clean_up_here")
+        async def clean_up_here(inp: CleanupInput) -> bool:
+            s._note("clean_up_here", inp)
+            if s.here == "fail":
+                raise RuntimeError("the worktree could not be removed")
+            return bool(s.here)
 
         @activity.defn(name="ping_host")
         async def ping_host() -> str:

@@ -64,6 +64,9 @@ MEMORY = {
     "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=8)),
 }
 ENVIRONMENTS = {"start_to_close_timeout": timedelta(minutes=5), "heartbeat_timeout": HEARTBEAT}
+# a done task's worktree removed in its workflow task (`clean_up_here`): a directory removed, no git, no
+# docker; tried twice, then the host's own cleanup step does it under GIT's policy
+HERE = {"start_to_close_timeout": timedelta(minutes=2), "retry_policy": RetryPolicy(maximum_attempts=2)}
 
 
 def noticing(options: dict[str, Any], heartbeat_timeout_s: float) -> dict[str, Any]:

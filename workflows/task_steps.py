@@ -11,7 +11,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, FailureError, is_cancelled_exception
 
 from factory.contracts import (
     ChangesResult,
@@ -31,7 +31,7 @@ from factory.contracts import (
 from factory.contracts import activities as acts
 from factory.domain.pull_request import commit_message, pr_body
 from workflows import failover
-from workflows.common import ENVIRONMENTS, GIT, GITHUB, GITHUB_LOCAL, MEMORY, QUICK, error_text, noticing
+from workflows.common import ENVIRONMENTS, GIT, GITHUB, GITHUB_LOCAL, HERE, MEMORY, QUICK, error_text, noticing
 
 
 async def prepare(inp: TaskInput, started: TaskEvent | None = None) -> WorkspaceInfo:
@@ -93,6 +93,17 @@ async def record(upd: TaskUpdate) -> None:
 async def clean_up(inp: TaskInput, ws: WorkspaceInfo, status: str) -> None:
     """Remove the task's test environments and, when the task owns it, its worktree."""
     wip = "" if status == "done" else f"WIP: {inp.title} (task #{inp.task_id} {status})"
+    if inp.workspace is None and status == "done" and workflow.patched("clean-up-here"):
+        # a done task's cleanup is quick (nothing to push, no docker when it started no environment): done in
+        # this workflow task when its worker is the worktree's host, which it answers; else the host's step below
+        here = CleanupInput(task_id=inp.task_id, workspace=ws, repo=inp.repo, pushed=True, environments=["test"])
+        try:
+            if await workflow.execute_local_activity(acts.clean_up_here, here, summary="clean up worktree", **HERE):
+                return
+        except FailureError as exc:  # a local activity's failure comes unwrapped: its error, or a timeout
+            if is_cancelled_exception(exc):
+                raise
+            workflow.logger.warning("cleanup here failed (the host's step does it): %s", error_text(exc))
     if inp.workspace is None and workflow.patched("one-cleanup"):
         # one activity on the worktree's host: the environments, then the worktree; a done task's finalize
         # pushed its work, so nothing is pushed again (one round trip and ~5 git processes fewer per task)

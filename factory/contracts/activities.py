@@ -109,6 +109,11 @@ async def cleanup_workspace(inp: CleanupInput) -> None:  # activities/workspace.
 
 
 @activity.defn
+async def clean_up_here(inp: CleanupInput) -> bool:  # activities/workspace.py; a local activity
+    raise NotImplementedError
+
+
+@activity.defn
 async def ping_host() -> str:  # activities/workspace.py
     raise NotImplementedError
 

@@ -135,6 +135,18 @@ async def done_started_in_prepare(client: Client, s: Scripted) -> WorkflowHandle
     return await _task(client, s)
 
 
+async def done_cleaned_up_here(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    """A done task's worktree removed in its workflow task by the host holding it (patch clean-up-here)."""
+    s.replies = {"coder": [pushed("added /health")]}
+    return await _task(client, s)
+
+
+async def done_cleanup_not_here(client: Client, s: Scripted) -> WorkflowHandle[Any, Any]:
+    """The worker holding the workflow task is not the worktree's host: the host's own cleanup step does it."""
+    s.replies, s.here = {"coder": [pushed("added /health")]}, False
+    return await _task(client, s)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "task_question_answered": question_answered,
     "code_review_changes_then_approved": review_loop,
@@ -149,6 +161,8 @@ SCENARIOS: dict[str, Scenario] = {
     "task_question_then_agent_pushed": question_then_pushed,
     "task_push_left_to_finalize": push_left_to_finalize,
     "task_done_started_in_prepare": done_started_in_prepare,
+    "task_done_cleaned_up_here": done_cleaned_up_here,
+    "task_done_cleanup_not_here": done_cleanup_not_here,
 }
 
 
