@@ -37,6 +37,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import sqlite3
@@ -45,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -174,9 +176,6 @@ def find_pid(needle: str) -> int | None:
 def temporal_requests(log_path: Path) -> dict[str, float]:
     """The dev server's request counters from its Prometheus endpoint (named in its log): the calls it served,
     `<service> <operation>`, and its writes, `persistence <operation>` (its history service's only)."""
-    import re
-    import urllib.request
-
     m = re.search(r"Temporal Metrics:\s+(http://\S+/metrics)", log_path.read_text(errors="replace"))
     if m is None:
         return {}

@@ -149,6 +149,14 @@ def pids_running(text: str) -> list[int]:
     return found
 
 
+def pids_gone(text: str, within: float) -> list[int]:
+    """Wait up to `within` seconds for every process `pids_running(text)` finds to end; those still left."""
+    deadline = time.monotonic() + within
+    while (left := pids_running(text)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 def _port_taken(text: str) -> bool:
     return "address already in use" in text or "is busy" in text
 

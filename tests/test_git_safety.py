@@ -283,7 +283,7 @@ def test_a_git_command_dies_with_the_worker_that_ran_it(tmp_path):
     import textwrap
     import time
 
-    from tests.procs import pids_running
+    from tests.procs import pids_gone, pids_running
 
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
@@ -310,10 +310,7 @@ def test_a_git_command_dies_with_the_worker_that_ran_it(tmp_path):
         assert pids_running(marker)  # `git push ... HEAD:<marker>` waits on the remote's hook
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-        deadline = time.monotonic() + 10
-        while pids_running(marker) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not pids_running(marker), "the push outlived the worker that ran it"
+        assert not pids_gone(marker, 10), "the push outlived the worker that ran it"
     finally:
         for pid in pids_running(marker):
             os.kill(pid, 9)

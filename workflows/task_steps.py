@@ -93,12 +93,14 @@ async def record(upd: TaskUpdate) -> None:
 async def clean_up(inp: TaskInput, ws: WorkspaceInfo, status: str) -> None:
     """Remove the task's test environments and, when the task owns it, its worktree."""
     wip = "" if status == "done" else f"WIP: {inp.title} (task #{inp.task_id} {status})"
+    # the environments and the worktree in one step (patch one-cleanup); a done task's finalize pushed its work
+    one = CleanupInput(task_id=inp.task_id, workspace=ws, repo=inp.repo, wip_message=wip,
+                       pushed=status == "done", environments=["test"])  # fmt: skip
     if inp.workspace is None and status == "done" and workflow.patched("clean-up-here"):
         # a done task's cleanup is quick (nothing to push, no docker when it started no environment): done in
         # this workflow task when its worker is the worktree's host, which it answers; else the host's step below
-        here = CleanupInput(task_id=inp.task_id, workspace=ws, repo=inp.repo, pushed=True, environments=["test"])
         try:
-            if await workflow.execute_local_activity(acts.clean_up_here, here, summary="clean up worktree", **HERE):
+            if await workflow.execute_local_activity(acts.clean_up_here, one, summary="clean up worktree", **HERE):
                 return
         except FailureError as exc:  # a local activity's failure comes unwrapped: its error, or a timeout
             if is_cancelled_exception(exc):
@@ -111,8 +113,7 @@ async def clean_up(inp: TaskInput, ws: WorkspaceInfo, status: str) -> None:
             "cleanup failed",
             workflow.execute_activity(
                 acts.cleanup_workspace,
-                CleanupInput(task_id=inp.task_id, workspace=ws, repo=inp.repo, wip_message=wip,
-                             pushed=status == "done", environments=["test"]),
+                one,
                 task_queue=ws.host_queue,
                 schedule_to_start_timeout=failover.start_timeout(inp),
                 summary="clean up worktree and test environments",

@@ -31,7 +31,7 @@ import pytest
 
 from tests.adversarial.test_redteam_escape import _landlock_abi, _x86
 from tests.adversarial.test_redteam_readback import _read_forged
-from tests.procs import pids_running
+from tests.procs import pids_gone, pids_running
 
 pytestmark = pytest.mark.adversarial
 
@@ -538,10 +538,7 @@ def test_a_leftover_that_left_the_checkout_still_dies_with_a_crashed_worker(fact
         assert len(left) == 1 and not os.readlink(f"/proc/{left[0]}/cwd").startswith(str(ready.parent)), left
         harness.kill()
         harness.wait()
-        deadline = time.monotonic() + 5
-        while pids_running(marker) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not pids_running(marker), "a leftover outside the checkout survived the crashed worker"
+        assert not pids_gone(marker, 5), "a leftover outside the checkout survived the crashed worker"
     finally:
         for pid in pids_running(marker):
             with contextlib.suppress(ProcessLookupError):

@@ -284,7 +284,7 @@ def test_an_agent_in_many_sessions_still_yields_the_cpu_to_factory(factory_as):
 def test_the_whole_sandbox_dies_with_the_process_that_started_it(factory_as):
     # as root the sandbox drops to its uid before exec, and a change of uid clears the parent-death signal:
     # bwrap, its init and the agent lived on after a SIGKILLed worker (and the agent kept writing its files)
-    from tests.procs import pids_running
+    from tests.procs import pids_gone, pids_running
 
     marker = f"orphan-{os.getpid()}-{time.time_ns()}"
     ready = factory_as.tmp / "ws" / "worktrees" / "task-7" / marker
@@ -297,12 +297,10 @@ def test_the_whole_sandbox_dies_with_the_process_that_started_it(factory_as):
         assert pids_running(marker)  # bwrap, its init and the agent carry the script in their command lines
         harness.kill()  # the worker, SIGKILLed
         harness.wait()
-        deadline = time.monotonic() + 10
-        while pids_running(marker) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not pids_running(marker), subprocess.run(["ps", "-o", "pid,ppid,stat,args", "-p",
-                                                         ",".join(map(str, pids_running(marker)))],
-                                                        capture_output=True, text=True).stdout  # fmt: skip
+        left = pids_gone(marker, 10)
+        assert not left, subprocess.run(
+            ["ps", "-o", "pid,ppid,stat,args", "-p", ",".join(map(str, left))], capture_output=True, text=True
+        ).stdout
     finally:
         for pid in pids_running(marker):
             with contextlib.suppress(ProcessLookupError):
