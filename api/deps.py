@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -23,6 +24,8 @@ from factory.launcher import Conflict, Launcher, LaunchError, NotFound
 from factory.memory.store import MemoryStore
 from factory.store.board import Board
 
+T = TypeVar("T")
+
 
 async def get_cfg(request: Request) -> FactoryConfig:
     """The app's configuration."""
@@ -32,6 +35,18 @@ async def get_cfg(request: Request) -> FactoryConfig:
 async def get_engine(request: Request) -> Engine:
     """The database engine."""
     return request.app.state.engine
+
+
+async def read_now(session: Session, read: Callable[..., T], *args: Any) -> T:
+    """Run a short read for an `async def` route: on the event loop when the database is SQLite, else in a thread.
+
+    A SQLite read is local and CPU-bound, holding the GIL for most of it in SQLAlchemy's Python either way, so
+    the two thread hops a plain `def` route pays cost more than they let run beside it (a third of a log poll's
+    CPU under the load bench, bench/LOAD.md). PostgreSQL's reads wait on the network: those keep the thread.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        return read(session, *args)
+    return await run_in_threadpool(read, session, *args)
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:

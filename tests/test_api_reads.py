@@ -1,0 +1,93 @@
+"""The reads a dashboard or script polls (`GET /api/tasks`, one task, its logs after a cursor).
+
+On SQLite they run on the API's event loop (`api.deps.read_now`): a thread hop each way cost more CPU than
+the read (bench/LOAD.md). On PostgreSQL a read waits on the network, so it keeps its worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, event
+from sqlmodel import Session
+
+from api.deps import read_now
+from api.main import create_app
+from factory.config import FactoryConfig
+from factory.store.tables import Task, TaskLog, make_engine
+
+pytestmark = pytest.mark.fast
+
+
+def _site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FactoryConfig, object]:
+    monkeypatch.delenv("FACTORY_AUTH_TOKEN", raising=False)
+    cfg = FactoryConfig(data_dir=str(tmp_path), database_url=f"sqlite:///{tmp_path}/f.db")
+    engine = make_engine(cfg.db_url)
+    with Session(engine) as s:
+        for i in (1, 2, 3):
+            s.add(Task(id=i, title=f"t{i}", description="", repo="demo", agent_type="coder", status="in_progress"))
+        for n in range(7):
+            s.add(TaskLog(task_id=1 + n % 2, kind="assistant", content=f"line {n}"))
+        s.commit()
+    return cfg, engine
+
+
+def test_the_logs_route_pages_by_cursor_and_tells_a_missing_task_from_an_empty_page(tmp_path, monkeypatch) -> None:
+    cfg, engine = _site(tmp_path, monkeypatch)
+    with TestClient(create_app(cfg, engine=engine, connect_temporal=False)) as c:
+        first = c.get("/api/tasks/1/logs", params={"limit": 2}).json()
+        assert [r["content"] for r in first] == ["line 0", "line 2"]
+        rest = c.get("/api/tasks/1/logs", params={"since": first[-1]["id"]}).json()
+        assert [r["content"] for r in rest] == ["line 4", "line 6"]
+        assert {r["task_id"] for r in first + rest} == {1}
+        # past the last line: an empty page of a task that exists; a task with no lines at all: the same
+        assert c.get("/api/tasks/1/logs", params={"since": rest[-1]["id"]}).json() == []
+        assert c.get("/api/tasks/3/logs").json() == []
+        # a task that does not exist is a 404 naming it, with or without a cursor
+        for params in ({}, {"since": 1}):
+            r = c.get("/api/tasks/4/logs", params=params)
+            assert r.status_code == 404 and "task 4 not found" in r.text
+        assert c.get("/api/tasks/4").status_code == 404
+        assert [t["id"] for t in c.get("/api/tasks").json()] == [3, 2, 1]
+        assert c.get("/api/tasks/2").json()["status"] == "in_progress"
+
+
+def test_polled_reads_run_on_the_event_loop_with_sqlite(tmp_path, monkeypatch) -> None:
+    cfg, engine = _site(tmp_path, monkeypatch)
+    threads: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *_: threads.append(threading.current_thread().name))
+    with TestClient(create_app(cfg, engine=engine, connect_temporal=False)) as c:
+        threads.clear()
+        for path in ("/api/tasks", "/api/tasks/1", "/api/tasks/1/logs", "/api/tasks/3/logs"):
+            assert c.get(path).status_code == 200, path
+    assert threads, "no query seen"
+    # FastAPI runs a plain `def` route in anyio's worker threads; these reads must not hop there
+    assert not [t for t in threads if t.startswith("AnyIO worker")], threads
+
+
+def test_a_read_on_postgresql_keeps_its_worker_thread() -> None:
+    # the engine is never connected: read_now only looks at its dialect
+    engine = create_engine("postgresql+psycopg://factory@127.0.0.1:1/none")
+
+    async def main() -> tuple[int, int]:
+        with Session(engine) as s:
+            here = threading.get_ident()
+            return here, await read_now(s, lambda _s: threading.get_ident())
+
+    loop_thread, read_thread = asyncio.run(main())
+    assert read_thread != loop_thread
+
+
+def test_a_read_on_sqlite_runs_where_it_is_awaited(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/f.db")
+
+    async def main() -> tuple[int, int]:
+        with Session(engine) as s:
+            return threading.get_ident(), await read_now(s, lambda _s: threading.get_ident())
+
+    loop_thread, read_thread = asyncio.run(main())
+    assert read_thread == loop_thread
