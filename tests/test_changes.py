@@ -164,3 +164,62 @@ async def test_a_stream_gets_every_line_of_its_task_once_in_order_while_they_pou
                     await stream.nothing_more(1.0)  # nor any line twice
                 finally:
                     stream.task.cancel()
+
+
+async def test_a_page_takes_its_rows_from_the_looks_on_each_state_pass_until_the_round_ends(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Every state pass (here each 0.05 s) reads the round; only one that may end the stream reads its rows itself.
+
+    The round ends with a line written after the last look: the ending pass must still send it before `end`.
+    """
+    from factory.store import live
+
+    monkeypatch.delenv("FACTORY_AUTH_TOKEN", raising=False)
+    monkeypatch.setattr(events_route, "POLL_SECONDS", 0.05)
+    engine = _engine(tmp_path)
+    calls = {"state": 0, "rows": 0}
+    finish = asyncio.Event()
+    real_state, real_rows = live.round_state, live.rows_after
+
+    def state(engine_, task_id):  # type: ignore[no-untyped-def]
+        calls["state"] += 1
+        if finish.is_set():  # the last line and the end land between two looks, right before this read
+            with Session(engine_) as s:
+                s.add(TaskLog(task_id=1, kind="text", content="the very last line"))
+                task = s.get(Task, 1)
+                assert task is not None
+                task.status = "done"
+                s.commit()
+        return real_state(engine_, task_id)
+
+    def rows(*args):  # type: ignore[no-untyped-def]
+        calls["rows"] += 1
+        return real_rows(*args)
+
+    monkeypatch.setattr(live, "round_state", state)
+    monkeypatch.setattr(live, "rows_after", rows)
+    cfg = FactoryConfig(data_dir=str(tmp_path), database_url=f"sqlite:///{tmp_path}/f.db")
+    app = create_app(cfg, engine=engine, connect_temporal=False)
+    with BackgroundServer(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30, read=None)) as c:
+            async with c.stream("GET", "/api/events", params={"task_id": 1}) as page:
+                stream = SSE(page)
+                try:
+                    await stream.until(lambda d: isinstance(d, list))
+                    _add(engine, TaskLog(task_id=1, kind="text", content="a line"))
+                    assert (await stream.until(lambda d: d.get("content") == "a line"))["event"] == "log"
+                    passes = calls["state"]
+                    while calls["state"] < passes + 20:  # twenty state passes with the task still running
+                        await asyncio.sleep(0.02)
+                    # before, each pass read the rows itself too; now the looks serve them (a pass the looks do
+                    # not cover yet, e.g. the first, still reads)
+                    assert calls["rows"] <= calls["state"] // 4, calls
+                    finish.set()
+                    seen = []
+                    while not seen or seen[-1] != "end":
+                        ev = await stream.next(10)
+                        seen.append(ev["data"].get("content") if ev.get("event") == "log" else ev.get("event"))
+                    assert "the very last line" in seen, seen
+                finally:
+                    stream.task.cancel()

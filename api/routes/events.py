@@ -91,19 +91,21 @@ async def _task_stream(request: Request, engine: Any, task_id: int, log_c: int, 
         fresh = loop.time() >= state_due
         if fresh:
             state_due = loop.time() + POLL_SECONDS
-            tasks = await asyncio.to_thread(live.round_tasks, engine, task_id)
+            tasks, questions = await asyncio.to_thread(live.round_state, engine, task_id)
             for t in tasks:
                 body = json.dumps(t, sort_keys=True)
                 if sent.get(t["id"]) != body:
                     sent[t["id"]] = body
                     yield _state("task", t)
-            qs = [QuestionPublic.model_validate(q).model_dump(mode="json") for q in await asyncio.to_thread(
-                live.questions_of, engine, [t["id"] for t in tasks])]  # fmt: skip
+            qs = [QuestionPublic.model_validate(q).model_dump(mode="json") for q in questions]
             if json.dumps(qs) != asked:
                 asked = json.dumps(qs)
                 yield _state("questions", qs)
         ids = [t["id"] for t in tasks]
-        served = None if fresh else changes.served(ids, log_c, msg_c, covered)
+        # a pass that may end the stream reads the rows itself, after the state: every row written before the
+        # round finished is then sent; any other pass may take them from the look
+        ending = fresh and all(t["status"] in FINISHED for t in tasks)
+        served = None if ending else changes.served(ids, log_c, msg_c, covered)
         if served is not None:  # the look that woke this stream read the rows already
             logs, msgs, covered = served
         else:
@@ -120,8 +122,7 @@ async def _task_stream(request: Request, engine: Any, task_id: int, log_c: int, 
             yield ServerSentEvent(data=MessagePublic.of(m).model_dump_json(), event="message", id=f"{log_c}.{msg_c}")
         if len(logs) == BATCH or len(msgs) == BATCH:
             continue  # catching up
-        # finished: only on a pass that read the state before the rows, so every row written before it was sent
-        if fresh and all(t["status"] in FINISHED for t in tasks):
+        if ending:
             yield _state("end", {"task_id": task_id})
             return
         if getattr(request.app.state, "stopping", False):

@@ -158,15 +158,26 @@ def board_cards(engine: Engine, f: BoardFilter) -> list[dict[str, Any]]:
     return cards
 
 
-def round_tasks(engine: Engine, task_id: int) -> list[dict[str, Any]]:
-    """A task and the follow-up rounds started from it (children whose parent is it), oldest first."""
+def round_state(engine: Engine, task_id: int) -> tuple[list[dict[str, Any]], list[Question]]:
+    """A task's round as its page shows it (the task and the follow-up rounds started from it, oldest first)
+    and every question those tasks asked, on one session: a live page reads both every period."""
     with Session(engine) as s:
         rows = list(
             s.exec(select(Task).where(or_(Task.id == task_id, Task.parent_task_id == task_id)).order_by(col(Task.id)))
         )
         ids = [t.id for t in rows]
-        pending, costs, tools = _pending(s, ids), ledger_totals(s, ids), tool_turns(s, ids)
-    return [task_dict(t, pending.get(t.id), costs.get(t.id), tools.get(t.id, 0)) for t in rows]
+        questions = (
+            list(s.exec(select(Question).where(col(Question.task_id).in_(ids)).order_by(col(Question.id))))
+            if ids else []
+        )  # fmt: skip
+        costs, tools = ledger_totals(s, ids), tool_turns(s, ids)
+    pending = {q.task_id: q for q in questions if q.status == "pending"}  # oldest first: the newest one stays
+    return [task_dict(t, pending.get(t.id), costs.get(t.id), tools.get(t.id, 0)) for t in rows], questions
+
+
+def round_tasks(engine: Engine, task_id: int) -> list[dict[str, Any]]:
+    """A task and the follow-up rounds started from it (children whose parent is it), oldest first."""
+    return round_state(engine, task_id)[0]
 
 
 def rows_after(
@@ -180,8 +191,3 @@ def rows_after(
         msgs = select(Message).where(col(Message.task_id).in_(task_ids), col(Message.id) > msg_cursor)
         return (list(s.exec(logs.order_by(col(TaskLog.id)).limit(limit))),
                 list(s.exec(msgs.order_by(col(Message.id)).limit(limit))))  # fmt: skip
-
-
-def questions_of(engine: Engine, task_ids: list[int]) -> list[Question]:
-    with Session(engine) as s:
-        return list(s.exec(select(Question).where(col(Question.task_id).in_(task_ids)).order_by(col(Question.id))))
