@@ -91,3 +91,31 @@ def test_a_read_on_sqlite_runs_where_it_is_awaited(tmp_path) -> None:
 
     loop_thread, read_thread = asyncio.run(main())
     assert read_thread == loop_thread
+
+
+def test_a_pages_tool_call_count_reads_the_kind_index_not_every_line(tmp_path) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from factory.store import live
+    from factory.store.schema import alembic_config, current_revision
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    old = create_engine(url)
+    with old.begin() as conn:  # a database from before the index (migration 0005)
+        command.upgrade(alembic_config(conn), "0004")
+    engine = make_engine(url)  # upgrades it
+    assert current_revision(engine) >= "0005"
+    seen: list[tuple[str, object]] = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, sql, params, *_: seen.append((sql, params)))
+    with Session(engine) as s:
+        s.add(Task(id=1, title="t", description="", repo="demo", agent_type="coder"))
+        s.add_all(TaskLog(task_id=1, kind="tool_use" if n % 3 == 0 else "assistant", content="x") for n in range(9))
+        s.commit()
+        seen.clear()
+        assert live.tool_turns(s, [1]) == {1: 3}
+        sql, params = seen[-1]
+        plan = " ".join(str(row[-1]) for row in s.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "COVERING INDEX ix_tasklog_task_id_kind" in plan, plan
+    with old.connect() as conn:
+        assert conn.execute(text("SELECT name FROM sqlite_master WHERE name = 'ix_tasklog_task_id_kind'")).first()

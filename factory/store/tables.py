@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint, event
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, event
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
 
@@ -91,6 +91,9 @@ class Task(TaskBase, table=True):
 
 
 class TaskLog(SQLModel, table=True):
+    # a live page counts its round's tool calls by kind every period (factory/store/live.py, migration 0005)
+    __table_args__ = (Index("ix_tasklog_task_id_kind", "task_id", "kind"),)
+
     id: int | None = Field(default=None, primary_key=True)
     task_id: int = Field(index=True)
     attempt: int = 1
