@@ -137,7 +137,35 @@ def test_a_look_serves_the_rows_it_read_only_to_a_stream_it_covers(tmp_path: Pat
     asyncio.run(main())
 
 
-async def test_a_stream_gets_every_line_of_its_task_once_in_order_while_they_pour_in(tmp_path: Path, monkeypatch) -> None:
+def test_a_stream_busy_through_several_looks_is_still_served_from_them(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+
+    async def main() -> None:
+        changes = Changes(engine, tick=0.02)
+        first = asyncio.create_task(changes.wait([1], timeout=60))
+        keeps_looking = asyncio.create_task(changes.wait([2], timeout=60))  # another page keeps the looks going
+        await _looked(changes, 2)
+        _add(engine, TaskLog(task_id=1, kind="text", content="line a"))
+        assert await asyncio.wait_for(first, 10) is True
+        covered = changes.mark()  # the stream took "line a" from this look and covers up to it
+        assert covered is not None
+        # the stream sends "line a" and is not waiting while three more lines land, each seen by a later look
+        for n in ("b", "c", "d"):
+            _add(engine, TaskLog(task_id=1, kind="text", content=f"line {n}"))
+            await _looked(changes, 2)
+        served = changes.served([1], covered[0], 0, covered)
+        assert served is not None, "the looks since the stream last read followed its task and kept its rows"
+        logs, _msgs, upto = served
+        assert [r.content for r in logs] == ["line b", "line c", "line d"]
+        assert upto == changes.last.upto  # type: ignore[union-attr]
+        keeps_looking.cancel()
+
+    asyncio.run(main())
+
+
+async def test_a_stream_gets_every_line_of_its_task_once_in_order_while_they_pour_in(
+    tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.delenv("FACTORY_AUTH_TOKEN", raising=False)
     engine = _engine(tmp_path)
     cfg = FactoryConfig(data_dir=str(tmp_path), database_url=f"sqlite:///{tmp_path}/f.db")

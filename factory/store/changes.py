@@ -11,7 +11,9 @@ at its old period, so a wake that is missed (a look that failed) costs only the 
 
 A look also reads the new rows of the tasks someone waits for, once, and keeps them as `Look`: a woken
 task stream takes its rows from there (`served`) instead of asking the database itself, as long as
-the look covers everything after what the stream has read (`covered`); otherwise it reads them itself.
+the looks kept cover everything after what the stream has read (`covered`); otherwise it reads them
+itself. The last few looks are kept, so a stream that was busy (or waited for a CPU) through a look or
+two is still served.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -32,6 +35,8 @@ log = logging.getLogger("factory.changes")
 
 ANY = None  # what a stream that follows every message (the message board) waits on
 LOOK_ROWS = 2000  # rows a look keeps at most; past it the streams read their own
+KEEP_LOOKS = 10  # the newest looks kept for `served` (a second at the default tick)
+FOLLOW_FOR = 2.0  # seconds a look still reads a task's rows after its stream last waited (it may be busy sending)
 FORGET_AFTER = 10.0  # seconds without a waiter after which the next look starts afresh (no long scan)
 
 
@@ -57,7 +62,9 @@ class Changes:
         self.looks = 0  # looks made (tests read it)
         self._seen: tuple[int, int] | None = None  # the highest log and message ids at the last look
         self.last: Look | None = None  # the newest look (rows kept for the streams it woke)
+        self.recent: deque[Look] = deque(maxlen=KEEP_LOOKS)  # the newest looks, oldest first, one after another
         self._waiters: dict[asyncio.Future[None], frozenset[int] | None] = {}
+        self._followed_at: dict[int, float] = {}  # task id -> when a stream last waited for it
         self._looking: asyncio.Task[None] | None = None
         self._stopped_at = 0.0
 
@@ -67,10 +74,14 @@ class Changes:
         True when woken by a new row, False when the time ran out.
         """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[fut] = frozenset(task_ids) if task_ids is not None else ANY
+        self._waiters[fut] = follows = frozenset(task_ids) if task_ids is not None else ANY
+        now = time.monotonic()
+        for t in follows or ():
+            self._followed_at[t] = now
         if self._looking is None or self._looking.done():
             if time.monotonic() - self._stopped_at > FORGET_AFTER:
                 self._seen, self.last = None, None
+                self.recent.clear()
             self._looking = asyncio.create_task(self._look_while_waited())
         try:
             done, _ = await asyncio.wait({fut}, timeout=timeout)
@@ -86,26 +97,44 @@ class Changes:
     def served(
         self, task_ids: Sequence[int], log_cursor: int, msg_cursor: int, covered: tuple[int, int] | None
     ) -> tuple[list[TaskLog], list[Message], tuple[int, int]] | None:
-        """The tasks' rows after the cursors from the newest look, and what the reader then covers; None when
-        the look cannot say (it did not follow these tasks, kept too many rows, or starts after `covered`)."""
-        look = self.last
-        if look is None or not look.complete or covered is None or not set(task_ids) <= look.followed:
+        """The tasks' rows after the cursors from the newest looks, and what the reader then covers; None when
+        they cannot say (a look did not follow these tasks or kept too many rows, or the looks kept start after
+        `covered`)."""
+        if covered is None:
             return None
-        if covered[0] < look.since[0] or covered[1] < look.since[1]:
+        want = set(task_ids)
+        chain: list[Look] = []  # newest first, back to the one that starts where the reader's rows end
+        for look in reversed(self.recent):
+            if not look.complete or not want <= look.followed or (chain and look.upto != chain[-1].since):
+                return None
+            chain.append(look)
+            if look.since[0] <= covered[0] and look.since[1] <= covered[1]:
+                break
+        else:
             return None
-        logs = sorted((r for t in task_ids for r in look.logs.get(t, ()) if (r.id or 0) > log_cursor), key=_id)
-        msgs = sorted((m for t in task_ids for m in look.messages.get(t, ()) if (m.id or 0) > msg_cursor), key=_id)
-        return logs, msgs, look.upto
+        logs = sorted(
+            (r for look in chain for t in task_ids for r in look.logs.get(t, ()) if (r.id or 0) > log_cursor), key=_id
+        )
+        msgs = sorted(
+            (m for look in chain for t in task_ids for m in look.messages.get(t, ()) if (m.id or 0) > msg_cursor),
+            key=_id,
+        )
+        return logs, msgs, chain[0].upto
 
     async def _look_while_waited(self) -> None:
         while self._waiters:
-            followed = frozenset().union(*(f for f in self._waiters.values() if f is not ANY))
+            # the tasks streams wait for now, and those a stream waited for lately (busy sending what the last
+            # look found, it is not waiting; its next wait is served only if the looks in between followed it)
+            now = time.monotonic()
+            self._followed_at = {t: at for t, at in self._followed_at.items() if now - at < FOLLOW_FOR}
+            followed = frozenset(self._followed_at).union(*(f for f in self._waiters.values() if f is not ANY))
             try:
                 look, any_message = await asyncio.to_thread(self._look, followed)
             except Exception as exc:  # the streams' own period still holds
                 log.debug("could not look for new rows: %s", exc)
             else:
                 self.last = look
+                self.recent.append(look)
                 self._wake(look, any_message)
             await asyncio.sleep(self.tick)
         self._stopped_at = time.monotonic()
