@@ -50,7 +50,8 @@ async def read_now(session: Session, read: Callable[..., T], *args: Any) -> T:
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
-    """A database session for one request (opening one does no I/O; routes that query it are plain `def`)."""
+    """A database session for one request (opening one does no I/O; routes that query it are plain `def`, or read
+    through `read_now`)."""
     with Session(request.app.state.engine, expire_on_commit=False) as session:
         yield session
 
