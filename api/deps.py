@@ -13,6 +13,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import Pool, QueuePool
 from sqlmodel import Session
 
 from api.bodies import MAX_ID
@@ -44,9 +45,18 @@ async def read_now(session: Session, read: Callable[..., T], *args: Any) -> T:
     the two thread hops a plain `def` route pays cost more than they let run beside it (a third of a log poll's
     CPU under the load bench, bench/LOAD.md). PostgreSQL's reads wait on the network: those keep the thread.
     """
-    if session.get_bind().dialect.name == "sqlite":
+    engine = session.get_bind()
+    if engine.dialect.name == "sqlite" and _free_connection(engine.pool):
         return read(session, *args)
     return await run_in_threadpool(read, session, *args)
+
+
+def _free_connection(pool: Pool) -> bool:
+    """Whether the pool hands out a connection without waiting: the loop must never wait on it, for a plain `def`
+    route gives its connection back only when the loop closes its session (a few spare for the threads' races)."""
+    if not isinstance(pool, QueuePool):
+        return True
+    return pool.checkedin() > 2 or pool.overflow() < getattr(pool, "_max_overflow", 0) - 2
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:

@@ -93,6 +93,27 @@ def test_a_read_on_sqlite_runs_where_it_is_awaited(tmp_path) -> None:
     assert read_thread == loop_thread
 
 
+def test_a_read_never_waits_on_the_pool_on_the_event_loop(tmp_path) -> None:
+    """A plain `def` route gives its connection back only when the loop closes its session: with the pool drained,
+    a read on the loop would wait on them (for the pool's 30 s) while they wait on the loop."""
+    engine = make_engine(f"sqlite:///{tmp_path}/f.db")
+    held = []
+    try:
+        while engine.pool.checkedin() or engine.pool.overflow() < engine.pool._max_overflow:  # type: ignore[attr-defined]
+            held.append(engine.connect())  # every connection the pool can give, held as such routes hold them
+            held[-1].exec_driver_sql("SELECT 1")
+
+        async def main() -> tuple[int, int]:
+            with Session(engine) as s:
+                return threading.get_ident(), await read_now(s, lambda _s: threading.get_ident())
+
+        loop_thread, read_thread = asyncio.run(main())
+        assert read_thread != loop_thread  # it went to a worker thread, which may wait without stopping the loop
+    finally:
+        for c in held:
+            c.close()
+
+
 def test_a_pages_tool_call_count_reads_the_kind_index_not_every_line(tmp_path) -> None:
     from alembic import command
     from sqlalchemy import text
