@@ -8,16 +8,15 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import Pool, QueuePool
 from sqlmodel import Session
 
 from api.bodies import MAX_ID
 from api.middleware import TOKEN_HELP
+from api.reads import run_read
 from factory.auth.people import Principal
 from factory.config import FactoryConfig
 from factory.domain.text import clip
@@ -39,24 +38,8 @@ async def get_engine(request: Request) -> Engine:
 
 
 async def read_now(session: Session, read: Callable[..., T], *args: Any) -> T:
-    """Run a short read for an `async def` route: on the event loop when the database is SQLite, else in a thread.
-
-    A SQLite read is local and CPU-bound, holding the GIL for most of it in SQLAlchemy's Python either way, so
-    the two thread hops a plain `def` route pays cost more than they let run beside it (a third of a log poll's
-    CPU under the load bench, bench/LOAD.md). PostgreSQL's reads wait on the network: those keep the thread.
-    """
-    engine = session.get_bind()
-    if engine.dialect.name == "sqlite" and _free_connection(engine.pool):
-        return read(session, *args)
-    return await run_in_threadpool(read, session, *args)
-
-
-def _free_connection(pool: Pool) -> bool:
-    """Whether the pool hands out a connection without waiting: the loop must never wait on it, for a plain `def`
-    route gives its connection back only when the loop closes its session (a few spare for the threads' races)."""
-    if not isinstance(pool, QueuePool):
-        return True
-    return pool.checkedin() > 2 or pool.overflow() < getattr(pool, "_max_overflow", 0) - 2
+    """Run `read(session, *args)` for an `async def` route: on the event loop with SQLite (`api.reads`)."""
+    return await run_read(session.get_bind(), read, session, *args)
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.reads import run_read
 from factory.auth.people import Principal, session_principal, token_principal
 from factory.auth.roles import WRITES, rank, rule_for, target_of
 from factory.auth.secrets import same
@@ -117,11 +118,11 @@ class AuthGate:
             scheme, _, given = authorization.partition(" ")
             found = None
             if scheme.lower() == "bearer" and given.strip():
-                found = await to_thread.run_sync(token_principal, engine, given.strip())
+                found = await run_read(engine, token_principal, engine, given.strip())
             return found, "" if found else TOKEN_HELP
         cookie = _session_cookie(scope)
         if cookie:
-            found = await to_thread.run_sync(session_principal, engine, cookie)
+            found = await run_read(engine, session_principal, engine, cookie)
             return found, "" if found else "the session has ended: sign in again"
         return None, SIGN_IN_HELP if self.cfg.auth.oidc or self.cfg.auth.github or self.cfg.auth.local else TOKEN_HELP
 

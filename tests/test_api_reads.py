@@ -69,6 +69,27 @@ def test_polled_reads_run_on_the_event_loop_with_sqlite(tmp_path, monkeypatch) -
     assert not [t for t in threads if t.startswith("AnyIO worker")], threads
 
 
+def test_a_personal_tokens_lookup_runs_on_the_event_loop_with_sqlite(tmp_path, monkeypatch) -> None:
+    from pydantic import SecretStr
+
+    from factory.auth.people import create_token, create_user
+
+    cfg, engine = _site(tmp_path, monkeypatch)
+    cfg = cfg.model_copy(update={"factory_auth_token": SecretStr("bootstrap-token-for-this-test-only-0123456789")})
+    user = create_user(engine, "ana", "viewer")
+    assert user.id is not None
+    _row, token = create_token(engine, user.id, "read", None)
+    threads: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *_: threads.append(threading.current_thread().name))
+    with TestClient(create_app(cfg, engine=engine, connect_temporal=False)) as c:
+        assert c.get("/api/tasks/1/logs").status_code == 401
+        threads.clear()
+        assert c.get("/api/tasks/1/logs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert c.get("/api/tasks/1/logs", headers={"Authorization": "Bearer fct_nope_nope"}).status_code == 401
+    assert len(threads) >= 3, threads  # the token, its user, the lines
+    assert not [t for t in threads if t.startswith("AnyIO worker")], threads
+
+
 def test_a_read_on_postgresql_keeps_its_worker_thread() -> None:
     # the engine is never connected: read_now only looks at its dialect
     engine = create_engine("postgresql+psycopg://factory@127.0.0.1:1/none")
