@@ -110,10 +110,14 @@ async def _check(h, github, telegram, traefik, ns: str) -> None:  # noqa: F811
         assert time.monotonic() < deadline, "the preview was not routed"
         time.sleep(0.2)
     assert httpx.get(traefik + "/index.html", headers={"Host": host}).text == "the preview answers\n"
-    # announced: board, Telegram, PR body
-    with session_scope(h.runtime.engine) as s:
-        board = [m.content for m in s.exec(select(Message).where(Message.task_id == t["id"]))]
-    assert f"Preview for Show the new page: {url}" in board
+
+    # announced: board, Telegram, PR body (the board's post runs beside the record that marks the task done, so
+    # "done" may be read a moment before it lands)
+    def board() -> list[str]:
+        with session_scope(h.runtime.engine) as s:
+            return [m.content for m in s.exec(select(Message).where(Message.task_id == t["id"]))]
+
+    await h.until(lambda: f"Preview for Show the new page: {url}" in board(), timeout=30, what="the board's post")
     await h.until(lambda: any(url in x and "Preview for" in x for x in telegram.texts(CHAT)), what="telegram")
     pr = next(p for p in github.prs if p["head"]["ref"] == done["branch"])
     assert url in pr["body"]
