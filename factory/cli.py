@@ -72,6 +72,12 @@ def _bind(command: str, host: str, port: int, option: str) -> socket.socket:
         _fail(command, str(exc), 3)
 
 
+# How long the API keeps an idle keep-alive connection open. Longer than its clients keep theirs (nginx's
+# upstream connections 60 s, as deploy/nginx/factory.conf sets; httpx 5 s): uvicorn's own 5 s would close a
+# connection just as a client that still counts it as open sends on it, and that request fails (nginx: a 502).
+KEEP_ALIVE_SECONDS = 75
+
+
 async def _serve_api(
     cfg: FactoryConfig, sock: socket.socket, stop: asyncio.Event, ui_port: int | None = None, **app_kwargs: object
 ) -> None:
@@ -81,7 +87,7 @@ async def _serve_api(
 
     app = create_app(cfg, **app_kwargs)
     app.state.temporal_ui_port = ui_port  # the dashboard's Temporal links go to the UI this process started
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=KEEP_ALIVE_SECONDS))
 
     async def serve() -> None:
         try:

@@ -11,11 +11,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 
 import httpx
 import pytest
 
+from factory.cli import KEEP_ALIVE_SECONDS
 from tests.conftest import write_config
 from tests.fakes.http import free_port
 from tests.procs import ROOT, ApiProcess
@@ -97,7 +99,12 @@ def test_the_site_is_valid_for_debian_nginx(tmp_path: Path) -> None:
 
 
 async def test_task_api_dashboard_and_live_stream_through_nginx(nginx) -> None:
-    https, http, _api = nginx
+    https, http, api = nginx
+    # a keep-alive connection to the API itself, idle while the rest runs (checked at the end)
+    direct = HTTPConnection("127.0.0.1", api.port, timeout=10)
+    direct.request("GET", "/health")
+    assert direct.getresponse().read() and direct.sock is not None
+    held, idle_from = direct.sock, time.monotonic()
     async with httpx.AsyncClient(base_url=https, verify=False, timeout=30) as client:
         redirect = await client.get(f"{http}/api/tasks", follow_redirects=False)
         assert redirect.status_code == 301 and redirect.headers["location"].startswith("https://")
@@ -135,3 +142,13 @@ async def test_task_api_dashboard_and_live_stream_through_nginx(nginx) -> None:
     assert [a[1]["content"] for a in arrivals] == ["first through nginx", "second through nginx"]
     for (arrived, _), posted in zip(arrivals, sent, strict=True):
         assert arrived - posted < 1.0, "an event was held back on its way through nginx"
+
+    # The API keeps an idle connection open longer than nginx keeps its upstream ones (and than httpx's 5 s):
+    # one it closed first could be closed just as nginx sends a request on it, a 502 for that request.
+    # uvicorn's default closes them after 5 s; this connection has been idle longer than that.
+    upstream = re.search(r"upstream factory_api \{[^}]*keepalive_timeout (\d+)s;", SITE.read_text())
+    assert upstream and int(upstream.group(1)) < KEEP_ALIVE_SECONDS, "the site's upstream keep-alive outlives the API's"
+    await asyncio.sleep(max(0.0, 5.5 - (time.monotonic() - idle_from)))
+    direct.request("GET", "/health")
+    assert direct.getresponse().status == 200 and direct.sock is held, "the API closed an idle connection"
+    direct.close()
