@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from activities import browser_checks
 from activities.browser_checks import MAX_SHOT_BYTES, PNG_SIGNATURE, _scenario
 from factory.config_sections import BrowserScenario
 from factory.evidence.store import ArtifactStore
@@ -181,11 +182,13 @@ async def test_a_download_does_not_reach_the_workers_disk(tmp_path):
     assert not found, found
 
 
-async def test_a_hanging_page_times_out_and_says_so(tmp_path):
+async def test_a_hanging_page_times_out_and_says_so(tmp_path, monkeypatch):
+    # each step's budget shortened from 10 s (the cut is the same): its load and its screenshot both time out
+    monkeypatch.setattr(browser_checks, "STEP_TIMEOUT_MS", 3_000)
     page = "<html><body><h1>app</h1><script>while (true) {}</script></body></html>"
     out, _ = await _run(tmp_path, page)
     assert not out["ok"] and "Timeout" in out["error"], out
-    assert out["seconds"] < 30, out
+    assert out["seconds"] < 12, out
 
 
 async def test_a_page_eating_memory_is_cut_off(tmp_path):
