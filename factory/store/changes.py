@@ -61,7 +61,6 @@ class Changes:
         self.tick = tick
         self.looks = 0  # looks made (tests read it)
         self._seen: tuple[int, int] | None = None  # the highest log and message ids at the last look
-        self.last: Look | None = None  # the newest look (rows kept for the streams it woke)
         self.recent: deque[Look] = deque(maxlen=KEEP_LOOKS)  # the newest looks, oldest first, one after another
         self._waiters: dict[asyncio.Future[None], frozenset[int] | None] = {}
         self._followed_at: dict[int, float] = {}  # task id -> when a stream last waited for it
@@ -79,8 +78,8 @@ class Changes:
         for t in follows or ():
             self._followed_at[t] = now
         if self._looking is None or self._looking.done():
-            if time.monotonic() - self._stopped_at > FORGET_AFTER:
-                self._seen, self.last = None, None
+            if now - self._stopped_at > FORGET_AFTER:
+                self._seen = None
                 self.recent.clear()
             self._looking = asyncio.create_task(self._look_while_waited())
         try:
@@ -89,6 +88,11 @@ class Changes:
         finally:
             self._waiters.pop(fut, None)
             fut.cancel()
+
+    @property
+    def last(self) -> Look | None:
+        """The newest look (rows kept for the streams it woke)."""
+        return self.recent[-1] if self.recent else None
 
     def mark(self) -> tuple[int, int] | None:
         """The ids the newest look covers: rows up to them were stored before a read that starts now."""
@@ -133,7 +137,6 @@ class Changes:
             except Exception as exc:  # the streams' own period still holds
                 log.debug("could not look for new rows: %s", exc)
             else:
-                self.last = look
                 self.recent.append(look)
                 self._wake(look, any_message)
             await asyncio.sleep(self.tick)
