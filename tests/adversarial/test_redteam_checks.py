@@ -75,6 +75,13 @@ async def _jailed() -> AsyncIterator[Any]:
         jail.close()
 
 
+@pytest.fixture
+def short_steps(monkeypatch) -> None:
+    """Each step's budget shortened from 10 s to 3 s (the same code path): a check that must fail (a hanging
+    page, text that never shows) fails sooner."""
+    monkeypatch.setattr(browser_checks, "STEP_TIMEOUT_MS", 3_000)
+
+
 async def _run(tmp_path: Path, page: str, **scenario: Any) -> tuple[dict[str, Any], _Recorder]:
     preview = _Recorder({"/": page})
     try:
@@ -120,7 +127,7 @@ def canary(tmp_path: Path) -> Path:
     return secret
 
 
-async def test_the_page_cannot_read_host_files(tmp_path, canary):
+async def test_the_page_cannot_read_host_files(tmp_path, canary, short_steps):
     targets = ["file:///etc/shadow", f"file://{canary}", "file:///proc/1/environ", "chrome://version"]
     probes = "".join(
         f'fetch("{t}").then(r => r.text()).then(x => report("fetch", x)).catch(() => {{}});'
@@ -182,9 +189,7 @@ async def test_a_download_does_not_reach_the_workers_disk(tmp_path):
     assert not found, found
 
 
-async def test_a_hanging_page_times_out_and_says_so(tmp_path, monkeypatch):
-    # each step's budget shortened from 10 s (the cut is the same): its load and its screenshot both time out
-    monkeypatch.setattr(browser_checks, "STEP_TIMEOUT_MS", 3_000)
+async def test_a_hanging_page_times_out_and_says_so(tmp_path, short_steps):
     page = "<html><body><h1>app</h1><script>while (true) {}</script></body></html>"
     out, _ = await _run(tmp_path, page)
     assert not out["ok"] and "Timeout" in out["error"], out
@@ -201,7 +206,7 @@ async def test_a_page_eating_memory_is_cut_off(tmp_path):
     assert out["seconds"] < 30, out
 
 
-async def test_hidden_text_does_not_pass_expect_text(tmp_path):
+async def test_hidden_text_does_not_pass_expect_text(tmp_path, short_steps):
     """Decision: expect_text is what a person sees (innerText). Text the page shows is the page's claim
     and counts; text it hides (display:none) does not."""
     page = f'<html><body><h1>app</h1><span style="display:none">{CANARY}</span></body></html>'
