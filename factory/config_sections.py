@@ -257,6 +257,8 @@ class MemoryConfig(_Model):
     top_k: int = Field(default=5, ge=1)
     max_prompt_chars: int = 4000
     embeddings: EmbeddingsConfig | None = None
+    # how long a task's remember step rides out a store outage (retrying) before the memory is let go
+    outage_seconds: float = Field(default=40, gt=0, le=3600)
 
 
 class PreviewsConfig(_Model):

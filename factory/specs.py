@@ -95,6 +95,7 @@ def task_input(cfg: FactoryConfig, task: Task, ref: RepoRef, start: TaskStart | 
         branch=start.branch,
         context=start.context,
         memory=cfg.memory.enabled,
+        memory_outage_s=cfg.memory.outage_seconds,
         resume_session_id=start.resume_session,
         resume_from_task=start.resume_from_task,
         budget_hold_s=budget_hold_s(cfg),
@@ -178,5 +179,6 @@ def workflow_input(cfg: FactoryConfig, run: WorkflowRun, wf: WorkflowConfig, ref
         max_iterations=wf.max_iterations, id_prefix=cfg.temporal.id_prefix,
         heartbeat_timeout_s=cfg.temporal.heartbeat_timeout_seconds,
         clarification_timeout_s=cfg.clarification_timeout_hours * 3600, memory=cfg.memory.enabled,
+        memory_outage_s=cfg.memory.outage_seconds,
         failover_after_s=cfg.workers.failover_after_seconds,
     )  # fmt: skip

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from factory.specs import task_workflow_id
 from tests.fakes.anthropic import Text, ToolUse
 from tests.fakes.http import free_port
+from tests.test_pipeline import scheduled_options
 
 LEARNING = '{"type": "learning", "content": "the login tests need the fake redis started first"}'
 
@@ -43,10 +45,15 @@ async def test_an_unreachable_memory_server_degrades_but_tasks_finish(start_fact
     monkeypatch.setenv("SURREALDB_USER", "root")
     monkeypatch.setenv("SURREALDB_PASS", "nothing-listens-here")
     model.add_scenario("mem-down", [[ToolUse("Write", {"file_path": "m.txt", "content": "m\n"})], Text("done")])
-    async with start_factory(memory={"enabled": True}) as h:
+    # the remember step rides out the outage for `memory.outage_seconds` (40 by default), then lets go
+    async with start_factory(memory={"enabled": True, "outage_seconds": 4}) as h:
         t = await h.create("Work without memory", "mem-down")
         assert (await h.wait_for(t["id"], {"done", "failed"}))["status"] == "done"
-        await h.settled(t["id"])
+        await h.settled(t["id"], timeout=30)
+        history = await h.client.get_workflow_handle(task_workflow_id(h.cfg, t["id"])).fetch_history()
+        remember = scheduled_options(history)["remember_task"]
+        assert remember.schedule_to_close_timeout.ToSeconds() == 4
+        assert remember.start_to_close_timeout.ToSeconds() == 4
         health = (await h.api.get("/health")).json()
         assert health["memory"] == "degraded" and health["status"] == "degraded"
         assert health["database"] == "ok" and health["temporal"] == "ok"

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from factory.contracts import AnswerInput, MemoryCall, RepoRef, ScheduledWork, TaskResult, WorkflowRunResult
 from factory.domain.pull_request import NO_CHANGES_NOTE
+from tests.test_pipeline import scheduled_options
 from tests.workflow_harness import (
     Scripted,
     WorkflowStepSpec,
@@ -293,6 +295,26 @@ async def test_code_review_approved_at_once_skips_the_revision_in_one_worktree(t
     # the steps are child tasks in the run's one worktree, with one PR and one cleanup for the run
     assert len(s.of("prepare_workspace")) == 1 and len(s.of("open_pull_request")) == 1 and res.pr_url
     assert all(r.cwd == "/work/tasks/101" for r in s.of("run_agent")) and len(s.of("cleanup_workspace")) == 1
+
+
+async def test_a_runs_steps_remember_with_the_configured_outage_window(temporal_env):
+    """`memory.outage_seconds` reaches every step's remember step, not only a lone task's."""
+    s = Scripted(replies={"reviewer": [verdict("approved")]})
+    inp = run_input(code_review_steps(), memory_outage_s=7)
+    async with s.worker(temporal_env.client):
+        handle = await temporal_env.client.start_workflow(
+            "ConfiguredWorkflow", inp, id=f"run-{s.task_queue}", task_queue=s.task_queue, result_type=WorkflowRunResult
+        )
+        assert (await handle.result()).status == "completed"
+    children = [
+        e.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+        for e in (await handle.fetch_history()).events
+        if e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED
+    ]
+    assert len(children) == 2 and len(s.of("remember_task")) == 2
+    for child in children:
+        options = scheduled_options(await temporal_env.client.get_workflow_handle(child).fetch_history())
+        assert options["remember_task"].schedule_to_close_timeout.ToSeconds() == 7
 
 
 async def test_changes_requested_loops_back_to_the_review_with_handoffs_then_approves(temporal_env):

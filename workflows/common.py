@@ -56,13 +56,19 @@ NOTIFY = {
     "schedule_to_close_timeout": OUTAGE_WINDOW,
     "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5)),
 }
-# a task's memory: a short outage of the store (or of the process that owns it) is ridden out by
-# retrying, a long one is logged and let go, so a memory never holds a finished task for long
-MEMORY = {
-    "start_to_close_timeout": timedelta(seconds=20),
-    "schedule_to_close_timeout": timedelta(seconds=40),
-    "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=8)),
-}
+
+
+def memory_step(outage_s: float) -> dict[str, Any]:
+    """A task's memory: a short outage of the store (or of the process that owns it) is ridden out by
+    retrying for `outage_s` (`memory.outage_seconds`, 40 s by default), a longer one is logged and let go,
+    so a memory never holds a finished task for long."""
+    return {
+        "start_to_close_timeout": timedelta(seconds=min(20, outage_s)),
+        "schedule_to_close_timeout": timedelta(seconds=outage_s),
+        "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=8)),
+    }
+
+
 ENVIRONMENTS = {"start_to_close_timeout": timedelta(minutes=5), "heartbeat_timeout": HEARTBEAT}
 # a done task's worktree removed in its workflow task (`clean_up_here`): a directory removed, no git, no
 # docker; tried twice, then the host's own cleanup step does it under GIT's policy

@@ -77,7 +77,7 @@ async def run_step_task(
             heartbeat_timeout_s=inp.heartbeat_timeout_s, clarification_timeout_s=inp.clarification_timeout_s,
             context=step_context(inp, step, iteration, source, review), workspace=ws,
             workflow_run_id=inp.run_id, step_label=label, open_pr=False, memory=inp.memory,
-            require_verdict=is_review, failover_after_s=inp.failover_after_s,
+            memory_outage_s=inp.memory_outage_s, require_verdict=is_review, failover_after_s=inp.failover_after_s,
             instructions=REVIEW_INSTRUCTIONS.replace("{base}", ws.base_branch) if is_review else "",
         ),
         id=f"{inp.id_prefix}task-{task_id}",

@@ -31,7 +31,7 @@ from factory.contracts import (
 from factory.contracts import activities as acts
 from factory.domain.pull_request import commit_message, pr_body
 from workflows import failover
-from workflows.common import ENVIRONMENTS, GIT, GITHUB, GITHUB_LOCAL, HERE, MEMORY, QUICK, error_text, noticing
+from workflows.common import ENVIRONMENTS, GIT, GITHUB, GITHUB_LOCAL, HERE, QUICK, error_text, memory_step, noticing
 
 
 async def prepare(inp: TaskInput, started: TaskEvent | None = None) -> WorkspaceInfo:
@@ -164,7 +164,7 @@ async def remember(inp: TaskInput, result: TaskResult) -> None:
                 files=result.changes.changed_files if result.changes else [], pr_url=result.pr_url,
             ),
             summary="remember",
-            **MEMORY,
+            **memory_step(inp.memory_outage_s),
         ),
     )  # fmt: skip
 

@@ -75,6 +75,7 @@ class TaskInput:
     step_label: str = ""
     open_pr: bool = True
     memory: bool = True
+    memory_outage_s: float = 40  # memory.outage_seconds
     require_verdict: bool = False  # a reviewer step: remind once, then fail, without a JSON verdict
     instructions: str = ""  # replaces the closing instruction of the prompt (e.g. for a reviewer)
     resume_session_id: str | None = None  # a retried task resumes its agent's CLI session

@@ -40,6 +40,7 @@ class WorkflowRunInput:
     heartbeat_timeout_s: float = 30
     clarification_timeout_s: float = 72 * 3600
     memory: bool = True
+    memory_outage_s: float = 40  # memory.outage_seconds
     failover_after_s: float = 0  # see TaskInput.failover_after_s
 
 
