@@ -30,7 +30,8 @@ pytestmark = pytest.mark.chaos
 TOKEN = "fuzz-token-3b9e51d0c7"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SEED = 20_261_201
-EXAMPLES = 12  # per operation and generation mode (about 80 operations: the whole run stays in its budget)
+# per operation and generation mode: about 1,000 requests in all (the time goes mostly to generating them)
+EXAMPLES = 8
 BUDGET_SECONDS = 180.0
 STREAMS = {"GET /api/messages/stream/sse", "GET /api/events"}  # endless server-sent event streams
 
@@ -137,4 +138,4 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(start_
             await asyncio.wait_for(serving, 30)
     print(f"schemathesis: {calls} requests in {took:.0f}s")
     assert not failures, "\n\n".join(failures)
-    assert calls > 1000, f"only {calls} requests were made"
+    assert calls > 900, f"only {calls} requests were made"
