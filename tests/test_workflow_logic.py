@@ -300,15 +300,11 @@ async def test_code_review_approved_at_once_skips_the_revision_in_one_worktree(t
 async def test_a_runs_steps_remember_with_the_configured_outage_window(temporal_env):
     """`memory.outage_seconds` reaches every step's remember step, not only a lone task's."""
     s = Scripted(replies={"reviewer": [verdict("approved")]})
-    inp = run_input(code_review_steps(), memory_outage_s=7)
-    async with s.worker(temporal_env.client):
-        handle = await temporal_env.client.start_workflow(
-            "ConfiguredWorkflow", inp, id=f"run-{s.task_queue}", task_queue=s.task_queue, result_type=WorkflowRunResult
-        )
-        assert (await handle.result()).status == "completed"
+    assert (await run_steps(temporal_env, s, code_review_steps(), memory_outage_s=7)).status == "completed"
+    run = temporal_env.client.get_workflow_handle(f"run-{s.task_queue}")
     children = [
         e.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
-        for e in (await handle.fetch_history()).events
+        for e in (await run.fetch_history()).events
         if e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED
     ]
     assert len(children) == 2 and len(s.of("remember_task")) == 2
