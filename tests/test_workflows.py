@@ -187,10 +187,16 @@ async def test_code_review_loop_revises_once_and_approves_on_the_second_review(s
         one = (await h.api.get(f"/api/handoffs/{handoffs[1]['id']}")).json()
         assert one["verdict"] == "changes_requested"
 
-        with session_scope(h.runtime.engine) as s:
-            board = [m.content for m in s.exec(select(Message).where(Message.workflow_run_id == run["id"]))]
-        assert any("iteration 2: code_review: iteration 2 of at most 3" in m for m in board), board
-        assert any(m.startswith(f"workflow #{run['id']} done") and done["pr_url"] in m for m in board), board
+        # the run's "done" post is sent after the record that marks it completed, so it may land a moment later
+        def board() -> list[str]:
+            with session_scope(h.runtime.engine) as s:
+                return [m.content for m in s.exec(select(Message).where(Message.workflow_run_id == run["id"]))]
+
+        done_post = f"workflow #{run['id']} done"
+        await h.until(lambda: any(m.startswith(done_post) for m in board()), timeout=30, what="the run's done post")
+        posts = board()
+        assert any("iteration 2: code_review: iteration 2 of at most 3" in m for m in posts), posts
+        assert any(m.startswith(done_post) and done["pr_url"] in m for m in posts), posts
 
         listed = (await h.api.get("/api/workflows", params={"status": "completed"})).json()
         assert [r["id"] for r in listed] == [run["id"]]
